@@ -1,0 +1,142 @@
+"""Audio files in and out: any format, rate and channel count; resampling; atomic writes.
+
+Audio arrays in keras-svs are float32 of shape ``(channels, samples)`` with values
+nominally in [-1, 1]. This is the only module that touches audio files.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+#: Output formats ``write`` accepts, by file extension.
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+#: Default sample encodings per (format, bit depth).
+_SUBTYPES = {
+    ("WAV", 16): "PCM_16", ("WAV", 24): "PCM_24", ("WAV", 32): "FLOAT",
+    ("FLAC", 16): "PCM_16", ("FLAC", 24): "PCM_24",
+    ("OGG", 16): "VORBIS", ("OGG", 24): "VORBIS", ("OGG", 32): "VORBIS",
+}
+
+
+class AudioError(ValueError):
+    """An audio file could not be read or written; the message names the file."""
+
+
+def read(path: str | os.PathLike, sample_rate: int | None = None,
+         mono: bool = False) -> tuple[np.ndarray, int]:
+    """Read an audio file.
+
+    Args:
+        path: a wav/flac/ogg/mp3/aiff file (anything libsndfile reads; other formats
+            through librosa's audioread fallback).
+        sample_rate: resample to this rate in Hz; ``None`` (default) keeps the file's.
+        mono: average the channels into one (default False).
+
+    Returns:
+        ``(audio, rate)``: float32 array ``(channels, samples)`` and its rate in Hz.
+
+    Raises:
+        AudioError: the file is missing, unreadable or holds no samples.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        audio = data.T
+    except Exception as sf_error:  # libsndfile could not read it: try audioread
+        audio, rate = _read_with_librosa(path, sf_error)
+    if audio.shape[-1] == 0:
+        raise AudioError(f"{path}: holds no audio samples")
+    if mono:
+        audio = audio.mean(axis=0, keepdims=True)
+    if sample_rate is not None and sample_rate != rate:
+        audio = resample(audio, rate, sample_rate)
+        rate = sample_rate
+    return np.ascontiguousarray(audio, dtype=np.float32), int(rate)
+
+
+def _read_with_librosa(path: Path, cause: Exception) -> tuple[np.ndarray, int]:
+    import warnings
+
+    import librosa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            audio, rate = librosa.load(str(path), sr=None, mono=False)
+    except Exception:
+        raise AudioError(f"{path}: not a readable audio file ({cause})") from None
+    return np.atleast_2d(audio).astype(np.float32), int(rate)
+
+
+def info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """Return ``(sample_rate, channels, frames)`` of an audio file without decoding it all."""
+    meta = sf.info(str(path))
+    return int(meta.samplerate), int(meta.channels), int(meta.frames)
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling (soxr, high quality) along the last axis.
+
+    Args:
+        audio: float array ``(..., samples)`` at ``rate_in`` Hz.
+        rate_in, rate_out: sample rates in Hz.
+
+    Returns:
+        float32 array ``(..., round(samples * rate_out / rate_in))``.
+    """
+    if rate_in == rate_out:
+        return audio.astype(np.float32, copy=False)
+    import librosa
+
+    return librosa.resample(audio, orig_sr=rate_in, target_sr=rate_out,
+                            res_type="soxr_hq", axis=-1).astype(np.float32)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average channels: ``(channels, samples)`` -> ``(samples,)``."""
+    return audio.mean(axis=0) if audio.ndim == 2 else audio
+
+
+def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
+          bit_depth: int = 16) -> Path:
+    """Write audio atomically: to a temporary file beside ``path``, then renamed.
+
+    A failure (full disk, bad folder) leaves no file at ``path``.
+
+    Args:
+        path: destination; the extension picks the format (.wav, .flac, .ogg).
+        audio: float array ``(channels, samples)`` or ``(samples,)``.
+        sample_rate: rate in Hz.
+        bit_depth: 16 or 24 (integer PCM) or 32 (float WAV). Default 16.
+
+    Returns:
+        the written path.
+    """
+    path = Path(path)
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
+    subtype = _SUBTYPES.get((fmt, bit_depth))
+    if subtype is None:
+        raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
+    data = np.atleast_2d(np.asarray(audio, dtype=np.float32)).T
+    if subtype.startswith("PCM"):
+        data = np.clip(data, -1.0, 1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,107 @@
+"""TensorFlow SavedModel export: the whole separation inside one graph, for TF Serving.
+
+The SavedModel has two endpoints and needs neither Python keras_svs nor Keras to run::
+
+    loaded = tf.saved_model.load("exported/")
+    stems = loaded.serve(waveform)            # float32 (channels, samples) at the model's rate
+    stems["vocals"], stems["accompaniment"]   # float32 (channels, samples), summing to the input
+    out = loaded.spectrogram(magnitude)       # float32 (frames, n_fft // 2 + 1)
+    out["voice_probability"], out["mask"]     # (frames, model bins), (frames, n_fft // 2 + 1)
+
+``serve`` is also the default serving signature. Inputs must be at the model's sample rate
+(``sample_rate`` in ``assets/keras_svs.json`` of the export); resample before calling.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from . import spectral
+from .separation import make_mask, patch_probabilities, patch_weights
+from .models import load_model, settings, stft_config
+
+
+def whole_probability(model: keras.Model, magnitude: tf.Tensor, mode: str = "average"):
+    """Voice probability ``(frames, model bins)`` of a whole magnitude ``(frames, >= bins)``
+    in one model call (the graph that :meth:`Separator.voice_probability` computes in blocks)."""
+    s = settings(model)
+    mag = magnitude[:, :s["bins"]]
+    total = tf.shape(mag)[0]
+    if s["frames"] is None:
+        padded = tf.pad(mag, [[0, -total % s["time_multiple"]], [0, 0]])
+        return tf.cast(model(padded[tf.newaxis], training=False)[0, :total, :, 0], tf.float32)
+    hop, weights = patch_weights(s["frames"], mode)
+    edge = s["frames"] - hop
+    block = (total + hop - 1) // hop * hop
+    padded = tf.pad(mag, [[edge, block - total + edge], [0, 0]])
+    probability = patch_probabilities(model, padded, hop, tf.constant(weights))
+    return probability[edge:edge + total]
+
+
+def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
+           mask: str | None = None, threshold: float | None = None,
+           mode: str = "average") -> Path:
+    """Write a SavedModel with ``serve`` (waveform) and ``spectrogram`` endpoints.
+
+    Args:
+        model: ``.keras`` path or loaded model.
+        out_dir: destination folder (replaced if it exists).
+        mask, threshold, mode: as for :class:`keras_svs.Separator` (defaults: the model's).
+
+    Returns:
+        ``out_dir``.
+    """
+    model = model if isinstance(model, keras.Model) else load_model(model)
+    s = settings(model)
+    config = stft_config(model)
+    mask = mask or s["mask"]
+    threshold = s["threshold"] if threshold is None else float(threshold)
+    make_mask(tf.zeros([1]), mask, threshold)  # validates `mask`
+    bins = s["bins"]
+
+    def separation_mask(magnitude):
+        probability = whole_probability(model, magnitude, mode)
+        return probability, spectral.fit_bins(make_mask(probability, mask, threshold),
+                                              config.bins)
+
+    def serve(waveform):
+        mono = tf.reduce_mean(waveform, axis=0)
+        magnitude = spectral.magnitude(spectral.stft(mono, config))
+        _, m = separation_mask(magnitude)
+        spectrum = spectral.stft(waveform, config)
+        vocals = spectral.istft(spectrum * tf.cast(m, tf.complex64)[tf.newaxis], config,
+                                tf.shape(waveform)[-1])
+        return {"vocals": vocals, "accompaniment": waveform - vocals}
+
+    def spectrogram(magnitude):
+        probability, m = separation_mask(magnitude)
+        return {"voice_probability": probability, "mask": m}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    archive.add_endpoint("spectrogram", spectrogram, input_signature=[
+        tf.TensorSpec([None, config.bins], tf.float32, name="magnitude")])
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    archive.write_out(str(tmp), verbose=False)
+    meta = {**s, "mask": mask, "threshold": threshold, "mode": mode,
+            "model_bins": bins, "spectrum_bins": config.bins,
+            "endpoints": {"serve": "waveform (channels, samples) -> vocals, accompaniment",
+                          "spectrogram": "magnitude (frames, bins) -> voice_probability, mask"}}
+    (tmp / "assets").mkdir(exist_ok=True)
+    (tmp / "assets" / "keras_svs.json").write_text(json.dumps(meta, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+__all__ = ["export", "whole_probability"]

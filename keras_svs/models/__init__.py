@@ -1,0 +1,98 @@
+"""Model construction and loading.
+
+Every model maps mixture magnitudes ``(batch, frames, bins)`` to per-bin probabilities
+``(batch, frames, bins, 2)`` (channel 0 = voice). Its first layer, :class:`SpectrogramInput`,
+carries the STFT settings and input statistics, so a saved ``.keras`` file is self-contained.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ..spectral import StftConfig
+from .layers import BinSoftmax, SpectrogramInput
+from .losses import bin_accuracy, bin_cross_entropy
+from .paper import paper_body
+from .presets import PRESETS, Preset, get_preset
+from .unet import unet_body
+
+__all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model", "settings",
+           "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy"]
+
+
+def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:
+    """Build an untrained model from a preset.
+
+    Args:
+        preset: a preset name (see :data:`PRESETS`) or a :class:`Preset`.
+        shortcuts: for ``unet``, False builds the same layers with the skip paths zeroed
+            (autoencoder pretraining); ignored by ``paper``.
+
+    Returns:
+        a ``keras.Model`` named after the preset: ``(batch, frames, bins)`` magnitudes in,
+        ``(batch, frames, bins, 2)`` probabilities out; ``frames`` is fixed for ``paper``
+        models and free (a multiple of ``2 ** levels``) for ``unet``.
+    """
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    if p.architecture == "paper":
+        frames, multiple = p.frames, 1
+    elif p.architecture == "unet":
+        frames, multiple = None, 2 ** len(p.arch.get("filters", (0,) * 6))
+    else:
+        raise ValueError(f"unknown architecture {p.architecture!r}")
+    magnitude = keras.Input((frames, p.bins), name="magnitude")
+    front = SpectrogramInput(p.name, p.stft.sample_rate, p.stft.n_fft, p.stft.win_length,
+                             p.stft.hop_length, p.bins, frames, multiple, p.log_input,
+                             p.standardize, p.mask, p.threshold, name="spectrogram_input")
+    x = front(magnitude)
+    if p.architecture == "paper":
+        logits = paper_body(x, p.frames, p.bins, **p.arch)
+    else:
+        logits = unet_body(x, **p.arch, skips=shortcuts)
+    probabilities = BinSoftmax(name="probabilities")(logits)
+    return keras.Model(magnitude, probabilities, name=p.name)
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a keras-svs ``.keras`` model (Keras safe mode: no arbitrary code runs).
+
+    Raises:
+        ValueError: the file is missing or not a keras-svs model; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a loadable keras-svs model ({first})") from None
+    front_end(model)  # raises if it is some other Keras model
+    return model
+
+
+def front_end(model: keras.Model) -> SpectrogramInput:
+    """The model's :class:`SpectrogramInput` layer (``ValueError`` if it has none)."""
+    for layer in model.layers:
+        if isinstance(layer, SpectrogramInput):
+            return layer
+    raise ValueError(f"model {model.name!r} is not a keras-svs model (no SpectrogramInput)")
+
+
+def settings(model: keras.Model) -> dict:
+    """STFT, patch and mask settings stored in the model (a copy)."""
+    return dict(front_end(model).settings)
+
+
+def stft_config(model: keras.Model) -> StftConfig:
+    """The STFT settings the model expects its input magnitudes to be computed with."""
+    s = settings(model)
+    return StftConfig(s["sample_rate"], s["n_fft"], s["win_length"], s["hop_length"])
+
+
+def set_input_statistics(model: keras.Model, mean: np.ndarray, std: np.ndarray) -> None:
+    """Store per-bin input mean/std ``(bins,)`` in the model's front end."""
+    front_end(model).set_statistics(mean, std)

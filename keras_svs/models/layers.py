@@ -1,0 +1,94 @@
+"""Layers shared by the architectures: the spectrogram front end and the per-bin softmax head.
+
+Backend-agnostic Keras 3 (``keras.ops`` only).
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+LOG_EPS = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="keras_svs")
+class SpectrogramInput(keras.layers.Layer):
+    """Turns mixture magnitudes into network input, and carries the model's STFT settings.
+
+    Input ``(batch, frames, bins)`` magnitudes (linear, in [0, 1]); output
+    ``(batch, frames, bins, 1)``: optionally ``log(|X| + 1e-6)``, optionally standardised
+    per bin by the stored training-set ``mean``/``std`` (non-trainable weights, present
+    only when ``standardize``). Computes
+    in float32 whatever the global precision policy.
+
+    Args:
+        preset: name of the recipe the model was built from.
+        sample_rate, n_fft, win_length, hop_length: STFT settings of the model's input.
+        bins: frequency bins the network sees (<= ``n_fft // 2 + 1``).
+        frames: patch length in frames for patch models; ``None`` for fully convolutional.
+        time_multiple: fully convolutional models need frame counts that are multiples of it.
+        log_input: take the log of the magnitude first.
+        standardize: apply the stored per-bin mean/std.
+        mask: default separation mask, ``"binary"`` or ``"soft"``; threshold: its threshold.
+    """
+
+    def __init__(self, preset: str, sample_rate: int, n_fft: int, win_length: int,
+                 hop_length: int, bins: int, frames: int | None = None,
+                 time_multiple: int = 1, log_input: bool = False, standardize: bool = False,
+                 mask: str = "binary", threshold: float = 0.5, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.settings = dict(preset=preset, sample_rate=int(sample_rate), n_fft=int(n_fft),
+                             win_length=int(win_length), hop_length=int(hop_length),
+                             bins=int(bins), frames=None if frames is None else int(frames),
+                             time_multiple=int(time_multiple), log_input=bool(log_input),
+                             standardize=bool(standardize), mask=str(mask),
+                             threshold=float(threshold))
+        self.mean = self.std = None
+        if standardize:  # only then: the paper's network keeps its exact parameter count
+            self.mean = self.add_weight(shape=(bins,), initializer="zeros", trainable=False,
+                                        name="mean")
+            self.std = self.add_weight(shape=(bins,), initializer="ones", trainable=False,
+                                       name="std")
+
+    def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Store per-bin input statistics ``(bins,)`` (of the log magnitude if ``log_input``)."""
+        if self.mean is None:
+            raise ValueError("this model does not standardise its input")
+        self.mean.assign(np.asarray(mean, np.float32))
+        self.std.assign(np.maximum(np.asarray(std, np.float32), 1e-3))
+
+    def call(self, magnitude):
+        x = magnitude
+        if self.settings["log_input"]:
+            x = ops.log(x + LOG_EPS)
+        if self.settings["standardize"]:
+            x = (x - self.mean) / self.std
+        return ops.expand_dims(x, -1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, 1)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}
+
+
+@keras.saving.register_keras_serializable(package="keras_svs")
+class BinSoftmax(keras.layers.Layer):
+    """Per-bin two-class softmax over (voice, accompaniment), in float32.
+
+    Input: voice logits ``(batch, frames, bins)``; output ``(batch, frames, bins, 2)``
+    probabilities, channel 0 = voice. With one logit per bin this equals a sigmoid, so it
+    adds no parameters (the paper's 19,489,049 stay exact).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+
+    def call(self, logits):
+        logits = ops.cast(logits, "float32")
+        return ops.softmax(ops.stack([logits, ops.zeros_like(logits)], axis=-1), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape, 2)

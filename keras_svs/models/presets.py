@@ -1,0 +1,81 @@
+"""Named recipes: STFT settings, architecture and training defaults, in one place.
+
+A preset is the single source of every default that concerns a model; the CLI, training
+and separation read them from here (or, for a trained model, from the model file itself).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..spectral import StftConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A model recipe.
+
+    Attributes:
+        name: the preset's name.
+        architecture: ``"paper"`` (Lin et al. 2018 CNN on fixed patches) or ``"unet"``.
+        stft: STFT settings (the model's sample rate among them).
+        bins: frequency bins the network sees (the lowest ``bins`` of ``stft.bins``).
+        frames: frames per training patch (and per inference patch for ``paper``).
+        log_input: feed ``log(|X| + 1e-6)`` instead of the linear magnitude.
+        standardize: standardise each input bin by training-set mean/std (stored in the model).
+        arch: keyword arguments of the architecture's builder.
+        batch_size, learning_rate: Adam settings.
+        pretrain_epochs, epochs: autoencoder and fine-tuning epochs.
+        label_smoothing: IBM labels become ``s`` / ``1 - s``.
+        mask: default separation mask, ``"binary"`` (thresholded, the paper) or ``"soft"``.
+        threshold: voice-probability threshold of the binary mask.
+        remix: probability that a training patch remixes voice and accompaniment of two clips.
+    """
+
+    name: str
+    architecture: str
+    stft: StftConfig
+    bins: int
+    frames: int
+    log_input: bool = False
+    standardize: bool = False
+    arch: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    pretrain_epochs: int = 10
+    epochs: int = 10
+    label_smoothing: float = 0.02
+    mask: str = "binary"
+    threshold: float = 0.35
+    remix: float = 0.5
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    # The authors' network exactly: 22.05 kHz, 9 x 2049 patches, 19,489,049 parameters.
+    Preset("paper", "paper", StftConfig(22050, 4096, 1024, 256), bins=2049, frames=9,
+           batch_size=107, pretrain_epochs=300, epochs=300, remix=0.0),
+    # The same network for 16 kHz data such as MIR-1K: 9 x 513 patches.
+    Preset("paper16k", "paper", StftConfig(16000, 1024, 1024, 256), bins=513, frames=9,
+           batch_size=107, pretrain_epochs=20, epochs=40, remix=0.5),
+    # A narrow version of the paper's network, quick to train on a CPU.
+    Preset("small", "paper", StftConfig(16000, 512, 512, 128), bins=257, frames=9,
+           arch=dict(filters=(16, 8, 16, 8), dense=(256, 128)),
+           batch_size=64, learning_rate=5e-4, pretrain_epochs=2, epochs=8, threshold=0.5),
+    # For tests: seconds to build and train.
+    Preset("tiny", "paper", StftConfig(8000, 256, 256, 64), bins=129, frames=9,
+           arch=dict(filters=(4, 4, 4, 4), dense=(32, 16)),
+           batch_size=16, learning_rate=1e-3, pretrain_epochs=1, epochs=1, threshold=0.5),
+    # Fully convolutional encoder-decoder on log, standardised magnitudes (issue 8).
+    Preset("unet", "unet", StftConfig(16000, 1024, 1024, 256), bins=512, frames=128,
+           log_input=True, standardize=True,
+           arch=dict(filters=(16, 32, 64, 128, 256, 512), dropout=0.2),
+           batch_size=8, learning_rate=1e-3, pretrain_epochs=2, epochs=40,
+           mask="soft", threshold=0.5, remix=0.75),
+]}
+
+
+def get_preset(name: str) -> Preset:
+    """Look up a preset by name; ``KeyError`` lists the known names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None

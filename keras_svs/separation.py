@@ -1,0 +1,218 @@
+"""Separation: a model in, a waveform in, vocals and accompaniment out.
+
+Steps (:meth:`Separator.separate`):
+
+1. mix the input's channels to mono and resample it to the model's rate;
+2. magnitude STFT at the model's settings; the model's voice probability for every bin
+   (patch models slide over time, see :func:`patch_probabilities`; fully convolutional
+   models see the whole spectrogram at once);
+3. the mask: ``soft`` (the probability), ``binary`` (probability > threshold) or
+   ``thresholded`` (the paper: probabilities below the threshold set to 0);
+4. the mask is carried to an STFT of the *input* at its own rate (bins above the model's
+   band take the top bin's mask) and applied to every channel with the mixture's phase;
+   vocals = inverse STFT, accompaniment = mixture - vocals, so the stems sum to the input.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import audio, spectral
+from .models import load_model, settings, stft_config
+
+MASKS = ("soft", "binary", "thresholded")
+MODES = ("average", "centre")
+STEMS = ("vocals", "accompaniment")
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
+#: Values of patch-model activations kept in memory at once (sets the block size).
+_BLOCK_BUDGET = 2 ** 21
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package (``ValueError`` if this install lacks it)."""
+    if not DEFAULT_MODEL.is_file():
+        raise ValueError(f"no model shipped at {DEFAULT_MODEL}; pass a model file (--model)")
+    return DEFAULT_MODEL
+
+
+def make_mask(probability: np.ndarray | tf.Tensor, kind: str, threshold: float):
+    """Voice mask from voice probabilities (numpy or tf, any shape).
+
+    ``soft``: the probability; ``binary``: 1 where probability > threshold, else 0;
+    ``thresholded``: the probability, zeroed where it is below the threshold (the paper).
+    """
+    if kind not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, not {kind!r}")
+    if kind == "soft":
+        return probability
+    above = probability > threshold
+    if isinstance(probability, np.ndarray):
+        return above.astype(np.float32) if kind == "binary" else probability * above
+    above = tf.cast(above, probability.dtype)
+    return above if kind == "binary" else probability * above
+
+
+def patch_probabilities(model: keras.Model, padded: tf.Tensor, hop: int,
+                        weights: tf.Tensor) -> tf.Tensor:
+    """Voice probability of a patch model over a padded magnitude segment.
+
+    Patches of the model's ``P`` frames start every ``hop`` frames from frame 0; each
+    frame's probability is the ``weights``-weighted mean of the patches' predictions for it
+    (uniform weights: overlap averaging; one-hot centre with ``hop=1``: the paper's
+    centre-frame slide).
+
+    Args:
+        model: patch model, ``(n, P, bins)`` -> ``(n, P, bins, 2)``.
+        padded: ``(L, bins)`` magnitudes, ``L >= P``.
+        hop: patch hop in frames.
+        weights: ``(P,)`` weight of each patch position.
+
+    Returns:
+        ``(L', bins)`` probabilities, ``L' = (n - 1) * hop + P`` with ``n`` patches; frames
+        covered by no weighted patch are 0.
+    """
+    frames = weights.shape[0]
+    patches = tf.signal.frame(padded, frames, hop, axis=0)  # (n, P, bins)
+    voice = tf.cast(model(patches, training=False)[..., 0], tf.float32)
+    weighted = voice * weights[tf.newaxis, :, tf.newaxis]
+    total = tf.signal.overlap_and_add(tf.transpose(weighted, [2, 0, 1]), hop)  # (bins, L')
+    norm = tf.signal.overlap_and_add(
+        tf.ones([tf.shape(patches)[0], 1]) * weights[tf.newaxis], hop)  # (L',)
+    return tf.math.divide_no_nan(tf.transpose(total), norm[:, tf.newaxis])
+
+
+def patch_weights(frames: int, mode: str) -> tuple[int, np.ndarray]:
+    """``(hop, weights)`` for a patch model: ``centre`` = hop 1, only the centre frame;
+    ``average`` = hop ``ceil(P / 3)``, every frame of every patch, equal weights."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if mode == "centre":
+        return 1, np.eye(frames, dtype=np.float32)[frames // 2]
+    return max(1, math.ceil(frames / 3)), np.ones(frames, np.float32)
+
+
+class Separator:
+    """Separate singing voice from accompaniment.
+
+    Example::
+
+        from keras_svs import Separator
+        from keras_svs import audio
+
+        separator = Separator()                      # the model shipped in the package
+        mixture, rate = audio.read("song.mp3")       # (channels, samples)
+        stems = separator.separate(mixture, rate)    # {"vocals": ..., "accompaniment": ...}
+        separator.separate_file("song.mp3", "separated/")  # separated/song/vocals.wav, ...
+
+    Args:
+        model: a ``.keras`` path or a loaded model; ``None`` (default) = the shipped model.
+        mask: ``soft``, ``binary`` or ``thresholded``; default: the model's own default.
+        threshold: for ``binary``/``thresholded``; default: the model's own.
+        mode: patch models only: ``average`` (default; hop ``ceil(P/3)``, all predicted
+            frames averaged) or ``centre`` (the paper: hop 1, centre frame only).
+    """
+
+    def __init__(self, model: str | os.PathLike | keras.Model | None = None,
+                 mask: str | None = None, threshold: float | None = None,
+                 mode: str = "average"):
+        self.model = model if isinstance(model, keras.Model) else load_model(
+            model if model is not None else default_model_path())
+        self.settings = settings(self.model)
+        self.config = stft_config(self.model)
+        self.mask = mask or self.settings["mask"]
+        self.threshold = self.settings["threshold"] if threshold is None else float(threshold)
+        make_mask(np.zeros(1, np.float32), self.mask, self.threshold)  # validates `mask`
+        self.mode = mode
+        bins, frames = self.settings["bins"], self.settings["frames"]
+        if frames is not None:  # a patch model
+            self.hop, weights = patch_weights(frames, mode)
+            batch = max(8, _BLOCK_BUDGET // (frames * bins * 4))
+            self.block = batch * self.hop
+            self._weights = tf.constant(weights)
+            segment = self.block + 2 * (frames - self.hop)
+            self._predict = tf.function(
+                lambda x: patch_probabilities(self.model, x, self.hop, self._weights),
+                input_signature=[tf.TensorSpec([segment, bins], tf.float32)])
+        else:
+            self._predict = tf.function(
+                lambda x: tf.cast(self.model(x[tf.newaxis], training=False)[0, ..., 0],
+                                  tf.float32),
+                input_signature=[tf.TensorSpec([None, bins], tf.float32)], reduce_retracing=True)
+
+    # -- spectrogram level ------------------------------------------------------------
+    def voice_probability(self, magnitude: np.ndarray) -> np.ndarray:
+        """Voice probability per bin.
+
+        Args:
+            magnitude: ``(frames, bins)`` mixture magnitude at the model's STFT settings
+                (extra bins above the model's are ignored).
+
+        Returns:
+            float32 ``(frames, model bins)`` in [0, 1].
+        """
+        mag = np.asarray(magnitude, np.float32)[:, :self.settings["bins"]]
+        total = mag.shape[0]
+        frames = self.settings["frames"]
+        if frames is None:
+            multiple = self.settings["time_multiple"]
+            padded = np.pad(mag, ((0, -total % multiple), (0, 0)))
+            return self._predict(padded).numpy()[:total]
+        edge = frames - self.hop
+        blocks = max(1, math.ceil(total / self.block))
+        padded = np.pad(mag, ((edge, blocks * self.block - total + edge), (0, 0)))
+        out = [self._predict(padded[k * self.block:(k + 1) * self.block + 2 * edge]).numpy()
+               [edge:edge + self.block] for k in range(blocks)]
+        return np.concatenate(out)[:total]
+
+    def voice_mask(self, magnitude: np.ndarray) -> np.ndarray:
+        """The separation mask ``(frames, config.bins)`` for a model-rate magnitude."""
+        probability = self.voice_probability(magnitude)
+        return spectral.fit_bins(make_mask(probability, self.mask, self.threshold),
+                                 self.config.bins).numpy()
+
+    # -- waveform level ---------------------------------------------------------------
+    def separate(self, waveform: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
+        """Separate a mixture.
+
+        Args:
+            waveform: float ``(channels, samples)`` or ``(samples,)``.
+            sample_rate: its rate in Hz (any; the model's input is resampled internally).
+
+        Returns:
+            ``{"vocals": ..., "accompaniment": ...}``: float32, the input's shape; they sum
+            to the input.
+        """
+        x = np.asarray(waveform, np.float32)
+        squeeze = x.ndim == 1
+        x = np.atleast_2d(x)
+        mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
+        magnitude = spectral.magnitude(spectral.stft(mono, self.config)).numpy()
+        mask = self.voice_mask(magnitude)
+        native = self.config.at_rate(sample_rate)
+        spectrum = spectral.stft(x, native)  # (channels, frames, bins)
+        mask = spectral.mask_to_grid(mask, self.config, native, spectrum.shape[1])
+        vocals = spectral.istft(spectrum * tf.cast(mask, tf.complex64), native,
+                                x.shape[-1]).numpy()
+        stems = {"vocals": vocals, "accompaniment": x - vocals}
+        return {k: v[0] if squeeze else v for k, v in stems.items()}
+
+    def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
+                      codec: str = "wav", bit_depth: int = 16,
+                      stems: tuple[str, ...] = STEMS) -> dict[str, Path]:
+        """Separate an audio file into ``OUT_DIR/<file stem>/<stem>.<codec>``.
+
+        The outputs keep the input's rate, channels and length.
+
+        Returns:
+            ``{stem: written path}``.
+        """
+        waveform, rate = audio.read(path)
+        separated = self.separate(waveform, rate)
+        folder = Path(out_dir) / Path(path).stem
+        return {stem: audio.write(folder / f"{stem}.{codec}", separated[stem], rate, bit_depth)
+                for stem in stems}

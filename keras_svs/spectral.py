@@ -1,0 +1,210 @@
+"""Short-time Fourier transforms, magnitudes and masks, following Lin et al. (2018).
+
+Conventions (the authors' code):
+
+* analysis window: periodic Hann of ``win_length`` samples divided by its sum, so that a
+  full-scale sinusoid's magnitude peak is ~0.5 and every magnitude lies in [0, 1];
+* each frame is zero-padded to ``n_fft`` (e.g. 1024-sample windows, 4096-point FFT);
+* the signal is padded by ``win_length - hop_length`` zeros on both sides (and up to a
+  whole hop at the end), which makes :func:`istft` an exact inverse of :func:`stft`.
+
+Spectrograms are laid out ``(..., frames, bins)``; this is the only module that knows the
+arithmetic of the STFT settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class StftConfig:
+    """STFT settings.
+
+    Attributes:
+        sample_rate: Hz.
+        n_fft: FFT size in samples (>= ``win_length``; frames are zero-padded).
+        win_length: analysis window in samples.
+        hop_length: hop in samples.
+    """
+
+    sample_rate: int = 22050
+    n_fft: int = 4096
+    win_length: int = 1024
+    hop_length: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hop_length <= self.win_length <= self.n_fft:
+            raise ValueError(f"need 0 < hop <= win <= n_fft, got {self}")
+
+    @property
+    def bins(self) -> int:
+        """Frequency bins of a one-sided spectrum: ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def pad(self) -> int:
+        """Zeros added before the signal (and at least as many after it)."""
+        return self.win_length - self.hop_length
+
+    def num_frames(self, samples: int) -> int:
+        """Frames :func:`stft` returns for a signal of ``samples`` samples."""
+        return 1 + math.ceil((samples + 2 * self.pad - self.win_length) / self.hop_length)
+
+    def num_samples(self, frames: int) -> int:
+        """Samples needed for exactly ``frames`` frames when no padding is applied."""
+        return self.win_length + (frames - 1) * self.hop_length
+
+    def frame_times(self, frames: int) -> np.ndarray:
+        """Centre of each frame's window, in seconds from the signal's start."""
+        return (np.arange(frames) * self.hop_length - self.pad
+                + self.win_length / 2) / self.sample_rate
+
+    def bin_frequencies(self) -> np.ndarray:
+        """Centre frequency of each bin in Hz: ``(bins,)``."""
+        return np.arange(self.bins) * self.sample_rate / self.n_fft
+
+    def at_rate(self, sample_rate: int) -> "StftConfig":
+        """The same settings in seconds and Hz at another sample rate.
+
+        Window and hop keep their durations (rounded to samples); the FFT size is the next
+        power of two that keeps at least the same frequency resolution.
+        """
+        if sample_rate == self.sample_rate:
+            return self
+        ratio = sample_rate / self.sample_rate
+        win = max(2, round(self.win_length * ratio))
+        hop = max(1, min(win, round(self.hop_length * ratio)))
+        n_fft = max(win, 2 ** math.ceil(math.log2(self.n_fft * ratio)))
+        return StftConfig(sample_rate, n_fft, win, hop)
+
+
+def window(config: StftConfig, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Periodic Hann window of ``win_length`` divided by its sum: ``(win_length,)``."""
+    w = tf.signal.hann_window(config.win_length, periodic=True, dtype=dtype)
+    return w / tf.reduce_sum(w)
+
+
+def stft(signal: tf.Tensor | np.ndarray, config: StftConfig, padded: bool = True) -> tf.Tensor:
+    """Complex STFT.
+
+    Args:
+        signal: float ``(..., samples)`` at ``config.sample_rate``.
+        config: STFT settings.
+        padded: pad the signal so that :func:`istft` inverts it exactly (default). False
+            frames the signal as it is (training patches of ``num_samples(frames)``).
+
+    Returns:
+        complex64 ``(..., config.num_frames(samples), config.bins)`` when padded, else
+        ``(..., 1 + (samples - win_length) // hop_length, config.bins)``.
+    """
+    signal = tf.convert_to_tensor(signal, dtype=tf.float32)
+    if not padded:
+        return tf.signal.stft(signal, config.win_length, config.hop_length, config.n_fft,
+                              window_fn=lambda n, dtype: window(config, dtype), pad_end=False)
+    samples = tf.shape(signal)[-1]
+    frames = 1 + (samples + 2 * config.pad - config.win_length + config.hop_length - 1) \
+        // config.hop_length
+    end = config.num_samples(frames) - samples - config.pad  # >= pad
+    paddings = tf.concat([tf.zeros([tf.rank(signal) - 1, 2], tf.int32),
+                          [[config.pad, end]]], axis=0)
+    padded = tf.pad(signal, paddings)
+    return tf.signal.stft(padded, config.win_length, config.hop_length, config.n_fft,
+                          window_fn=lambda n, dtype: window(config, dtype), pad_end=False)
+
+
+def istft(spectrum: tf.Tensor, config: StftConfig, length: int | tf.Tensor) -> tf.Tensor:
+    """Inverse of :func:`stft`.
+
+    Args:
+        spectrum: complex64 ``(..., frames, bins)``.
+        config: the settings it was computed with.
+        length: samples of the signal to return.
+
+    Returns:
+        float32 ``(..., length)``.
+    """
+    inverse_window = tf.signal.inverse_stft_window_fn(
+        config.hop_length, forward_window_fn=lambda n, dtype: window(config, dtype))
+    signal = tf.signal.inverse_stft(spectrum, config.win_length, config.hop_length,
+                                    config.n_fft, window_fn=inverse_window)
+    return signal[..., config.pad:config.pad + length]
+
+
+def magnitude(spectrum: tf.Tensor) -> tf.Tensor:
+    """``|spectrum|`` as float32, same shape."""
+    return tf.abs(spectrum)
+
+
+def ibm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor,
+        smoothing: float = 0.0) -> tf.Tensor:
+    """Ideal binary mask ``|V| > |A|`` as float32, optionally label-smoothed.
+
+    Args:
+        voice_magnitude, accompaniment_magnitude: ``(..., frames, bins)``.
+        smoothing: ``s`` maps the labels 1/0 to ``1 - s`` / ``s`` (the paper: 0.02).
+
+    Returns:
+        float32 mask of the same shape.
+    """
+    voice_dominates = tf.greater(voice_magnitude, accompaniment_magnitude)
+    return tf.where(voice_dominates, 1.0 - smoothing, smoothing)
+
+
+def irm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor) -> tf.Tensor:
+    """Ideal ratio mask ``|V|^2 / (|V|^2 + |A|^2)`` (0.5 where both are silent)."""
+    v2 = tf.square(voice_magnitude)
+    a2 = tf.square(accompaniment_magnitude)
+    return tf.math.divide_no_nan(v2, v2 + a2) + tf.cast(tf.equal(v2 + a2, 0.0), v2.dtype) * 0.5
+
+
+def fit_bins(mask: tf.Tensor | np.ndarray, bins: int) -> tf.Tensor:
+    """Give a ``(..., b)`` mask exactly ``bins`` bins: crop, or repeat its top bin (which
+    extends a model's mask to the bins above its band). Returns a float32 tensor."""
+    mask = tf.convert_to_tensor(mask, tf.float32)
+    have = mask.shape[-1]
+    if have >= bins:
+        return mask[..., :bins]
+    top = mask[..., -1:]
+    return tf.concat([mask, tf.repeat(top, bins - have, axis=-1)], axis=-1)
+
+
+def mask_to_grid(mask: np.ndarray, source: StftConfig, target: StftConfig,
+                 frames: int) -> np.ndarray:
+    """Carry a time-frequency mask to another STFT grid (rate, FFT size, hop).
+
+    Linear interpolation in seconds and in Hz; frequencies above the source's Nyquist take
+    the mask of its top bin, so a 44.1 kHz song keeps its full band.
+
+    Args:
+        mask: ``(source_frames, source.bins)``.
+        source, target: the two STFT settings.
+        frames: frames of the target spectrogram.
+
+    Returns:
+        float32 ``(frames, target.bins)``.
+    """
+    mask = fit_bins(mask, source.bins).numpy()
+    if source == target and mask.shape[0] == frames:
+        return mask
+    t_src = source.frame_times(mask.shape[0])
+    t_dst = target.frame_times(frames)
+    mask = _interp_axis(mask, t_src, t_dst, axis=0)
+    return _interp_axis(mask, source.bin_frequencies(), target.bin_frequencies(), axis=1)
+
+
+def _interp_axis(values: np.ndarray, x_src: np.ndarray, x_dst: np.ndarray,
+                 axis: int) -> np.ndarray:
+    """Piecewise-linear resampling of ``values`` along ``axis`` (clamped at both ends)."""
+    position = np.interp(x_dst, x_src, np.arange(len(x_src), dtype=np.float64))
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, len(x_src) - 1)
+    frac = (position - low).astype(np.float32)
+    shape = [1, 1]
+    shape[axis] = -1
+    frac = frac.reshape(shape)
+    return (np.take(values, low, axis=axis) * (1 - frac)
+            + np.take(values, high, axis=axis) * frac)

@@ -1,0 +1,260 @@
+"""Two-stage training: autoencoder pretraining, then IBM fine-tuning (Lin et al. 2018).
+
+Stage 1 (``pretrain``) fits the network to map the voice's share of the mixture magnitude,
+``IBM * |X|``, to itself; stage 2 (``finetune``) starts from those weights and maps ``|X|`` to
+the IBM with per-bin cross-entropy. Each stage keeps, in ``OUT/<stage>/``:
+
+* ``best.weights.h5``: weights of the best validation loss so far;
+* ``log.csv``: one row per epoch (loss, val_loss, patches/s, ...);
+* ``backup/``: Keras ``BackupAndRestore`` state, so the same command resumes after a kill.
+
+The final model (float32, best validation loss) is ``OUT/model.keras``; its STFT settings,
+input statistics and default mask travel inside it. ``OUT/training.json`` records the run.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from . import pipeline
+from .datasets import DatasetError, discover, select_split
+from .datasets.splits import split_file_for
+from .models import bin_accuracy, bin_cross_entropy, build_model, set_input_statistics
+from .models.presets import Preset, get_preset
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data (defaults come from the preset).
+
+    Attributes:
+        preset: preset name.
+        epochs, pretrain_epochs: fine-tuning and autoencoder epochs (0 skips pretraining).
+        steps_per_epoch: batches per epoch; ``None``: one pass in non-overlapping patches.
+        batch_size, learning_rate: Adam settings.
+        cosine: decay the learning rate to 0 along a cosine over the fine-tuning steps.
+        precision: one of :data:`PRECISIONS`; ``auto`` = mixed_float16 on GPU, else float32.
+        remix, pitch: augmentation probabilities (see :func:`pipeline.training_dataset`).
+        seed: seeds Keras, NumPy and the data stream.
+        verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
+    """
+
+    preset: str = "small"
+    epochs: int | None = None
+    pretrain_epochs: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    cosine: bool = False
+    precision: str = "auto"
+    remix: float | None = None
+    pitch: float = 0.0
+    seed: int = 0
+    verbose: int = 2
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with every ``None`` replaced by the preset's default."""
+        p = get_preset(self.preset)
+        return dataclasses.replace(
+            self,
+            epochs=p.epochs if self.epochs is None else self.epochs,
+            pretrain_epochs=p.pretrain_epochs if self.pretrain_epochs is None
+            else self.pretrain_epochs,
+            batch_size=self.batch_size or p.batch_size,
+            learning_rate=self.learning_rate or p.learning_rate,
+            remix=p.remix if self.remix is None else self.remix)
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``mixed_float16`` when TensorFlow sees a GPU, else ``float32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+def load_splits(data: str | os.PathLike, cache: str | os.PathLike | None, preset: Preset,
+                splits: tuple[str, ...] = ("train", "valid"),
+                split_file: str | os.PathLike | None = None) -> list[pipeline.DecodedAudio]:
+    """Decode (or read from an HDF5 ``cache``) the tracks of each split at the preset's rate."""
+    tracks = discover(data)
+    split_file = split_file or split_file_for(data)
+    decoded = []
+    for split in splits:
+        chosen = select_split(tracks, split, split_file)
+        if cache is not None and Path(cache).is_file():
+            d = pipeline.load_hdf5(cache, [t.name for t in chosen])
+            if d.sample_rate != preset.stft.sample_rate:
+                raise DatasetError(f"{cache}: cached at {d.sample_rate} Hz, the preset needs "
+                                   f"{preset.stft.sample_rate} Hz")
+        else:
+            d = pipeline.decode(chosen, preset.stft.sample_rate)
+        decoded.append(d)
+    return decoded
+
+
+def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig,
+          cache: str | os.PathLike | None = None,
+          split_file: str | os.PathLike | None = None) -> Path:
+    """Run both stages and write ``OUT/model.keras``; rerunning the same call resumes.
+
+    Args:
+        data: dataset root (any layout :func:`keras_svs.datasets.discover` knows).
+        out_dir: output folder (created).
+        config: the run's settings.
+        cache: optional HDF5 decode cache written by ``keras-svs prepare``.
+        split_file: JSON split file; default: the dataset's own (see ``datasets.splits``).
+
+    Returns:
+        path of the final ``.keras`` model.
+    """
+    config = config.resolved()
+    preset = get_preset(config.preset)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+    started = time.time()
+    train_audio, valid_audio = load_splits(data, cache, preset, split_file=split_file)
+    steps = config.steps_per_epoch or pipeline.steps_per_epoch(train_audio, preset,
+                                                               config.batch_size)
+    precision = resolve_precision(config.precision)
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        stats = pipeline.input_statistics(train_audio, preset) if preset.standardize else None
+        model = build_model(preset)
+        if stats is not None:
+            set_input_statistics(model, *stats)
+        if config.pretrain_epochs > 0:
+            autoencoder = build_model(preset, shortcuts=False)
+            if stats is not None:
+                set_input_statistics(autoencoder, *stats)
+            _fit_stage(autoencoder, "pretrain", train_audio, valid_audio, preset, config, steps,
+                       out, config.pretrain_epochs)
+            model.set_weights(autoencoder.get_weights())
+        _fit_stage(model, "finetune", train_audio, valid_audio, preset, config, steps, out,
+                   config.epochs)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    final = build_model(preset)  # float32 policy whatever the training precision
+    final.set_weights(model.get_weights())
+    path = out / "model.keras"
+    tmp = out / ".model.tmp.keras"
+    final.save(tmp)
+    os.replace(tmp, path)
+    _write_record(out, config, precision, steps, train_audio, valid_audio, started, data)
+    return path
+
+
+def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudio,
+               valid_audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
+               steps: int, out: Path, epochs: int) -> None:
+    """Fit one stage, resuming from its backup; leaves the best weights in ``model``."""
+    folder = out / stage
+    folder.mkdir(exist_ok=True)
+    best = folder / "best.weights.h5"
+    done = folder / "done"
+    if done.exists() and best.exists():
+        model.load_weights(best)
+        return
+    lr = config.learning_rate
+    if config.cosine and stage == "finetune":
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps))
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=bin_cross_entropy,
+                  metrics=[bin_accuracy] if stage == "finetune" else None)
+    train_ds = pipeline.training_dataset(train_audio, preset, stage, config.batch_size,
+                                         config.remix, config.pitch,
+                                         seed=config.seed + (stage == "finetune"))
+    valid_ds = pipeline.validation_dataset(valid_audio, preset, stage, config.batch_size)
+    checkpoint = keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
+                                                 save_weights_only=True)
+    checkpoint.best = _best_logged(folder / "log.csv", checkpoint.best)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(folder / "backup"),
+        Throughput(config.batch_size, steps, epochs),
+        keras.callbacks.TerminateOnNaN(),
+        checkpoint,
+        keras.callbacks.CSVLogger(folder / "log.csv", append=True),
+    ]
+    if config.verbose:
+        print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
+              f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
+                        callbacks=callbacks, verbose=config.verbose)
+    losses = history.history.get("loss", [])
+    if model.stop_training and losses and not np.isfinite(losses[-1]):
+        raise FloatingPointError(f"{stage}: the loss became NaN; training stopped "
+                                 "(try a lower --learning-rate or --precision float32)")
+    if best.exists():
+        model.load_weights(best)
+    done.touch()
+
+
+def _best_logged(log: Path, default: float) -> float:
+    """Lowest ``val_loss`` already in a CSV log (so a resumed run keeps the true best)."""
+    if not log.exists():
+        return default
+    with log.open() as f:
+        values = [float(row["val_loss"]) for row in csv.DictReader(f) if row.get("val_loss")]
+    return min(values, default=default)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Adds ``patches_per_s`` and ``eta_s`` (to the end of the stage) to each epoch's logs."""
+
+    def __init__(self, batch_size: int, steps: int, epochs: int):
+        super().__init__()
+        self.patches = batch_size * steps
+        self.epochs = epochs
+        self.start = time.time()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.time() - self.start
+        if logs is not None:
+            logs["patches_per_s"] = self.patches / max(seconds, 1e-9)
+            logs["eta_s"] = seconds * (self.epochs - epoch - 1)
+
+
+def _write_record(out: Path, config: TrainConfig, precision: str, steps: int,
+                  train_audio: pipeline.DecodedAudio, valid_audio: pipeline.DecodedAudio,
+                  started: float, data) -> None:
+    record = {
+        "config": dataclasses.asdict(config), "precision": precision, "steps_per_epoch": steps,
+        "data": str(data), "train_tracks": len(train_audio.names),
+        "train_seconds": round(train_audio.seconds, 1), "valid_tracks": len(valid_audio.names),
+        "wall_seconds_this_run": round(time.time() - started, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "versions": {"keras": keras.__version__, "python": platform.python_version()},
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=2))
+
+
+def epochs_done(out_dir: str | os.PathLike, stage: str) -> int:
+    """Completed epochs of a stage, from its CSV log."""
+    log = Path(out_dir) / stage / "log.csv"
+    if not log.exists():
+        return 0
+    with log.open() as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+__all__ = ["PRECISIONS", "TrainConfig", "train", "resolve_precision", "load_splits",
+           "epochs_done"]

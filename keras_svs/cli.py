@@ -1,0 +1,210 @@
+"""The ``keras-svs`` command line: thin click wrappers around the Python API.
+
+Every failure the user can cause ends in one ``Error: ...`` line on stderr and a non-zero
+exit status, never a traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+# TensorFlow's C++ start-up chatter is noise for a command-line user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, FloatingPointError)
+
+
+def _clean_errors(command):
+    """Turn expected exceptions into one ``Error:`` line and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except EXPECTED_ERRORS as error:
+            message = str(error).strip().splitlines()
+            text = message[0] if message else type(error).__name__
+            raise click.ClickException(text.strip("'\"")) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted") from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="keras-svs")
+def main() -> None:
+    """Singing-voice separation: vocals vs accompaniment (Lin et al. 2018, in Keras 3)."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+              default=Path("separated"), show_default=True,
+              help="Folder for OUTPUT/<file name>/<stem>.<codec>.")
+@click.option("-m", "--model", type=click.Path(path_type=Path), default=None,
+              help="A .keras model (default: the model shipped in the package).")
+@click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None,
+              help="soft: probability as ratio mask; binary: probability > threshold; "
+                   "thresholded: probabilities below the threshold zeroed (the paper). "
+                   "Default: the model's own.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Threshold for binary/thresholded masks (default: the model's own).")
+@click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
+              show_default=True, help="Patch models: average overlapping patches, or the "
+                                      "paper's hop-1 centre-frame slide (slower).")
+@click.option("--codec", type=click.Choice(["wav", "flac", "ogg"]), default="wav",
+              show_default=True)
+@click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="16",
+              show_default=True, help="32 = float WAV.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@_clean_errors
+def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, overwrite):
+    """Separate FILES into vocals and accompaniment.
+
+    The stems keep each input's sample rate, channel count and length, and sum to it.
+    """
+    from . import audio
+    from .separation import STEMS, Separator
+
+    separator = Separator(model, mask=mask, threshold=threshold, mode=mode)
+    failures = 0
+    for path in files:
+        targets = [out_dir / path.stem / f"{stem}.{codec}" for stem in STEMS]
+        existing = [t for t in targets if t.exists()]
+        try:
+            if existing and not overwrite:
+                raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
+            started = time.perf_counter()
+            written = separator.separate_file(path, out_dir, codec, int(bit_depth))
+            seconds = time.perf_counter() - started
+            rate, _, frames = audio.info(written["vocals"])
+            click.echo(f"{path} -> {written['vocals'].parent}/ ({frames / rate:.1f} s of audio "
+                       f"in {seconds:.1f} s, {frames / rate / seconds:.0f}x real time)", err=True)
+        except EXPECTED_ERRORS as error:
+            if len(files) == 1:
+                raise
+            failures += 1
+            click.echo(f"Error: {str(error).splitlines()[0]}", err=True)
+    if failures:
+        raise click.ClickException(f"{failures} of {len(files)} files failed")
+
+
+@main.command()
+@click.option("-d", "--data", required=True, type=click.Path(path_type=Path),
+              help="Dataset root: stereo pair files (MIR-1K, iKala), MUSDB18-HQ/DSD100 "
+                   "folders, or folders with vocals.* and accompaniment.*.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder: checkpoints, logs, and the final model.keras.")
+@click.option("-p", "--preset", default="small", show_default=True,
+              help="Recipe: paper, paper16k, small, tiny or unet.")
+@click.option("--epochs", type=click.IntRange(0), default=None,
+              help="Fine-tuning epochs (default: the preset's).")
+@click.option("--pretrain-epochs", type=click.IntRange(0), default=None,
+              help="Autoencoder epochs; 0 skips the stage (default: the preset's).")
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=None,
+              help="Batches per epoch (default: one pass over the data).")
+@click.option("--batch-size", type=click.IntRange(1), default=None)
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--cosine", is_flag=True, help="Cosine learning-rate decay while fine-tuning.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
+                                                "mixed_bfloat16"]), default="auto",
+              show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
+@click.option("--remix", type=click.FloatRange(0, 1), default=None,
+              help="Probability of remixing voice and accompaniment of different clips.")
+@click.option("--pitch", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Probability of pitch-shifting a remixed voice by 1-3 semitones.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="HDF5 decode cache written by `keras-svs prepare`.")
+@click.option("--split-file", type=click.Path(path_type=Path), default=None,
+              help="JSON split file (default: the dataset's, e.g. data/splits/mir1k.json).")
+@_clean_errors
+def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
+          learning_rate, cosine, precision, remix, pitch, seed, cache, split_file):
+    """Train a model: autoencoder pretraining, then IBM fine-tuning.
+
+    Run the same command again to resume an interrupted run.
+    """
+    from .training import TrainConfig
+    from .training import train as run
+
+    config = TrainConfig(preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
+                         learning_rate, cosine, precision, remix, pitch, seed)
+    path = run(data, out_dir, config, cache=cache, split_file=split_file)
+    click.echo(f"model written to {path}", err=True)
+
+
+@main.command()
+@click.option("-d", "--data", required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The HDF5 file to write.")
+@click.option("-p", "--preset", default="small", show_default=True,
+              help="Its sample rate and STFT settings are used.")
+@click.option("--split", "splits", multiple=True, default=("train", "valid"),
+              show_default=True, help="Splits to include (repeatable; 'all' for all).")
+@click.option("--split-file", type=click.Path(path_type=Path), default=None)
+@_clean_errors
+def prepare(data, output, preset, splits, split_file):
+    """Decode a dataset once into an HDF5 cache for fast repeated training."""
+    from . import pipeline
+    from .datasets import discover, select_split
+    from .datasets.splits import split_file_for
+    from .models import get_preset
+
+    p = get_preset(preset)
+    tracks = discover(data)
+    split_file = split_file or split_file_for(data)
+    chosen = {t.name: t for s in splits for t in select_split(tracks, s, split_file)}
+    decoded = pipeline.decode(list(chosen.values()), p.stft.sample_rate)
+    pipeline.save_hdf5(decoded, output, p.stft)
+    click.echo(f"{len(chosen)} tracks, {decoded.seconds / 60:.1f} min at "
+               f"{decoded.sample_rate} Hz -> {output}", err=True)
+
+
+@main.command("export")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None)
+@click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
+              show_default=True)
+@_clean_errors
+def export_command(paths, mask, threshold, mode):
+    """Write a TensorFlow SavedModel: `keras-svs export [MODEL] OUTDIR`.
+
+    Without MODEL, the model shipped in the package is exported. The SavedModel's `serve`
+    endpoint maps a waveform (channels, samples) at the model's rate to both stems.
+    """
+    from .export import export
+    from .separation import default_model_path
+
+    if len(paths) > 2:
+        raise click.UsageError("give at most MODEL and OUTDIR")
+    model, out_dir = (paths if len(paths) == 2 else (default_model_path(), paths[0]))
+    path = export(model, out_dir, mask=mask, threshold=threshold, mode=mode)
+    click.echo(f"SavedModel written to {path}", err=True)
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@_clean_errors
+def info(model):
+    """Print a model's preset, STFT settings and size (default: the shipped model)."""
+    from .models import load_model, settings
+    from .separation import default_model_path
+
+    m = load_model(model or default_model_path())
+    for key, value in settings(m).items():
+        click.echo(f"{key}: {value}")
+    click.echo(f"parameters: {m.count_params():,}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,39 @@
+# One command each, on a fresh clone: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DATA   ?= ../shared/data/mir1k
+
+.PHONY: venv demo test bench train-default clean
+
+venv: $(STAMP)
+
+# The environment: pinned dependencies (CPU TensorFlow) from the lock file, then this package.
+$(STAMP): requirements-lock.txt setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## Separate the bundled demo clip with the shipped model into separated/falcon69/.
+demo: venv
+	$(BIN)/keras-svs separate data/demo/falcon69.flac -o separated --overwrite
+
+## The test suite (core tests synthesise their audio; real-data tests skip without ../shared).
+test: venv
+	$(BIN)/python -m pytest -q
+
+## Speed and quality benchmarks: they print numbers, they assert nothing.
+bench: venv
+	$(BIN)/python benchmarks/separate_speed.py
+
+## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/).
+train-default: venv
+	$(BIN)/keras-svs train --data $(DATA) --preset unet --epochs 12 --pretrain-epochs 1 \
+	  --steps-per-epoch 100 --cosine --pitch 0.5 --precision float32 --seed 0 -o runs/default
+	cp runs/default/model.keras keras_svs/assets/default.keras
+
+clean:
+	rm -rf $(VENV) separated runs .pytest_cache

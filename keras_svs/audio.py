@@ -96,8 +96,11 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         return audio.astype(np.float32, copy=False)
     import librosa
 
-    return librosa.resample(audio, orig_sr=rate_in, target_sr=rate_out,
-                            res_type="soxr_hq", axis=-1).astype(np.float32)
+    out = librosa.resample(audio, orig_sr=rate_in, target_sr=rate_out,
+                           res_type="soxr_hq", axis=-1)
+    # librosa returns ceil(samples * ratio); keep the documented round(...)
+    length = round(audio.shape[-1] * rate_out / rate_in)
+    return librosa.util.fix_length(out, size=length, axis=-1).astype(np.float32)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

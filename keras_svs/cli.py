@@ -169,6 +169,62 @@ def prepare(data, output, preset, splits, split_file):
                f"{decoded.sample_rate} Hz -> {output}", err=True)
 
 
+@main.command()
+@click.option("-d", "--data", required=True, type=click.Path(path_type=Path),
+              help="Dataset root (any layout `train` reads).")
+@click.option("--split", default="test", show_default=True,
+              help="Split to score, from the split file ('all' for every clip).")
+@click.option("-m", "--model", type=click.Path(path_type=Path), default=None,
+              help="A .keras model. --method model: the separator (default: the shipped "
+                   "model); other methods: its sample rate and STFT settings (default: "
+                   "16 kHz, 1024-point FFT, 1024/256 window/hop).")
+@click.option("--method", type=click.Choice(["model", "ibm", "irm", "mixture", "repet"]),
+              default="model", show_default=True,
+              help="model: the separator; ibm/irm: oracle binary/ratio masks; mixture: the "
+                   "unprocessed mixture (NSDR 0); repet: REPET-SIM, training-free.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="Processes scoring clips in parallel (default: all CPU cores).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Write the G-metrics and per-clip scores as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Write one CSV row of scores per clip.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Write a box plot of per-clip NSDR (needs matplotlib).")
+@click.option("--split-file", type=click.Path(path_type=Path), default=None,
+              help="JSON split file (default: the dataset's, e.g. data/splits/mir1k.json).")
+@click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None,
+              help="--method model: the mask (default: the model's own).")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="--method model: threshold of binary/thresholded masks.")
+@click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
+              show_default=True, help="--method model: patch averaging or centre frames.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Score only the split's first N clips (quick checks).")
+@_clean_errors
+def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, split_file,
+             mask, threshold, mode, limit):
+    """Score a method with BSS-Eval v3: GNSDR, GSIR, GSAR of voice and accompaniment.
+
+    NSDR is the SDR gain over the unprocessed mixture; G-metrics are means weighted by
+    clip length. MUSDB-style datasets also get a museval-style framewise SDR.
+    """
+    from . import evaluation
+
+    if plot_path is not None:
+        try:
+            evaluation.require_matplotlib()
+        except ImportError as error:
+            raise click.ClickException(str(error)) from None
+    result = evaluation.evaluate(data, split, method, model=model, jobs=jobs,
+                                 split_file=split_file, mask=mask, threshold=threshold,
+                                 mode=mode, limit=limit)
+    for path, write in ((json_path, evaluation.write_json), (csv_path, evaluation.write_csv),
+                        (plot_path, evaluation.plot_nsdr)):
+        if path is not None:
+            click.echo(f"written: {write(result, path)}", err=True)
+    click.echo(evaluation.format_table(result))
+
+
 @main.command("export")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None)

@@ -194,7 +194,7 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
         print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
     history = model.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
-                        callbacks=callbacks, verbose=config.verbose)
+                        callbacks=callbacks, verbose=config.verbose, shuffle=False)
     losses = history.history.get("loss", [])
     if model.stop_training and losses and not np.isfinite(losses[-1]):
         raise FloatingPointError(f"{stage}: the loss became NaN; training stopped "

@@ -70,7 +70,10 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a loadable keras-svs model ({first})") from None
-    front_end(model)  # raises if it is some other Keras model
+    try:
+        front_end(model)  # raises if it is some other Keras model
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return model
 
 

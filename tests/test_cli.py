@@ -1,0 +1,233 @@
+"""keras_svs.cli: the keras-svs command, in process (CliRunner) and as a real program."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from conftest import synth_mixture, write_training_pairs
+from keras_svs import audio
+from keras_svs.cli import main
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "keras-svs"
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def assert_clean_error(result, *fragments):
+    """Non-zero exit, exactly one ``Error:`` line naming the fragments, no traceback."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """Three mixtures: 44.1 kHz stereo 16-bit, 16 kHz mono 16-bit, 48 kHz stereo float."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    specs = {"cd.wav": (44100, 2, "PCM_16"), "speech.wav": (16000, 1, "PCM_16"),
+             "float.wav": (48000, 2, "FLOAT")}
+    paths = {}
+    for name, (rate, channels, subtype) in specs.items():
+        x = synth_mixture(rate, 0.7, channels, seed=rate % 5)
+        if subtype == "FLOAT":
+            x = x * 3.0  # beyond full scale: only a float file keeps it
+        sf.write(folder / name, x.T, rate, subtype=subtype)
+        paths[name] = (folder / name, rate, channels, x.shape[1])
+    return paths
+
+
+def test_separate_keeps_rate_channels_and_length(tiny_model_path, inputs, tmp_path):
+    out = tmp_path / "out"
+    result = run("separate", *[p for p, *_ in inputs.values()], "--model", tiny_model_path,
+                 "-o", out)
+    assert result.exit_code == 0, result.output
+    assert error_lines(result.stderr) == []
+    for name, (path, rate, channels, frames) in inputs.items():
+        folder = out / path.stem
+        assert sorted(p.name for p in folder.iterdir()) == ["accompaniment.wav", "vocals.wav"]
+        for stem in ("vocals", "accompaniment"):
+            assert audio.info(folder / f"{stem}.wav") == (rate, channels, frames), name
+        assert f"{path} -> " in result.stderr
+    # 16-bit stems of an in-range input sum back to it
+    path, *_ = inputs["cd.wav"]
+    total = sum(audio.read(out / "cd" / f"{s}.wav")[0] for s in ("vocals", "accompaniment"))
+    np.testing.assert_allclose(total, audio.read(path)[0], atol=3 / 2 ** 15)
+
+
+def test_separate_options(tiny_model_path, inputs, tmp_path):
+    path, rate, channels, frames = inputs["float.wav"]
+    result = run("separate", path, "--model", tiny_model_path, "-o", tmp_path / "out",
+                 "--codec", "flac", "--bit-depth", "24", "--mask", "soft", "--mode", "centre")
+    assert result.exit_code == 0, result.output
+    written = tmp_path / "out" / "float" / "vocals.flac"
+    assert sf.info(str(written)).subtype == "PCM_24"
+    assert audio.info(written) == (rate, channels, frames)
+
+
+def test_separate_missing_input(tiny_model_path, tmp_path):
+    out = tmp_path / "out"
+    result = run("separate", tmp_path / "missing.wav", "--model", tiny_model_path, "-o", out)
+    assert_clean_error(result, "missing.wav")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_separate_missing_model(inputs, tmp_path):
+    path, *_ = inputs["speech.wav"]
+    result = run("separate", path, "--model", tmp_path / "nomodel.keras", "-o", tmp_path / "o")
+    assert_clean_error(result, "nomodel.keras")
+    assert not (tmp_path / "o").exists()
+
+
+def test_separate_without_a_shipped_model(inputs, tmp_path, monkeypatch):
+    import keras_svs.separation
+
+    monkeypatch.setattr(keras_svs.separation, "DEFAULT_MODEL", tmp_path / "default.keras")
+    path, *_ = inputs["speech.wav"]
+    result = run("separate", path, "-o", tmp_path / "o")
+    assert_clean_error(result, "--model")
+
+
+def test_separate_one_bad_file_among_several(tiny_model_path, inputs, tmp_path):
+    path, *_ = inputs["speech.wav"]
+    out = tmp_path / "out"
+    result = run("separate", tmp_path / "missing.wav", path, "--model", tiny_model_path,
+                 "-o", out)
+    assert result.exit_code != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 2 and "missing.wav" in lines[0] and "1 of 2" in lines[1]
+    assert (out / "speech" / "vocals.wav").is_file()
+    assert "Traceback" not in result.output
+
+
+def test_existing_output_needs_overwrite(tiny_model_path, inputs, tmp_path):
+    path, *_ = inputs["speech.wav"]
+    out = tmp_path / "out"
+    assert run("separate", path, "--model", tiny_model_path, "-o", out).exit_code == 0
+    vocals = out / "speech" / "vocals.wav"
+    vocals.write_bytes(b"marker")
+    result = run("separate", path, "--model", tiny_model_path, "-o", out)
+    assert_clean_error(result, "vocals.wav", "--overwrite")
+    assert vocals.read_bytes() == b"marker"
+    result = run("separate", path, "--model", tiny_model_path, "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert audio.info(vocals)[1:] == inputs["speech.wav"][2:]
+
+
+def test_train_writes_a_loadable_model(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    out = tmp_path / "run"
+    result = run("train", "--data", data, "--preset", "tiny", "--epochs", "1",
+                 "--pretrain-epochs", "1", "--steps-per-epoch", "2", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "model written to" in result.stderr
+    from keras_svs.models import load_model, settings
+
+    assert settings(load_model(out / "model.keras"))["preset"] == "tiny"
+    assert (out / "pretrain" / "log.csv").is_file() and (out / "training.json").is_file()
+
+
+def test_train_unknown_preset(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=2, seconds=0.5)
+    result = run("train", "--data", data, "--preset", "nope", "-o", tmp_path / "run")
+    assert_clean_error(result, "nope")
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_missing_data(tmp_path):
+    result = run("train", "--data", tmp_path / "nodata", "--preset", "tiny",
+                 "-o", tmp_path / "run")
+    assert_clean_error(result, "nodata")
+
+
+def test_prepare_writes_a_cache(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=0.5)
+    result = run("prepare", "--data", data, "-o", tmp_path / "cache.h5", "--preset", "tiny")
+    assert result.exit_code == 0, result.output
+    from keras_svs.pipeline import load_hdf5
+
+    cache = load_hdf5(tmp_path / "cache.h5")
+    assert sorted(cache.names) == ["clip_0", "clip_1", "clip_2"]
+    assert cache.sample_rate == 8000
+
+
+def test_export_writes_a_saved_model(tiny_model_path, tmp_path):
+    result = run("export", tiny_model_path, tmp_path / "exported")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "exported" / "saved_model.pb").is_file()
+    assert (tmp_path / "exported" / "assets" / "keras_svs.json").is_file()
+
+
+def test_export_argument_errors(tiny_model_path, tmp_path):
+    result = run("export", tiny_model_path, tmp_path / "a", tmp_path / "b")
+    assert result.exit_code != 0 and "at most" in result.stderr
+    result = run("export", tmp_path / "none.keras", tmp_path / "a")
+    assert_clean_error(result, "none.keras")
+    assert not (tmp_path / "a").exists()
+
+
+def test_info(tiny_model_path):
+    result = run("info", tiny_model_path)
+    assert result.exit_code == 0, result.output
+    assert "preset: tiny" in result.stdout
+    assert "sample_rate: 8000" in result.stdout
+    assert "parameters: 23,337" in result.stdout
+
+
+def test_info_on_a_non_model(tmp_path):
+    junk = tmp_path / "junk.keras"
+    junk.write_text("nope")
+    assert_clean_error(run("info", junk), "junk.keras")
+
+
+def test_help_and_version():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("separate", "train", "prepare", "export", "info"):
+        assert command in result.stdout
+    result = run("--version")
+    assert result.exit_code == 0 and "0.1.0" in result.stdout
+
+
+def test_console_script(tiny_model_path, inputs, tmp_path):
+    """The installed program: one clean Error line on stderr, no TensorFlow noise, and a
+    working separation."""
+    command = ([str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists()
+               else [sys.executable, "-m", "keras_svs.cli"])
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = tmp_path / "out"
+    path, rate, channels, frames = inputs["cd.wav"]
+    failing = subprocess.Popen(
+        command + ["separate", str(tmp_path / "missing.wav"), "--model", str(tiny_model_path),
+                   "-o", str(tmp_path / "failed")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    working = subprocess.run(
+        command + ["separate", str(path), "--model", str(tiny_model_path), "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=300)
+    stdout, stderr = failing.communicate(timeout=300)
+    assert failing.returncode == 1
+    assert stdout == ""
+    assert len(error_lines(stderr)) == 1 and "missing.wav" in stderr, stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "failed").exists()
+    assert working.returncode == 0, working.stderr
+    assert "Traceback" not in working.stderr
+    assert audio.info(out / "cd" / "vocals.wav") == (rate, channels, frames)

@@ -1,0 +1,204 @@
+"""keras_svs.models: architectures, presets, saving/loading, loss."""
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+from keras_svs.models import (PRESETS, bin_accuracy, bin_cross_entropy, build_model,
+                              front_end, get_preset, load_model, set_input_statistics,
+                              settings, stft_config)
+from keras_svs.spectral import StftConfig
+
+
+def _magnitudes(shape, seed=0):
+    return np.random.default_rng(seed).uniform(0, 0.3, shape).astype(np.float32)
+
+
+def test_paper_model_has_the_papers_size_and_shapes():
+    model = build_model("paper")
+    assert model.count_params() == 19_489_049
+    assert model.input_shape == (None, 9, 2049)
+    assert model.output_shape == (None, 9, 2049, 2)
+    assert model.name == "paper"
+    assert settings(model)["preset"] == "paper"
+    assert stft_config(model) == StftConfig(22050, 4096, 1024, 256)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_matches_its_settings(name):
+    preset = get_preset(name)
+    assert preset.bins <= preset.stft.bins
+    assert preset.mask in ("soft", "binary")
+    assert 0 <= preset.label_smoothing < 0.5
+
+
+def test_unknown_preset():
+    with pytest.raises(KeyError, match="nope"):
+        get_preset("nope")
+    with pytest.raises(KeyError):
+        build_model("nope")
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="architecture"):
+        build_model(dataclasses.replace(get_preset("tiny"), architecture="rnn"))
+
+
+def test_tiny_outputs_are_probabilities(tiny_model):
+    x = _magnitudes((3, 9, 129))
+    y = np.asarray(tiny_model(x, training=False))
+    assert y.shape == (3, 9, 129, 2)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-6)
+    assert np.all(y >= 0) and np.all(y <= 1)
+
+
+def test_softmax_output_is_float32_under_mixed_precision():
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model("tiny")
+        assert model.get_layer("conv1").compute_dtype == "bfloat16"
+        y = model(_magnitudes((2, 9, 129)), training=False)
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+        assert model.get_layer("probabilities").compute_dtype == "float32"
+        assert model.get_layer("spectrogram_input").compute_dtype == "float32"
+        np.testing.assert_allclose(np.asarray(y).sum(-1), 1.0, atol=1e-6)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert keras.mixed_precision.global_policy().name == previous
+
+
+@pytest.fixture(scope="module")
+def unet_models():
+    return build_model("unet"), build_model("unet", shortcuts=False)
+
+
+@pytest.mark.parametrize("frames", [64, 128])
+def test_unet_is_fully_convolutional(unet_models, frames):
+    model, _ = unet_models
+    assert model.input_shape == (None, None, 512)
+    y = np.asarray(model(_magnitudes((1, frames, 512)), training=False))
+    assert y.shape == (1, frames, 512, 2)
+    np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-6)
+    assert settings(model)["frames"] is None
+    assert settings(model)["time_multiple"] == 64
+
+
+def test_unet_without_shortcuts_has_the_same_weights(unet_models):
+    model, autoencoder = unet_models
+    shapes = [tuple(w.shape) for w in model.weights]
+    assert shapes == [tuple(w.shape) for w in autoencoder.weights]
+    assert model.count_params() == autoencoder.count_params()
+    autoencoder.set_weights(model.get_weights())  # what training does between the stages
+    # the shortcuts are really off: the outputs differ with the same weights
+    x = _magnitudes((1, 64, 512), seed=3)
+    assert not np.allclose(np.asarray(model(x)), np.asarray(autoencoder(x)))
+
+
+def test_unet_standardises_input(unet_models):
+    model, _ = unet_models
+    layer = front_end(model)
+    assert layer.settings["log_input"] and layer.settings["standardize"]
+    x = _magnitudes((1, 64, 512), seed=4)
+    plain = np.asarray(layer(x))
+    np.testing.assert_allclose(plain[..., 0], np.log(x + 1e-6), rtol=1e-5)
+    mean, std = np.full(512, -3.0, np.float32), np.full(512, 2.0, np.float32)
+    fresh = build_model("unet")
+    set_input_statistics(fresh, mean, std)
+    np.testing.assert_allclose(np.asarray(front_end(fresh)(x))[..., 0],
+                               (np.log(x + 1e-6) + 3.0) / 2.0, rtol=1e-5, atol=1e-6)
+
+
+def test_paper_model_has_no_statistics(tiny_model):
+    with pytest.raises(ValueError, match="standardise"):
+        set_input_statistics(tiny_model, np.zeros(129), np.ones(129))
+
+
+def test_save_load_round_trip(tmp_path):
+    keras.utils.set_random_seed(5)
+    preset = dataclasses.replace(get_preset("tiny"), mask="soft", threshold=0.3)
+    model = build_model(preset)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = load_model(path)
+    assert settings(loaded) == settings(model)
+    assert settings(loaded)["mask"] == "soft"
+    assert settings(loaded)["threshold"] == pytest.approx(0.3)
+    x = _magnitudes((4, 9, 129))
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-7)
+    assert loaded.count_params() == model.count_params()
+
+
+def test_save_load_keeps_input_statistics(tmp_path):
+    preset = dataclasses.replace(get_preset("unet"), arch=dict(filters=(4, 4), dropout=0.2),
+                                 bins=128)
+    model = build_model(preset)
+    mean = np.linspace(-5, -1, 128).astype(np.float32)
+    std = np.linspace(0.5, 2, 128).astype(np.float32)
+    set_input_statistics(model, mean, std)
+    model.save(tmp_path / "u.keras")
+    loaded = load_model(tmp_path / "u.keras")
+    np.testing.assert_allclose(np.asarray(front_end(loaded).mean), mean)
+    np.testing.assert_allclose(np.asarray(front_end(loaded).std), std)
+    x = _magnitudes((1, 8, 128))
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_load_model_errors_name_the_path(tmp_path):
+    missing = tmp_path / "missing.keras"
+    with pytest.raises(ValueError, match="missing.keras"):
+        load_model(missing)
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="notes.keras"):
+        load_model(text)
+    bad_zip = tmp_path / "empty.keras"
+    with zipfile.ZipFile(bad_zip, "w") as z:
+        z.writestr("hello.txt", "hi")
+    with pytest.raises(ValueError, match="empty.keras"):
+        load_model(bad_zip)
+    with pytest.raises(ValueError, match=str(tmp_path.name)):
+        load_model(tmp_path)  # a folder
+
+
+def test_load_model_refuses_other_keras_models(tmp_path):
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = tmp_path / "other.keras"
+    other.save(path)
+    with pytest.raises(ValueError, match="other.keras"):
+        load_model(path)
+
+
+def test_bin_cross_entropy_matches_numpy():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)
+    target[0] = np.where(target[0] > 0.5, 0.98, 0.02)
+    p = rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)
+    p[1, 0, 0], p[1, 0, 1] = 0.0, 1.0  # clipped, not infinite
+    probabilities = np.stack([p, 1 - p], axis=-1)
+    q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    q1 = np.clip(1 - p.astype(np.float64), 1e-7, 1 - 1e-7)
+    expected = -(target * np.log(q) + (1 - target) * np.log(q1)).mean(axis=(1, 2))
+    got = np.asarray(bin_cross_entropy(target, probabilities))
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.all(np.isfinite(got))
+
+
+def test_bin_cross_entropy_is_minimal_at_the_target():
+    target = np.array([[[0.98, 0.02]]], np.float32)
+    right = np.stack([target, 1 - target], -1)
+    wrong = np.stack([1 - target, target], -1)
+    assert float(bin_cross_entropy(target, right)[0]) < float(bin_cross_entropy(target, wrong)[0])
+
+
+def test_bin_accuracy():
+    target = np.array([[[0.98, 0.02, 0.98, 0.02]]], np.float32)
+    p = np.array([[[0.9, 0.1, 0.2, 0.7]]], np.float32)
+    acc = np.asarray(bin_accuracy(target, np.stack([p, 1 - p], -1)))
+    np.testing.assert_allclose(acc, [0.5])

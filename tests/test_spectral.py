@@ -1,0 +1,201 @@
+"""keras_svs.spectral: STFT conventions, masks and grid conversions."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_svs import spectral
+from keras_svs.spectral import StftConfig
+
+PAPER = StftConfig(22050, 4096, 1024, 256)
+RATE16K = StftConfig(16000, 1024, 1024, 256)
+TINY = StftConfig(8000, 256, 256, 64)
+ODD = StftConfig(16000, 512, 400, 160)  # hop does not divide the window
+CONFIGS = {"paper": PAPER, "16k": RATE16K, "tiny": TINY, "odd": ODD}
+
+
+def numpy_stft(x: np.ndarray, config: StftConfig) -> np.ndarray:
+    """Oracle: the module's conventions written out in NumPy (complex128)."""
+    n = config.win_length
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+    w /= w.sum()
+    frames = config.num_frames(len(x))
+    padded = np.zeros(config.num_samples(frames))
+    padded[config.pad:config.pad + len(x)] = x
+    out = np.empty((frames, config.bins), complex)
+    for i in range(frames):
+        out[i] = np.fft.rfft(padded[i * config.hop_length:i * config.hop_length + n] * w,
+                             config.n_fft)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("length", [1, 100, 255, 256, 1000, 22050])
+def test_stft_istft_round_trip(name, length):
+    config = CONFIGS[name]
+    x = np.random.default_rng(length).uniform(-1, 1, length).astype(np.float32)
+    spectrum = spectral.stft(x, config)
+    assert spectrum.dtype == tf.complex64
+    assert spectrum.shape == (config.num_frames(length), config.bins)
+    y = spectral.istft(spectrum, config, length).numpy()
+    assert y.shape == (length,)
+    error = np.linalg.norm(y - x) / np.linalg.norm(x)
+    assert error < 1e-5
+
+
+def test_stft_batched_channels_round_trip():
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 5000)).astype(np.float32)
+    spectrum = spectral.stft(x, TINY)
+    assert spectrum.shape == (3, TINY.num_frames(5000), TINY.bins)
+    y = spectral.istft(spectrum, TINY, 5000).numpy()
+    assert np.linalg.norm(y - x) / np.linalg.norm(x) < 1e-5
+    np.testing.assert_allclose(spectrum[1].numpy(), spectral.stft(x[1], TINY).numpy(),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["paper", "odd"])
+def test_stft_matches_numpy_oracle(name):
+    config = CONFIGS[name]
+    x = np.random.default_rng(1).uniform(-1, 1, 3000).astype(np.float32)
+    np.testing.assert_allclose(spectral.stft(x, config).numpy(), numpy_stft(x, config),
+                               atol=2e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 1000, 4097])
+def test_num_frames_matches_stft(name, length):
+    config = CONFIGS[name]
+    spectrum = spectral.stft(np.zeros(length, np.float32), config)
+    assert spectrum.shape[0] == config.num_frames(length)
+
+
+def test_unpadded_stft_frames():
+    x = np.zeros(TINY.num_samples(9), np.float32)
+    assert spectral.stft(x, TINY, padded=False).shape == (9, TINY.bins)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_full_scale_sine_magnitude_is_at_most_one(name):
+    config = CONFIGS[name]
+    k = config.n_fft // 16  # a bin-centred frequency
+    f = k * config.sample_rate / config.n_fft
+    t = np.arange(config.sample_rate // 2) / config.sample_rate
+    x = np.sin(2 * np.pi * f * t).astype(np.float32)
+    mag = spectral.magnitude(spectral.stft(x, config)).numpy()
+    assert mag.dtype == np.float32
+    assert mag.max() <= 1.0
+    middle = mag[mag.shape[0] // 2]
+    assert np.argmax(middle) == k
+    assert middle[k] == pytest.approx(0.5, abs=0.01)
+    # white noise at full scale stays in [0, 1] too
+    noise = np.random.default_rng(0).uniform(-1, 1, 20000).astype(np.float32)
+    assert spectral.magnitude(spectral.stft(noise, config)).numpy().max() <= 1.0
+
+
+def test_window_is_normalised_periodic_hann():
+    w = spectral.window(TINY).numpy()
+    assert w.shape == (256,)
+    assert w.sum() == pytest.approx(1.0, abs=1e-6)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(256) / 256)
+    np.testing.assert_allclose(w, hann / hann.sum(), atol=1e-7)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.02])
+def test_ibm_matches_numpy(smoothing):
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((40, 129)) + 1j * rng.standard_normal((40, 129))
+    a = rng.standard_normal((40, 129)) + 1j * rng.standard_normal((40, 129))
+    v[0, :5] = a[0, :5]  # ties: not voice
+    oracle = np.where(np.abs(v) > np.abs(a), 1.0 - smoothing, smoothing)
+    mask = spectral.ibm(tf.constant(np.abs(v), tf.float32),
+                        tf.constant(np.abs(a), tf.float32), smoothing).numpy()
+    assert mask.dtype == np.float32
+    np.testing.assert_allclose(mask, oracle, atol=1e-7)
+    assert set(np.unique(mask)) == {np.float32(1 - smoothing), np.float32(smoothing)}
+
+
+def test_irm_range_and_silence():
+    rng = np.random.default_rng(3)
+    v = rng.uniform(0, 1, (10, 20)).astype(np.float32)
+    a = rng.uniform(0, 1, (10, 20)).astype(np.float32)
+    v[0, 0] = a[0, 0] = 0.0
+    mask = spectral.irm(tf.constant(v), tf.constant(a)).numpy()
+    assert mask.shape == v.shape
+    assert mask.min() >= 0.0 and mask.max() <= 1.0
+    assert mask[0, 0] == 0.5
+    np.testing.assert_allclose(mask[1:], v[1:] ** 2 / (v[1:] ** 2 + a[1:] ** 2), rtol=1e-5)
+
+
+def test_config_properties_and_validation():
+    assert PAPER.bins == 2049 and PAPER.pad == 768
+    assert PAPER.num_samples(9) == 1024 + 8 * 256
+    np.testing.assert_allclose(PAPER.bin_frequencies()[[0, -1]], [0, 11025])
+    np.testing.assert_allclose(TINY.frame_times(2), [(0 - 192 + 128) / 8000,
+                                                    (64 - 192 + 128) / 8000])
+    with pytest.raises(ValueError):
+        StftConfig(16000, 512, 1024, 256)  # n_fft < window
+    with pytest.raises(ValueError):
+        StftConfig(16000, 1024, 1024, 0)
+
+
+def test_at_rate():
+    assert PAPER.at_rate(22050) is PAPER
+    assert PAPER.at_rate(44100) == StftConfig(44100, 8192, 2048, 512)
+    assert RATE16K.at_rate(8000) == StftConfig(8000, 512, 512, 128)
+    c = TINY.at_rate(44100)
+    assert c.sample_rate == 44100
+    assert c.win_length == round(256 * 44100 / 8000)
+    assert c.hop_length == round(64 * 44100 / 8000)
+    assert c.n_fft == 2048  # next power of two of 256 * 5.5125
+    # durations kept, frequency resolution at least as fine
+    assert c.win_length / 44100 == pytest.approx(256 / 8000, rel=1e-3)
+    assert 44100 / c.n_fft <= 8000 / 256
+
+
+def test_fit_bins_crops_or_repeats_top_bin():
+    mask = np.arange(12, dtype=np.float32).reshape(2, 6)
+    grown = spectral.fit_bins(mask, 9).numpy()
+    assert grown.shape == (2, 9)
+    np.testing.assert_array_equal(grown[:, :6], mask)
+    np.testing.assert_array_equal(grown[:, 6:], np.repeat(mask[:, -1:], 3, axis=1))
+    np.testing.assert_array_equal(spectral.fit_bins(mask, 4).numpy(), mask[:, :4])
+    np.testing.assert_array_equal(spectral.fit_bins(mask, 6).numpy(), mask)
+
+
+def test_mask_to_grid_identity_on_same_grid():
+    mask = np.random.default_rng(4).uniform(0, 1, (30, TINY.bins)).astype(np.float32)
+    out = spectral.mask_to_grid(mask, TINY, TINY, 30)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, mask)
+
+
+def test_mask_to_grid_extends_constant_mask_to_44k():
+    target = TINY.at_rate(44100)
+    frames = target.num_frames(44100)
+    out = spectral.mask_to_grid(np.full((TINY.num_frames(8000), TINY.bins), 0.7, np.float32),
+                                TINY, target, frames)
+    assert out.shape == (frames, target.bins)
+    np.testing.assert_allclose(out, 0.7, atol=1e-6)
+
+
+def test_mask_to_grid_interpolates_frequency_and_holds_top_bin():
+    target = TINY.at_rate(44100)
+    freqs = TINY.bin_frequencies()
+    mask = np.tile((freqs / freqs[-1]).astype(np.float32), (20, 1))  # 0 at DC, 1 at 4 kHz
+    out = spectral.mask_to_grid(mask, TINY, target, 50)
+    f_target = target.bin_frequencies()
+    expected = np.clip(f_target / freqs[-1], 0, 1)
+    np.testing.assert_allclose(out[10], expected, atol=1e-5)
+    assert np.all(out[:, f_target > 4000] == pytest.approx(1.0))
+
+
+def test_mask_to_grid_interpolates_time():
+    target = StftConfig(8000, 256, 256, 32)  # half the hop: twice the frames
+    mask = np.zeros((10, TINY.bins), np.float32)
+    mask[5:] = 1.0
+    out = spectral.mask_to_grid(mask, TINY, target, 20)
+    times = target.frame_times(20)
+    source_times = TINY.frame_times(10)
+    expected = np.interp(times, source_times, (np.arange(10) >= 5).astype(float))
+    np.testing.assert_allclose(out[:, 0], expected, atol=1e-6)

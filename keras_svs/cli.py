@@ -125,10 +125,16 @@ def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, ove
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="HDF5 decode cache written by `keras-svs prepare`.")
 @click.option("--split-file", type=click.Path(path_type=Path), default=None,
-              help="JSON split file (default: the dataset's, e.g. data/splits/mir1k.json).")
+              help="JSON split file (default: the dataset's, e.g. data/splits/mir1k.json; "
+                   "without one, every 10th track is held out for validation).")
+@click.option("--train-split", default="train", show_default=True,
+              help="Split(s) to train on; join with + (e.g. train+valid).")
+@click.option("--valid-split", default="valid", show_default=True,
+              help="Split for validation loss and checkpoint selection.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
-          learning_rate, cosine, precision, remix, pitch, seed, cache, split_file):
+          learning_rate, cosine, precision, remix, pitch, seed, cache, split_file,
+          train_split, valid_split):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
@@ -137,7 +143,8 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
     from .training import train as run
 
     config = TrainConfig(preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
-                         learning_rate, cosine, precision, remix, pitch, seed)
+                         learning_rate, cosine, precision, remix, pitch, seed,
+                         train_split, valid_split)
     path = run(data, out_dir, config, cache=cache, split_file=split_file)
     click.echo(f"model written to {path}", err=True)
 

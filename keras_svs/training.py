@@ -47,6 +47,7 @@ class TrainConfig:
         precision: one of :data:`PRECISIONS`; ``auto`` = mixed_float16 on GPU, else float32.
         remix, pitch: augmentation probabilities (see :func:`pipeline.training_dataset`).
         seed: seeds Keras, NumPy and the data stream.
+        train_split, valid_split: split names (``+`` joins several, e.g. ``train+valid``).
         verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
     """
 
@@ -61,6 +62,8 @@ class TrainConfig:
     remix: float | None = None
     pitch: float = 0.0
     seed: int = 0
+    train_split: str = "train"
+    valid_split: str = "valid"
     verbose: int = 2
 
     def resolved(self) -> "TrainConfig":
@@ -128,7 +131,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     started = time.time()
-    train_audio, valid_audio = load_splits(data, cache, preset, split_file=split_file)
+    train_audio, valid_audio = load_splits(data, cache, preset,
+                                           (config.train_split, config.valid_split), split_file)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(train_audio, preset,
                                                                config.batch_size)
     precision = resolve_precision(config.precision)

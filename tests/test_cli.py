@@ -1,6 +1,7 @@
 """keras_svs.cli: the keras-svs command, in process (CliRunner) and as a real program."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-from conftest import synth_mixture, write_training_pairs
+from conftest import synth_mixture, write_pairs, write_training_pairs
 from keras_svs import audio
 from keras_svs.cli import main
 
@@ -143,6 +144,18 @@ def test_train_writes_a_loadable_model(tmp_path):
 
     assert settings(load_model(out / "model.keras"))["preset"] == "tiny"
     assert (out / "pretrain" / "log.csv").is_file() and (out / "training.json").is_file()
+
+
+def test_train_without_split_file_holds_out_every_tenth_track(tmp_path):
+    data = tmp_path / "data"
+    write_pairs(data, [f"clip_{i}" for i in range(3)], rate=8000, seconds=1.0)
+    out = tmp_path / "run"
+    result = run("train", "--data", data, "--preset", "tiny", "--epochs", "1",
+                 "--pretrain-epochs", "0", "--steps-per-epoch", "1", "-o", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "training.json").read_text())
+    assert (record["train_tracks"], record["valid_tracks"]) == (2, 1)
+    assert not (out / "pretrain").exists()
 
 
 def test_train_unknown_preset(tmp_path):

@@ -189,7 +189,7 @@ def test_split_patterns_are_case_sensitive(tmp_path):
 def test_split_errors(tmp_path):
     tracks = _tracks(["a", "b"])
     with pytest.raises(DatasetError, match="no split file"):
-        select_split(tracks, "train", None)
+        select_split(tracks, "test", None)
     split_file = write_splits(tmp_path, {"train": ["a"], "test": ["zzz"]})
     with pytest.raises(DatasetError, match="'valid'"):
         select_split(tracks, "valid", split_file)
@@ -203,7 +203,7 @@ def test_split_errors(tmp_path):
 
 
 def test_split_names_and_split_file_lookup(tmp_path):
-    assert split_names(None) == ["all"]
+    assert split_names(None) == ["train", "valid", "all"]
     root = tmp_path / "data"
     root.mkdir()
     assert split_file_for(root) is None
@@ -213,3 +213,20 @@ def test_split_names_and_split_file_lookup(tmp_path):
     mir1k = tmp_path / "mir1k"
     mir1k.mkdir()
     assert split_file_for(mir1k) == SPLITS_DIR / "mir1k.json"
+
+
+def test_holdout_split_without_a_split_file():
+    tracks = _tracks([f"t{i:02d}" for i in range(25)])
+    valid = select_split(tracks, "valid", None)
+    train = select_split(tracks, "train", None)
+    assert [t.name for t in valid] == ["t00", "t10", "t20"]
+    assert len(train) == 22 and not {t.name for t in train} & {t.name for t in valid}
+
+
+def test_joined_splits_are_a_union(tmp_path):
+    tracks = _tracks(["a1", "a2", "b1", "c1"])
+    split_file = write_splits(tmp_path, {"valid": ["a2"], "train": ["a*"], "test": ["*"]})
+    assert [t.name for t in select_split(tracks, "train+valid", split_file)] == ["a1", "a2"]
+    assert len(select_split(tracks, "train+valid+test", split_file)) == 4
+    with pytest.raises(DatasetError, match="'nope'"):
+        select_split(tracks, "train+nope", split_file)

@@ -3,6 +3,10 @@
 A split file maps each split to a list of ``fnmatch`` patterns over track names; a track
 belongs to the first split (in file order) with a matching pattern. The files for known
 datasets live in the repository's ``data/splits/`` folder.
+
+Without a split file, ``valid`` is every tenth track in name order (the first, the
+eleventh, ...) and ``train`` the others, so that any folder of stems can be trained on.
+Split names can be joined with ``+`` (``train+valid``) for their union; ``all`` is every track.
 """
 from __future__ import annotations
 
@@ -13,6 +17,9 @@ from pathlib import Path
 
 from .tracks import DatasetError, Track
 
+#: Splits defined without a split file, and the hold-out period of ``valid``.
+HOLDOUT = ("train", "valid")
+HOLDOUT_EVERY = 10
 #: Split files shipped with the project: ``data/splits/<dataset folder name>.json``.
 SPLITS_DIR = Path(__file__).resolve().parents[2] / "data" / "splits"
 
@@ -28,9 +35,9 @@ def split_file_for(root: str | os.PathLike) -> Path | None:
 
 
 def split_names(split_file: str | os.PathLike | None) -> list[str]:
-    """Split names defined by a split file (``["all"]`` without one)."""
+    """Split names defined by a split file (the hold-out splits and ``all`` without one)."""
     if split_file is None:
-        return ["all"]
+        return [*HOLDOUT, "all"]
     return list(_read(split_file)) + ["all"]
 
 
@@ -40,18 +47,25 @@ def select_split(tracks: list[Track], split: str,
 
     Args:
         tracks: all tracks of the dataset.
-        split: a split name from the file, or ``"all"``.
-        split_file: JSON split file, or ``None`` (only ``"all"`` is then valid).
+        split: a split name from the file, ``"all"``, or names joined by ``+``.
+        split_file: JSON split file, or ``None`` (hold-out ``train``/``valid``, ``all``).
 
     Raises:
         DatasetError: unknown split name, or a split with no tracks.
     """
+    if "+" in split:
+        names = {t.name for part in split.split("+")
+                 for t in select_split(tracks, part, split_file)}
+        return [t for t in tracks if t.name in names]
     if split == "all":
         chosen = list(tracks)
+    elif split_file is None and split in HOLDOUT:
+        chosen = [t for i, t in enumerate(sorted(tracks, key=lambda t: t.name))
+                  if (i % HOLDOUT_EVERY == 0) == (split == "valid")]
     else:
         if split_file is None:
             raise DatasetError(f"split {split!r} asked for, but the dataset has no split "
-                               "file (pass --split-file, or use --split all)")
+                               "file (pass --split-file, or use train, valid or all)")
         rules = _read(split_file)
         if split not in rules:
             raise DatasetError(f"{split_file}: no split {split!r} (it has {', '.join(rules)})")

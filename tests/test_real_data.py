@@ -51,3 +51,21 @@ def test_mir1k_split_counts():
     assert split_file == SPLITS_DIR / "mir1k.json"
     counts = {s: len(select_split(tracks, s, split_file)) for s in ("train", "valid", "test")}
     assert counts == {"train": 146, "valid": 29, "test": 825}
+
+
+def test_train_cli_runs_both_stages_on_mir1k(tmp_path):
+    """The issue's smoke test, cut to two steps a stage: both stages on real MIR-1K clips."""
+    _need(MIR1K)
+    from click.testing import CliRunner
+
+    from keras_svs.cli import main
+    from keras_svs.models import load_model, settings
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--data", str(MIR1K), "--preset", "small",
+                                       "--epochs", "1", "--pretrain-epochs", "1",
+                                       "--steps-per-epoch", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    for stage in ("pretrain", "finetune"):
+        assert (out / stage / "log.csv").read_text().count("\n") == 2  # header + 1 epoch
+    assert settings(load_model(out / "model.keras"))["sample_rate"] == 16000

@@ -33,7 +33,7 @@ bench: venv
 train-default: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --epochs 12 --pretrain-epochs 1 \
 	  --steps-per-epoch 100 --cosine --pitch 0.5 --precision float32 --seed 0 -o runs/default
-	cp runs/default/model.keras keras_svs/assets/default.keras
+	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

@@ -256,6 +256,19 @@ def export_command(paths, mask, threshold, mode):
 
 
 @main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@_clean_errors
+def shrink(model, output):
+    """Copy MODEL to OUTPUT with float16-stored weights (half the size, same use)."""
+    from .models import save_half_precision
+
+    path = save_half_precision(model, output)
+    click.echo(f"{model} ({model.stat().st_size / 1e6:.1f} MB) -> {path} "
+               f"({path.stat().st_size / 1e6:.1f} MB)", err=True)
+
+
+@main.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @_clean_errors
 def info(model):

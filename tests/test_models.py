@@ -202,3 +202,18 @@ def test_bin_accuracy():
     p = np.array([[[0.9, 0.1, 0.2, 0.7]]], np.float32)
     acc = np.asarray(bin_accuracy(target, np.stack([p, 1 - p], -1)))
     np.testing.assert_allclose(acc, [0.5])
+
+
+def test_half_precision_file_is_smaller_and_loads_as_float32(tmp_path):
+    from keras_svs.models import build_model, load_model, save_half_precision
+
+    model = build_model("small")
+    full = tmp_path / "full.keras"
+    model.save(full)
+    half = save_half_precision(model, tmp_path / "half.keras")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_model(half)
+    assert all(w.dtype == "float32" for w in loaded.weights)
+    x = np.random.default_rng(0).random((2, 9, 257)).astype("float32") * 0.1
+    assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=2e-3)
+    assert not list(tmp_path.glob(".*.tmp"))

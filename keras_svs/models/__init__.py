@@ -19,7 +19,8 @@ from .paper import paper_body
 from .presets import PRESETS, Preset, get_preset
 from .unet import unet_body
 
-__all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model", "settings",
+__all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model",
+           "save_half_precision", "settings",
            "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy"]
 
 
@@ -75,6 +76,60 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return model
+
+
+def save_half_precision(model: str | os.PathLike | keras.Model, path: str | os.PathLike) -> Path:
+    """Save a model with its float32 weights stored as float16 (half the file size).
+
+    The file loads like any other (:func:`load_model`): Keras casts the stored weights back
+    to the layers' float32 variables, so inference still computes in float32.
+
+    Returns:
+        ``path``.
+    """
+    import tempfile
+    import zipfile
+
+    import h5py
+
+    model = model if isinstance(model, keras.Model) else load_model(model)
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "full.keras"
+        model.save(full)
+        with zipfile.ZipFile(full) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        weights32, weights16 = Path(tmp) / "w32.h5", Path(tmp) / "w16.h5"
+        weights32.write_bytes(members["model.weights.h5"])
+        with h5py.File(weights32, "r") as source, h5py.File(weights16, "w") as target:
+            _copy_h5(source, target)
+        members["model.weights.h5"] = weights16.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.tmp")
+    with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    os.replace(staged, path)  # atomic: never a half-written model
+    return path
+
+
+def _copy_h5(source, target) -> None:
+    """Copy an HDF5 tree, float32 datasets as float16, keeping every attribute."""
+    import h5py
+
+    target.attrs.update(dict(source.attrs))
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset):
+            data = item[()]
+            if getattr(data, "dtype", None) == np.float32:
+                data = data.astype(np.float16)
+            target.create_dataset(name, data=data)
+        else:
+            target.require_group(name)
+        target[name].attrs.update(dict(item.attrs))
+
+    source.visititems(visit)
 
 
 def front_end(model: keras.Model) -> SpectrogramInput:

@@ -108,6 +108,12 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0) if audio.ndim == 2 else audio
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
           bit_depth: int = 16) -> Path:
     """Write audio atomically: to a temporary file beside ``path``, then renamed.
@@ -138,6 +144,7 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
     os.close(fd)
     try:
         sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 """keras_svs.audio: reading, writing, resampling."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -166,3 +168,10 @@ def test_read_errors_name_the_file(tmp_path):
     with pytest.raises(audio.AudioError, match="empty.wav"):
         audio.read(empty)
     assert issubclass(audio.AudioError, ValueError)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    path = audio.write(tmp_path / "x.wav", np.zeros((1, 100), np.float32), 8000)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

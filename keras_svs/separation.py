@@ -190,11 +190,14 @@ class Separator:
         x = np.asarray(waveform, np.float32)
         squeeze = x.ndim == 1
         x = np.atleast_2d(x)
-        mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
-        magnitude = spectral.magnitude(spectral.stft(mono, self.config)).numpy()
-        mask = self.voice_mask(magnitude)
         native = self.config.at_rate(sample_rate)
         spectrum = spectral.stft(x, native)  # (channels, frames, bins)
+        if native == self.config:  # the STFT is linear: the mono mix's is the channels' mean
+            mono_spectrum = tf.reduce_mean(spectrum, axis=0)
+        else:
+            mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
+            mono_spectrum = spectral.stft(mono, self.config)
+        mask = self.voice_mask(spectral.magnitude(mono_spectrum).numpy())
         mask = spectral.mask_to_grid(mask, self.config, native, spectrum.shape[1])
         vocals = spectral.istft(spectrum * tf.cast(mask, tf.complex64), native,
                                 x.shape[-1]).numpy()

@@ -110,9 +110,13 @@ def clip_metrics(voice: np.ndarray, accompaniment: np.ndarray, voice_estimate: n
     """
     mixture = np.asarray(voice) + np.asarray(accompaniment)  # in the inputs' precision,
     references = np.stack([voice, accompaniment])             # as estimate("mixture") does
-    scores = bss_metrics(references, np.stack([voice_estimate, accompaniment_estimate]))
-    baseline = bss_metrics(references, np.stack([mixture, mixture]))["SDR"]
-    scores["NSDR"] = scores["SDR"] - baseline
+    estimates = np.stack([voice_estimate, accompaniment_estimate])
+    unprocessed = np.stack([mixture, mixture])
+    baseline = bss_metrics(references, unprocessed)
+    # the `mixture` method's estimates are the baseline itself: score them once
+    same = estimates.shape == unprocessed.shape and np.array_equal(estimates, unprocessed)
+    scores = dict(baseline) if same else bss_metrics(references, estimates)
+    scores["NSDR"] = scores["SDR"] - baseline["SDR"]
     return {source: {m: float(scores[m][j]) for m in METRICS}
             for j, source in enumerate(SOURCES)}
 

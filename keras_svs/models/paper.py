@@ -5,7 +5,6 @@ With the defaults and a 9 x 2049 input it has exactly 19,489,049 parameters.
 """
 from __future__ import annotations
 
-import keras
 from keras import layers
 
 

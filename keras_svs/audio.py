@@ -94,13 +94,15 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """
     if rate_in == rate_out:
         return audio.astype(np.float32, copy=False)
-    import librosa
+    import soxr  # what librosa.resample(res_type="soxr_hq") calls; a librosa dependency
 
-    out = librosa.resample(audio, orig_sr=rate_in, target_sr=rate_out,
-                           res_type="soxr_hq", axis=-1)
-    # librosa returns ceil(samples * ratio); keep the documented round(...)
-    length = round(audio.shape[-1] * rate_out / rate_in)
-    return librosa.util.fix_length(out, size=length, axis=-1).astype(np.float32)
+    x = np.asarray(audio, np.float32)
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.stack([soxr.resample(row, rate_in, rate_out, quality="HQ") for row in flat])
+    length = round(x.shape[-1] * rate_out / rate_in)  # soxr gives ceil(...); keep round(...)
+    out = out[:, :length] if out.shape[-1] >= length else np.pad(
+        out, ((0, 0), (0, length - out.shape[-1])))
+    return out.reshape(*x.shape[:-1], length).astype(np.float32)
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:

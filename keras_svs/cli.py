@@ -38,6 +38,11 @@ def _clean_errors(command):
     return wrapper
 
 
+def _speed(ratio: float) -> str:
+    """``"37x"``, or one decimal under 10 (``"0.4x"``)."""
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-svs")
 def main() -> None:
@@ -65,8 +70,11 @@ def main() -> None:
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="16",
               show_default=True, help="32 = float WAV.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--plot", is_flag=True,
+              help="Also write OUTPUT/<file name>/separation.png: mixture spectrogram, voice "
+                   "mask and the two stems' spectrograms (needs matplotlib).")
 @_clean_errors
-def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, overwrite):
+def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, overwrite, plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
@@ -74,6 +82,10 @@ def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, ove
     from . import audio
     from .separation import STEMS, Separator
 
+    if plot:
+        from .plots import require_matplotlib
+
+        require_matplotlib()  # before any work
     separator = Separator(model, mask=mask, threshold=threshold, mode=mode)
     failures = 0
     for path in files:
@@ -83,11 +95,11 @@ def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, ove
             if existing and not overwrite:
                 raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
             started = time.perf_counter()
-            written = separator.separate_file(path, out_dir, codec, int(bit_depth))
+            written = separator.separate_file(path, out_dir, codec, int(bit_depth), plot=plot)
             seconds = time.perf_counter() - started
             rate, _, frames = audio.info(written["vocals"])
             click.echo(f"{path} -> {written['vocals'].parent}/ ({frames / rate:.1f} s of audio "
-                       f"in {seconds:.1f} s, {frames / rate / seconds:.0f}x real time)", err=True)
+                       f"in {seconds:.1f} s, {_speed(frames / rate / seconds)} real time)", err=True)
         except EXPECTED_ERRORS as error:
             if len(files) == 1:
                 raise
@@ -131,10 +143,23 @@ def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, ove
               help="Split(s) to train on; join with + (e.g. train+valid).")
 @click.option("--valid-split", default="valid", show_default=True,
               help="Split for validation loss and checkpoint selection.")
+@click.option("--loader", type=click.Choice(["auto", "tf", "numpy"]), default="auto",
+              show_default=True,
+              help="Batches from tf.data or NumPy workers; auto: tf.data on the TensorFlow "
+                   "backend (KERAS_BACKEND), NumPy on JAX/PyTorch.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="NumPy loader processes (0: in the training process).")
+@click.option("--time-budget", type=click.FloatRange(0, min_open=True), default=None,
+              help="Seconds for the whole run: epochs stop when the next would not fit "
+                   "(15%% for the autoencoder stage); the cosine schedule follows.")
+@click.option("--gnsdr-clips", type=click.IntRange(0), default=3, show_default=True,
+              help="Log voice GNSDR on this many validation clips (val_gnsdr); 0: off.")
+@click.option("--gnsdr-every", type=click.IntRange(1), default=1, show_default=True,
+              help="... every this many fine-tuning epochs.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
           learning_rate, cosine, precision, remix, pitch, seed, cache, split_file,
-          train_split, valid_split):
+          train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
@@ -144,7 +169,9 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
 
     config = TrainConfig(preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
                          learning_rate, cosine, precision, remix, pitch, seed,
-                         train_split, valid_split)
+                         train_split, valid_split, loader=loader, workers=workers,
+                         time_budget=time_budget, gnsdr_clips=gnsdr_clips,
+                         gnsdr_every=gnsdr_every)
     path = run(data, out_dir, config, cache=cache, split_file=split_file)
     click.echo(f"model written to {path}", err=True)
 

@@ -1,4 +1,4 @@
-"""tf.data pipelines: decoded-audio cache, remix/pitch augmentation, spectrogram patches, IBMs.
+"""tf.data pipelines (TensorFlow is imported by the functions that build them): decoded-audio cache, remix/pitch augmentation, spectrogram patches, IBMs.
 
 Data flow::
 
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import tensorflow as tf
 
 from . import spectral
 from .datasets import DatasetError, Track
@@ -87,6 +86,8 @@ def save_hdf5(decoded: DecodedAudio, path: str | os.PathLike,
     With ``config``, also stores each track's mixture magnitude ``|X|`` (float16,
     ``(frames, bins)``) and IBM (uint8) under ``spectra/<name>/`` for inspection and reuse.
     """
+    import tensorflow as tf
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with h5py.File(tmp, "w") as f:
@@ -141,7 +142,7 @@ def input_statistics(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray,
     count = 0
     for i in range(len(decoded.names)):
         v, a = decoded.track(i)
-        x = spectral.magnitude(spectral.stft(v + a, preset.stft)).numpy()[:, :preset.bins]
+        x = np.abs(spectral.stft_numpy(v + a, preset.stft))[:, :preset.bins]
         if preset.log_input:
             x = np.log(x + LOG_EPS)
         total += x.sum(0)
@@ -187,6 +188,8 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
         ``tf.data.Dataset`` of ``(input, target)``, both float32
         ``(batch, preset.frames, preset.bins)``.
     """
+    import tensorflow as tf
+
     _check_stage(stage)
     batch_size = batch_size or preset.batch_size
     remix = preset.remix if remix is None else remix
@@ -236,6 +239,8 @@ def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "fine
     Returns:
         ``tf.data.Dataset`` of ``(input, target)`` batches as in :func:`training_dataset`.
     """
+    import tensorflow as tf
+
     _check_stage(stage)
     seg = patch_samples(preset)
     step = preset.frames * preset.stft.hop_length
@@ -253,6 +258,8 @@ def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "fine
 def _example(voice: tf.Tensor, accompaniment: tf.Tensor, preset: Preset,
              stage: str) -> tuple[tf.Tensor, tf.Tensor]:
     """Segments ``(patch_samples,)`` -> ``(input, target)`` patches ``(frames, bins)``."""
+    import tensorflow as tf
+
     sv = spectral.stft(voice, preset.stft, padded=False)[:, :preset.bins]
     sa = spectral.stft(accompaniment, preset.stft, padded=False)[:, :preset.bins]
     mixture = spectral.magnitude(sv + sa)
@@ -266,6 +273,8 @@ def _example(voice: tf.Tensor, accompaniment: tf.Tensor, preset: Preset,
 def _resample_linear(signal: tf.Tensor, rate: tf.Tensor, length: int) -> tf.Tensor:
     """Read ``signal`` at ``rate`` samples per output sample (a pitch/speed shift by
     ``rate``), by linear interpolation: ``(n,)`` -> ``(length,)``."""
+    import tensorflow as tf
+
     position = tf.range(length, dtype=tf.float32) * rate
     low = tf.cast(tf.floor(position), tf.int32)
     frac = position - tf.cast(low, tf.float32)

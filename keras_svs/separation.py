@@ -128,6 +128,9 @@ class Separator:
         self.threshold = self.settings["threshold"] if threshold is None else float(threshold)
         make_mask(np.zeros(1, np.float32), self.mask, self.threshold)  # validates `mask`
         self.mode = mode
+        #: the voice mask ``(frames, config.bins)`` of the last :meth:`separate` call, on the
+        #: model's STFT grid (what ``--plot`` draws)
+        self.last_mask: np.ndarray | None = None
         bins, frames = self.settings["bins"], self.settings["frames"]
         if frames is not None:  # a patch model
             self.hop, weights = patch_weights(frames, mode)
@@ -197,8 +200,9 @@ class Separator:
         else:
             mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
             mono_spectrum = spectral.stft(mono, self.config)
-        mask = self.voice_mask(spectral.magnitude(mono_spectrum).numpy())
-        mask = spectral.mask_to_grid(mask, self.config, native, spectrum.shape[1])
+        model_mask = self.voice_mask(spectral.magnitude(mono_spectrum).numpy())
+        self.last_mask = model_mask
+        mask = spectral.mask_to_grid(model_mask, self.config, native, spectrum.shape[1])
         vocals = spectral.istft(spectrum * tf.cast(mask, tf.complex64), native,
                                 x.shape[-1]).numpy()
         stems = {"vocals": vocals, "accompaniment": x - vocals}
@@ -206,16 +210,24 @@ class Separator:
 
     def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
                       codec: str = "wav", bit_depth: int = 16,
-                      stems: tuple[str, ...] = STEMS) -> dict[str, Path]:
+                      stems: tuple[str, ...] = STEMS, plot: bool = False) -> dict[str, Path]:
         """Separate an audio file into ``OUT_DIR/<file stem>/<stem>.<codec>``.
 
-        The outputs keep the input's rate, channels and length.
+        The outputs keep the input's rate, channels and length. ``plot`` also writes
+        ``separation.png`` there (:func:`keras_svs.plots.plot_separation`).
 
         Returns:
-            ``{stem: written path}``.
+            ``{stem: written path}`` (and ``"plot"``).
         """
         waveform, rate = audio.read(path)
         separated = self.separate(waveform, rate)
         folder = Path(out_dir) / Path(path).stem
-        return {stem: audio.write(folder / f"{stem}.{codec}", separated[stem], rate, bit_depth)
-                for stem in stems}
+        written = {stem: audio.write(folder / f"{stem}.{codec}", separated[stem], rate,
+                                     bit_depth) for stem in stems}
+        if plot:
+            from .plots import plot_separation
+
+            written["plot"] = plot_separation(waveform, separated, rate, self.last_mask,
+                                              self.config, folder / "separation.png",
+                                              title=Path(path).name)
+        return written

@@ -9,7 +9,10 @@ Conventions (the authors' code):
   whole hop at the end), which makes :func:`istft` an exact inverse of :func:`stft`.
 
 Spectrograms are laid out ``(..., frames, bins)``; this is the only module that knows the
-arithmetic of the STFT settings.
+arithmetic of the STFT settings. Two implementations of the same transform: TensorFlow
+(:func:`stft`, :func:`istft`: tf.data, separation, SavedModel graphs) and NumPy
+(:func:`stft_numpy`, :func:`istft_numpy`: training batches and validation on any Keras
+backend); TensorFlow is imported only by the functions that use it.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import dataclasses
 import math
 
 import numpy as np
-import tensorflow as tf
+import scipy.fft
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +85,20 @@ class StftConfig:
         return StftConfig(sample_rate, n_fft, win, hop)
 
 
-def window(config: StftConfig, dtype: tf.DType = tf.float32) -> tf.Tensor:
+def window(config: StftConfig, dtype=None) -> tf.Tensor:
     """Periodic Hann window of ``win_length`` divided by its sum: ``(win_length,)``."""
-    w = tf.signal.hann_window(config.win_length, periodic=True, dtype=dtype)
+    import tensorflow as tf
+
+    w = tf.signal.hann_window(config.win_length, periodic=True, dtype=dtype or tf.float32)
     return w / tf.reduce_sum(w)
+
+
+def window_numpy(config: StftConfig) -> np.ndarray:
+    """:func:`window` as float32 NumPy ``(win_length,)``."""
+    n = np.arange(config.win_length)
+    period = config.win_length - config.win_length % 2  # tf.signal's "periodic" for odd sizes
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * n / period)
+    return (w / w.sum()).astype(np.float32)
 
 
 def stft(signal: tf.Tensor | np.ndarray, config: StftConfig, padded: bool = True) -> tf.Tensor:
@@ -101,6 +114,8 @@ def stft(signal: tf.Tensor | np.ndarray, config: StftConfig, padded: bool = True
         complex64 ``(..., config.num_frames(samples), config.bins)`` when padded, else
         ``(..., 1 + (samples - win_length) // hop_length, config.bins)``.
     """
+    import tensorflow as tf
+
     signal = tf.convert_to_tensor(signal, dtype=tf.float32)
     if not padded:
         return tf.signal.stft(signal, config.win_length, config.hop_length, config.n_fft,
@@ -127,6 +142,8 @@ def istft(spectrum: tf.Tensor, config: StftConfig, length: int | tf.Tensor) -> t
     Returns:
         float32 ``(..., length)``.
     """
+    import tensorflow as tf
+
     inverse_window = tf.signal.inverse_stft_window_fn(
         config.hop_length, forward_window_fn=lambda n, dtype: window(config, dtype))
     signal = tf.signal.inverse_stft(spectrum, config.win_length, config.hop_length,
@@ -134,8 +151,61 @@ def istft(spectrum: tf.Tensor, config: StftConfig, length: int | tf.Tensor) -> t
     return signal[..., config.pad:config.pad + length]
 
 
+def stft_numpy(signal: np.ndarray, config: StftConfig, padded: bool = True) -> np.ndarray:
+    """:func:`stft` in NumPy (same frames, same values to float32 rounding).
+
+    Args:
+        signal: float ``(..., samples)``.
+        config, padded: as in :func:`stft`.
+
+    Returns:
+        complex64 ``(..., frames, config.bins)``.
+    """
+    x = np.asarray(signal, np.float32)
+    if padded:
+        samples = x.shape[-1]
+        frames = config.num_frames(samples)
+        end = config.num_samples(frames) - samples - config.pad
+        x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(config.pad, end)])
+    if x.shape[-1] < config.win_length:
+        return np.zeros((*x.shape[:-1], 0, config.bins), np.complex64)
+    frames = np.lib.stride_tricks.sliding_window_view(x, config.win_length, axis=-1)
+    frames = frames[..., ::config.hop_length, :] * window_numpy(config)
+    return scipy.fft.rfft(frames, n=config.n_fft, axis=-1).astype(np.complex64, copy=False)
+
+
+def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int) -> np.ndarray:
+    """:func:`istft` in NumPy: ``(..., frames, bins)`` complex -> float32 ``(..., length)``."""
+    spectrum = np.asarray(spectrum)
+    win, hop = config.win_length, config.hop_length
+    w = window_numpy(config).astype(np.float64)
+    # tf.signal.inverse_stft_window_fn: the window over the sum of its overlapping squares
+    squares = np.pad(w ** 2, (0, -win % hop)).reshape(-1, hop).sum(0)
+    inverse = w / np.tile(squares, -(-win // hop))[:win]
+    frames = scipy.fft.irfft(spectrum, n=config.n_fft, axis=-1)[..., :win] * inverse
+    count = frames.shape[-2]
+    out = np.zeros((*frames.shape[:-2], (count - 1) * hop + win if count else 0))
+    for k in range(-(-win // hop)):  # overlap-add, one hop-sized slice of each frame at a time
+        piece = frames[..., k * hop:(k + 1) * hop]
+        width = piece.shape[-1]
+        index = np.arange(count) * hop + k * hop
+        block = out[..., k * hop:k * hop + count * hop].reshape(*out.shape[:-1], -1, hop) \
+            if width == hop and k * hop + count * hop <= out.shape[-1] else None
+        if block is not None:
+            block += piece
+        else:
+            for i in range(count):
+                out[..., index[i]:index[i] + width] += piece[..., i, :]
+    result = out[..., config.pad:config.pad + length]
+    if result.shape[-1] < length:
+        result = np.pad(result, [(0, 0)] * (result.ndim - 1) + [(0, length - result.shape[-1])])
+    return result.astype(np.float32)
+
+
 def magnitude(spectrum: tf.Tensor) -> tf.Tensor:
     """``|spectrum|`` as float32, same shape."""
+    import tensorflow as tf
+
     return tf.abs(spectrum)
 
 
@@ -150,12 +220,16 @@ def ibm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor,
     Returns:
         float32 mask of the same shape.
     """
+    import tensorflow as tf
+
     voice_dominates = tf.greater(voice_magnitude, accompaniment_magnitude)
     return tf.where(voice_dominates, 1.0 - smoothing, smoothing)
 
 
 def irm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor) -> tf.Tensor:
     """Ideal ratio mask ``|V|^2 / (|V|^2 + |A|^2)`` (0.5 where both are silent)."""
+    import tensorflow as tf
+
     v2 = tf.square(voice_magnitude)
     a2 = tf.square(accompaniment_magnitude)
     return tf.math.divide_no_nan(v2, v2 + a2) + tf.cast(tf.equal(v2 + a2, 0.0), v2.dtype) * 0.5
@@ -164,6 +238,8 @@ def irm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor) -> tf.Te
 def fit_bins(mask: tf.Tensor | np.ndarray, bins: int) -> tf.Tensor:
     """Give a ``(..., b)`` mask exactly ``bins`` bins: crop, or repeat its top bin (which
     extends a model's mask to the bins above its band). Returns a float32 tensor."""
+    import tensorflow as tf
+
     mask = tf.convert_to_tensor(mask, tf.float32)
     have = mask.shape[-1]
     if have >= bins:

@@ -8,6 +8,11 @@ the IBM with per-bin cross-entropy. Each stage keeps, in ``OUT/<stage>/``:
 * ``log.csv``: one row per epoch (loss, val_loss, patches/s, ...);
 * ``backup/``: Keras ``BackupAndRestore`` state, so the same command resumes after a kill.
 
+Batches come from tf.data (:mod:`keras_svs.pipeline`) on the TensorFlow backend and from
+NumPy worker processes (:mod:`keras_svs.batches`) on the others (``loader``). With
+``time_budget`` the run fits its epochs to a wall-clock budget (15 % of it for the
+autoencoder stage), and the cosine schedule follows the epochs that fit.
+
 The final model (float32, best validation loss) is ``OUT/model.keras``; its STFT settings,
 input statistics and default mask travel inside it. ``OUT/training.json`` records the run.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -49,6 +55,13 @@ class TrainConfig:
         seed: seeds Keras, NumPy and the data stream.
         train_split, valid_split: split names (``+`` joins several, e.g. ``train+valid``).
         verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
+        loader: ``tf`` (tf.data), ``numpy`` (:mod:`keras_svs.batches`) or ``auto`` (tf on
+            the TensorFlow backend, else numpy).
+        workers: NumPy loader processes (0: make batches in the training process).
+        time_budget: seconds for the whole run; the stages stop when their next epoch would
+            not fit (``epochs`` then caps the count), and the cosine schedule follows.
+        gnsdr_clips, gnsdr_every: log the voice GNSDR on that many validation clips every
+            that many fine-tuning epochs (``val_gnsdr``); 0 clips: never.
     """
 
     preset: str = "small"
@@ -65,6 +78,11 @@ class TrainConfig:
     train_split: str = "train"
     valid_split: str = "valid"
     verbose: int = 2
+    loader: str = "auto"
+    workers: int = 0
+    time_budget: float | None = None
+    gnsdr_clips: int = 3
+    gnsdr_every: int = 1
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -80,14 +98,38 @@ class TrainConfig:
 
 
 def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``mixed_float16`` when TensorFlow sees a GPU, else ``float32``."""
+    """``auto`` -> ``mixed_float16`` when the Keras backend has a GPU, else ``float32``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision != "auto":
         return precision
-    import tensorflow as tf
+    return "mixed_float16" if _has_gpu() else "float32"
 
-    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+
+def _has_gpu() -> bool:
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def resolve_loader(loader: str) -> str:
+    """``auto`` -> ``tf`` on the TensorFlow backend, else ``numpy``."""
+    if loader not in ("auto", "tf", "numpy"):
+        raise ValueError(f"loader must be auto, tf or numpy, not {loader!r}")
+    if loader != "auto":
+        return loader
+    return "tf" if keras.backend.backend() == "tensorflow" else "numpy"
 
 
 def load_splits(data: str | os.PathLike, cache: str | os.PathLike | None, preset: Preset,
@@ -148,10 +190,11 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
             if stats is not None:
                 set_input_statistics(autoencoder, *stats)
             _fit_stage(autoencoder, "pretrain", train_audio, valid_audio, preset, config, steps,
-                       out, config.pretrain_epochs)
+                       out, config.pretrain_epochs,
+                       _deadline(started, config.time_budget, PRETRAIN_SHARE))
             model.set_weights(autoencoder.get_weights())
         _fit_stage(model, "finetune", train_audio, valid_audio, preset, config, steps, out,
-                   config.epochs)
+                   config.epochs, _deadline(started, config.time_budget, 1.0))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     final = build_model(preset)  # float32 policy whatever the training precision
@@ -164,9 +207,34 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
     return path
 
 
+PRETRAIN_SHARE = 0.15
+
+
+def _deadline(started: float, budget: float | None, share: float) -> float | None:
+    return None if budget is None else started + share * budget
+
+
+def _data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig, stage: str,
+          training: bool):
+    """Training stream or validation data of the configured loader."""
+    if resolve_loader(config.loader) == "tf":
+        if training:
+            return pipeline.training_dataset(audio, preset, stage, config.batch_size,
+                                             config.remix, config.pitch,
+                                             seed=config.seed + (stage == "finetune"))
+        return pipeline.validation_dataset(audio, preset, stage, config.batch_size)
+    from . import batches
+
+    if training:
+        sampler = batches.PatchSampler(audio, preset, stage, config.batch_size, config.remix,
+                                       config.pitch, seed=config.seed + (stage == "finetune"))
+        return batches.stream(sampler, workers=config.workers)
+    return batches.validation_arrays(audio, preset, stage)
+
+
 def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudio,
                valid_audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
-               steps: int, out: Path, epochs: int) -> None:
+               steps: int, out: Path, epochs: int, deadline: float | None = None) -> None:
     """Fit one stage, resuming from its backup; leaves the best weights in ``model``."""
     folder = out / stage
     folder.mkdir(exist_ok=True)
@@ -175,25 +243,26 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     if done.exists() and best.exists():
         model.load_weights(best)
         return
-    lr = config.learning_rate
-    if config.cosine and stage == "finetune":
-        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps))
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=bin_cross_entropy,
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=bin_cross_entropy,
                   metrics=[bin_accuracy] if stage == "finetune" else None)
-    train_ds = pipeline.training_dataset(train_audio, preset, stage, config.batch_size,
-                                         config.remix, config.pitch,
-                                         seed=config.seed + (stage == "finetune"))
-    valid_ds = pipeline.validation_dataset(valid_audio, preset, stage, config.batch_size)
+    train_ds = _data(train_audio, preset, config, stage, training=True)
+    valid_ds = _data(valid_audio, preset, config, stage, training=False)
+    if isinstance(valid_ds, tuple):
+        valid_ds = _ArrayBatches(*valid_ds, config.batch_size)
+    budget = TimeBudget(deadline, epochs)
     checkpoint = keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
                                                  save_weights_only=True)
     checkpoint.best = _best_logged(folder / "log.csv", checkpoint.best)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(folder / "backup"),
-        Throughput(config.batch_size, steps, epochs),
-        keras.callbacks.TerminateOnNaN(),
-        checkpoint,
-        keras.callbacks.CSVLogger(folder / "log.csv", append=True),
-    ]
+    callbacks = [keras.callbacks.BackupAndRestore(folder / "backup"), budget]
+    if config.cosine and stage == "finetune":
+        callbacks.append(CosineSchedule(config.learning_rate, budget.expected_epochs))
+    callbacks += [Throughput(config.batch_size, steps, budget.expected_epochs),
+                  keras.callbacks.TerminateOnNaN()]
+    if stage == "finetune" and config.gnsdr_clips > 0:
+        from .monitor import ValidationGnsdr
+
+        callbacks.append(ValidationGnsdr(valid_audio, config.gnsdr_clips, config.gnsdr_every))
+    callbacks += [checkpoint, keras.callbacks.CSVLogger(folder / "log.csv", append=True)]
     if config.verbose:
         print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
@@ -217,13 +286,73 @@ def _best_logged(log: Path, default: float) -> float:
     return min(values, default=default)
 
 
+class _ArrayBatches(keras.utils.PyDataset):
+    """Fixed ``(inputs, targets)`` arrays in batches (validation data of the NumPy loader)."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int):
+        super().__init__()
+        self.inputs, self.targets, self.batch_size = inputs, targets, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.inputs) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        s = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.inputs[s], self.targets[s]
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops a stage when its next epoch would end after ``deadline`` (a ``time.time()``),
+    and estimates how many epochs the stage will run (``expected_epochs()``)."""
+
+    def __init__(self, deadline: float | None, epochs: int):
+        super().__init__()
+        self.deadline, self.epochs = deadline, epochs
+        self.estimate, self.last = epochs, None
+
+    def expected_epochs(self) -> int:
+        return self.estimate
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.deadline is None:
+            return
+        now = time.time()
+        seconds = now - self.begin
+        self.estimate = min(self.epochs, epoch + 1 + int(max(0.0, self.deadline - now)
+                                                         // max(seconds, 1e-9)))
+        if now + seconds > self.deadline:
+            self.model.stop_training = True
+
+
+class CosineSchedule(keras.callbacks.Callback):
+    """Learning rate ``base * (1 + cos(pi * epoch / total)) / 2`` set at each epoch's start,
+    ``total`` read from ``expected_epochs()`` (which a :class:`TimeBudget` may revise)."""
+
+    def __init__(self, base: float, expected_epochs):
+        super().__init__()
+        self.base, self.expected_epochs = base, expected_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        total = max(1, self.expected_epochs())
+        self.model.optimizer.learning_rate = self.base * 0.5 * (
+            1.0 + math.cos(math.pi * min(epoch, total) / total))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+
+
 class Throughput(keras.callbacks.Callback):
     """Adds ``patches_per_s`` and ``eta_s`` (to the end of the stage) to each epoch's logs."""
 
-    def __init__(self, batch_size: int, steps: int, epochs: int):
+    def __init__(self, batch_size: int, steps: int, expected_epochs):
         super().__init__()
         self.patches = batch_size * steps
-        self.epochs = epochs
+        self.expected_epochs = expected_epochs
         self.start = time.time()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -233,7 +362,7 @@ class Throughput(keras.callbacks.Callback):
         seconds = time.time() - self.start
         if logs is not None:
             logs["patches_per_s"] = self.patches / max(seconds, 1e-9)
-            logs["eta_s"] = seconds * (self.epochs - epoch - 1)
+            logs["eta_s"] = seconds * max(0, self.expected_epochs() - epoch - 1)
 
 
 def _write_record(out: Path, config: TrainConfig, precision: str, steps: int,

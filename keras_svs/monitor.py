@@ -1,0 +1,154 @@
+"""Validation GNSDR during training, on any Keras backend (NumPy STFT, mir_eval BSS-Eval).
+
+:class:`keras_svs.separation.Separator` is the separation users run (TensorFlow graphs,
+any input rate); this module is its small, backend-agnostic twin for clips already at the
+model's rate, so that training can report the number that matters (voice GNSDR on a few
+validation clips) every few epochs, wherever it runs.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import multiprocessing
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from . import spectral
+from .models import settings, stft_config
+from .pipeline import DecodedAudio
+
+
+def voice_probability(model: keras.Model, magnitude: np.ndarray, mode: str = "average",
+                      block: int = 256) -> np.ndarray:
+    """Voice probability ``(frames, model bins)`` of a model for a ``(frames, bins)``
+    magnitude at its STFT settings (as :meth:`Separator.voice_probability`).
+
+    Fully convolutional models see the whole clip (time padded to their multiple); patch
+    models slide with hop ``ceil(P / 3)`` averaging every frame (``average``) or hop 1
+    keeping the centre frame (``centre``).
+    """
+    cfg = settings(model)
+    mag = np.asarray(magnitude, np.float32)[:, :cfg["bins"]]
+    total = mag.shape[0]
+    if cfg["frames"] is None:
+        padded = np.pad(mag, ((0, -total % cfg["time_multiple"]), (0, 0)))
+        out = model(padded[None], training=False)
+        return keras.ops.convert_to_numpy(out)[0, :total, :, 0].astype(np.float32)
+    frames = cfg["frames"]
+    if mode == "centre":
+        hop, weights = 1, np.eye(frames, dtype=np.float32)[frames // 2]
+    else:
+        hop, weights = max(1, math.ceil(frames / 3)), np.ones(frames, np.float32)
+    edge = frames - hop
+    count = math.ceil((total + edge) / hop)
+    padded = np.pad(mag, ((edge, count * hop + frames - total - edge), (0, 0)))
+    starts = np.arange(count + 1) * hop
+    summed = np.zeros((len(padded), mag.shape[1]), np.float64)
+    norm = np.zeros(len(padded))
+    for k in range(0, len(starts), block):
+        chunk = starts[k:k + block]
+        patches = np.zeros((block, frames, mag.shape[1]), np.float32)  # one shape: one trace
+        for j, s in enumerate(chunk):
+            patches[j] = padded[s:s + frames]
+        voice = keras.ops.convert_to_numpy(model(patches, training=False))[:len(chunk), ..., 0]
+        for s, v in zip(chunk, voice):
+            summed[s:s + frames] += v * weights[:, None]
+            norm[s:s + frames] += weights
+    return (summed / np.maximum(norm, 1e-12)[:, None])[edge:edge + total].astype(np.float32)
+
+
+def separate_voice(model: keras.Model, mixture: np.ndarray, mask: str | None = None,
+                   threshold: float | None = None, mode: str = "average") -> np.ndarray:
+    """Vocals ``(samples,)`` of a mono mixture at the model's rate (mask: ``soft``,
+    ``binary`` or ``thresholded``; default the model's own)."""
+    cfg = settings(model)
+    config = stft_config(model)
+    mask = mask or cfg["mask"]
+    threshold = cfg["threshold"] if threshold is None else threshold
+    spectrum = spectral.stft_numpy(mixture, config)
+    p = voice_probability(model, np.abs(spectrum), mode)
+    if mask == "binary":
+        p = (p > threshold).astype(np.float32)
+    elif mask == "thresholded":
+        p = p * (p > threshold)
+    elif mask != "soft":
+        raise ValueError(f"unknown mask {mask!r}")
+    full = np.concatenate([p, np.repeat(p[:, -1:], config.bins - p.shape[1], axis=1)], axis=1)
+    return spectral.istft_numpy(spectrum * full, config, len(mixture))
+
+
+def _audible(x: np.ndarray) -> np.ndarray:
+    """An all-zero estimate becomes faint noise (-180 dBFS), as in :mod:`evaluation`."""
+    return x if np.any(x) else np.random.default_rng(0).standard_normal(x.shape) * 1e-9
+
+
+def _bss(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """``(sdr, sir, sar)`` of both sources: ``(3, 2)``."""
+    import mir_eval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sdr, sir, sar, _ = mir_eval.separation.bss_eval_sources(reference, estimate,
+                                                                compute_permutation=False)
+    return np.stack([sdr, sir, sar])
+
+
+def gnsdr(model: keras.Model, decoded: DecodedAudio, clips: int | None = None,
+          mask: str | None = None, threshold: float | None = None, mode: str = "average",
+          jobs: int = 1) -> dict[str, float]:
+    """Length-weighted voice/accompaniment GNSDR, GSIR, GSAR over the first ``clips``
+    clips of ``decoded`` (all when ``None``), BSS-Eval v3 as in :mod:`keras_svs.evaluation`.
+    Silent sources make BSS-Eval undefined: such clips are skipped."""
+    reference, estimate, mixture, lengths = [], [], [], []
+    for i in range(len(decoded.names) if clips is None else min(clips, len(decoded.names))):
+        v, a = decoded.track(i)
+        if not (np.any(v) and np.any(a)):
+            continue
+        x = v + a
+        vocals = separate_voice(model, x, mask, threshold, mode)
+        reference.append(np.stack([v, a]))
+        estimate.append(np.stack([_audible(vocals), _audible(x - vocals)]))
+        mixture.append(np.stack([x, x]))
+        lengths.append(len(x))
+    if not lengths:
+        return {}
+    pairs = list(zip(reference + reference, estimate + mixture))
+    if jobs > 1:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            scores = list(pool.map(_bss, *zip(*pairs)))
+    else:
+        scores = [_bss(r, e) for r, e in pairs]
+    n = len(lengths)
+    est, mix = np.stack(scores[:n]), np.stack(scores[n:])  # (clips, 3, 2)
+    w = np.asarray(lengths, np.float64)[:, None] / sum(lengths)
+    nsdr = ((est[:, 0] - mix[:, 0]) * w).sum(0)
+    return {"voice_gnsdr": float(nsdr[0]), "voice_gsir": float((est[:, 1] * w).sum(0)[0]),
+            "voice_gsar": float((est[:, 2] * w).sum(0)[0]),
+            "accompaniment_gnsdr": float(nsdr[1]), "clips": n}
+
+
+class ValidationGnsdr(keras.callbacks.Callback):
+    """Adds ``val_gnsdr`` (voice GNSDR in dB on the first ``clips`` validation clips) to the
+    logs every ``every`` epochs, and ``gnsdr_s`` (seconds it took)."""
+
+    def __init__(self, decoded: DecodedAudio, clips: int = 3, every: int = 1):
+        super().__init__()
+        self.decoded, self.clips, self.every = decoded, clips, max(1, every)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if (epoch + 1) % self.every:  # CSVLogger fixes its columns at the first epoch
+            logs["val_gnsdr"] = logs["gnsdr_s"] = float("nan")
+            return
+        start = time.time()
+        scores = gnsdr(self.model, self.decoded, self.clips)
+        logs["val_gnsdr"] = scores.get("voice_gnsdr", float("nan"))
+        logs["gnsdr_s"] = time.time() - start
+
+
+__all__ = ["voice_probability", "separate_voice", "gnsdr", "ValidationGnsdr"]

@@ -30,6 +30,8 @@ def voice_probability(model: keras.Model, magnitude: np.ndarray, mode: str = "av
     models slide with hop ``ceil(P / 3)`` averaging every frame (``average``) or hop 1
     keeping the centre frame (``centre``).
     """
+    if mode not in ("average", "centre"):
+        raise ValueError(f"mode must be average or centre, not {mode!r}")
     cfg = settings(model)
     mag = np.asarray(magnitude, np.float32)[:, :cfg["bins"]]
     total = mag.shape[0]

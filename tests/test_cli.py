@@ -244,3 +244,32 @@ def test_console_script(tiny_model_path, inputs, tmp_path):
     assert working.returncode == 0, working.stderr
     assert "Traceback" not in working.stderr
     assert audio.info(out / "cd" / "vocals.wav") == (rate, channels, frames)
+
+
+def test_train_with_numpy_loader_and_time_budget(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    out = tmp_path / "run"
+    result = run("train", "--data", data, "--preset", "tiny", "--epochs", "50",
+                 "--pretrain-epochs", "0", "--steps-per-epoch", "1", "--loader", "numpy",
+                 "--workers", "0", "--time-budget", "0.001", "--gnsdr-clips", "1",
+                 "--gnsdr-every", "1", "-o", out)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "training.json").read_text())["config"]
+    assert (config["loader"], config["workers"], config["time_budget"]) == ("numpy", 0, 0.001)
+    assert (config["gnsdr_clips"], config["gnsdr_every"]) == (1, 1)
+    from keras_svs.training import epochs_done
+
+    assert epochs_done(out, "finetune") == 1  # the budget stopped 50 epochs after the first
+    assert "val_gnsdr" in (out / "finetune" / "log.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("option, value", [("--loader", "torch"), ("--time-budget", "0"),
+                                           ("--workers", "-1"), ("--gnsdr-every", "0"),
+                                           ("--gnsdr-clips", "-2")])
+def test_train_rejects_bad_new_options(tmp_path, option, value):
+    data = write_training_pairs(tmp_path / "data", tracks=2, seconds=0.5)
+    result = run("train", "--data", data, "--preset", "tiny", option, value,
+                 "-o", tmp_path / "run")
+    assert result.exit_code == 2, result.output  # a usage error, before any training
+    assert option in result.output
+    assert not (tmp_path / "run").exists()

@@ -199,3 +199,83 @@ def test_mask_to_grid_interpolates_time():
     source_times = TINY.frame_times(10)
     expected = np.interp(times, source_times, (np.arange(10) >= 5).astype(float))
     np.testing.assert_allclose(out[:, 0], expected, atol=1e-6)
+
+
+# -- the NumPy twins: window_numpy, stft_numpy, istft_numpy ---------------------------------
+NUMPY_CONFIGS = {**CONFIGS, "odd_window": StftConfig(44100, 2048, 1411, 353)}
+
+
+def _relative(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_CONFIGS))
+def test_window_numpy_matches_tensorflow(name):
+    config = NUMPY_CONFIGS[name]
+    w = spectral.window_numpy(config)
+    assert w.dtype == np.float32 and w.shape == (config.win_length,)
+    np.testing.assert_allclose(w, spectral.window(config).numpy(), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_CONFIGS))
+@pytest.mark.parametrize("padded", [True, False])
+def test_stft_numpy_matches_tensorflow(name, padded):
+    config = NUMPY_CONFIGS[name]
+    length = 3 * config.win_length + config.hop_length // 2 + 7
+    x = np.random.default_rng(5).uniform(-1, 1, length).astype(np.float32)
+    got = spectral.stft_numpy(x, config, padded=padded)
+    want = spectral.stft(x, config, padded=padded).numpy()
+    assert got.dtype == np.complex64
+    assert got.shape == want.shape
+    if padded:
+        assert got.shape == (config.num_frames(length), config.bins)
+    else:
+        assert got.shape == (1 + (length - config.win_length) // config.hop_length, config.bins)
+    assert _relative(got, want) < 1e-5
+    # frame by frame too, so that a misplaced (quiet) frame cannot hide in the global norm
+    for frame_got, frame_want in zip(got, want):
+        assert _relative(frame_got, frame_want) < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_CONFIGS))
+@pytest.mark.parametrize("length", [1, 100, 1411, 5000])
+def test_istft_numpy_round_trip_and_matches_tensorflow(name, length):
+    config = NUMPY_CONFIGS[name]
+    x = np.random.default_rng(length).uniform(-1, 1, length).astype(np.float32)
+    spectrum = spectral.stft_numpy(x, config)
+    assert spectrum.shape == (config.num_frames(length), config.bins)
+    y = spectral.istft_numpy(spectrum, config, length)
+    assert y.dtype == np.float32 and y.shape == (length,)
+    assert _relative(y, x) < 1e-5
+    y_tf = spectral.istft(tf.constant(spectrum), config, length).numpy()
+    assert _relative(y, y_tf) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["tiny", "odd", "odd_window"])
+def test_stft_numpy_multichannel(name):
+    config = NUMPY_CONFIGS[name]
+    x = np.random.default_rng(6).uniform(-1, 1, (2, 4000)).astype(np.float32)
+    x[1] *= 0.25  # the channels differ
+    spectrum = spectral.stft_numpy(x, config)
+    assert spectrum.shape == (2, config.num_frames(4000), config.bins)
+    for c in range(2):
+        np.testing.assert_allclose(spectrum[c], spectral.stft_numpy(x[c], config),
+                                   rtol=0, atol=1e-6)
+    assert _relative(spectrum, spectral.stft(x, config).numpy()) < 1e-5
+    unpadded = spectral.stft_numpy(x, config, padded=False)
+    assert unpadded.shape == (2, 1 + (4000 - config.win_length) // config.hop_length,
+                              config.bins)
+    y = spectral.istft_numpy(spectrum, config, 4000)
+    assert y.shape == (2, 4000)
+    for c in range(2):
+        assert _relative(y[c], x[c]) < 1e-5
+    # a (batch, channel) layout works the same
+    stacked = spectral.stft_numpy(np.stack([x, x[::-1]]), config)
+    assert stacked.shape == (2, 2, config.num_frames(4000), config.bins)
+    np.testing.assert_array_equal(stacked[1, 0], spectrum[1])
+
+
+def test_stft_numpy_shorter_than_a_window_unpadded_is_empty():
+    x = np.zeros(TINY.win_length - 1, np.float32)
+    assert spectral.stft_numpy(x, TINY, padded=False).shape == (0, TINY.bins)
+    assert spectral.stft_numpy(x, TINY).shape == (TINY.num_frames(len(x)), TINY.bins)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 
 import keras
@@ -10,11 +11,11 @@ import numpy as np
 import pytest
 
 from conftest import write_training_pairs
-from keras_svs import pipeline
+from keras_svs import pipeline, training
 from keras_svs.datasets import DatasetError, discover
-from keras_svs.models import get_preset, load_model, settings
-from keras_svs.training import (TrainConfig, epochs_done, load_splits, resolve_precision,
-                                train)
+from keras_svs.models import bin_cross_entropy, build_model, get_preset, load_model, settings
+from keras_svs.training import (TrainConfig, epochs_done, load_splits, resolve_loader,
+                                resolve_precision, train)
 
 
 def _log(path):
@@ -144,3 +145,166 @@ def test_load_splits_with_and_without_cache(tmp_path):
     np.testing.assert_array_equal(cached_valid.accompaniment, valid_audio.accompaniment)
     with pytest.raises(DatasetError, match="8000 Hz"):
         load_splits(data, cache, get_preset("small"))
+
+
+# -- NumPy loader, GNSDR monitor, cosine schedule, time budget ------------------------------
+def test_numpy_loader_run_logs_gnsdr_and_cosine_learning_rate(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    config = TrainConfig(preset="tiny", loader="numpy", epochs=2, pretrain_epochs=1,
+                         steps_per_epoch=2, gnsdr_clips=1, cosine=True, verbose=0)
+    out = tmp_path / "run"
+    path = train(data, out, config)
+    assert path == out / "model.keras" and path.is_file()
+    assert settings(load_model(path))["preset"] == "tiny"
+    rows = _log(out / "finetune" / "log.csv")
+    assert len(rows) == 2
+    assert {"loss", "val_loss", "bin_accuracy", "val_gnsdr", "gnsdr_s",
+            "learning_rate"} <= set(rows[0])
+    base = get_preset("tiny").learning_rate
+    lrs = [float(r["learning_rate"]) for r in rows]
+    assert lrs[0] == pytest.approx(base, rel=1e-6)
+    assert lrs[1] == pytest.approx(base * 0.5 * (1 + math.cos(math.pi / 2)), rel=1e-6)
+    assert lrs[1] == pytest.approx(base / 2, rel=1e-6)
+    for row in rows:
+        assert np.isfinite(float(row["val_gnsdr"])) and float(row["gnsdr_s"]) >= 0
+        assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
+    pretrain = _log(out / "pretrain" / "log.csv")
+    assert len(pretrain) == 1
+    assert "val_gnsdr" not in pretrain[0]  # the autoencoder is not a separator
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["loader"] == "numpy"
+
+
+def test_numpy_loader_validation_loss_matches_tf_loader(tmp_path):
+    """The two loaders validate on the same patches: same weights, same val_loss."""
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    tiny = get_preset("tiny")
+    _, valid_audio = load_splits(data, None, tiny)
+    keras.utils.set_random_seed(3)
+    model = build_model(tiny)
+    model.compile(loss=bin_cross_entropy)
+    from keras_svs import batches
+
+    x, y = batches.validation_arrays(valid_audio, tiny)
+    numpy_loss = model.evaluate(x, y, batch_size=tiny.batch_size, verbose=0)
+    tf_loss = model.evaluate(pipeline.validation_dataset(valid_audio, tiny), verbose=0)
+    assert numpy_loss == pytest.approx(tf_loss, rel=1e-4)
+
+
+def test_time_budget_stops_each_stage_after_one_epoch(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    config = TrainConfig(preset="tiny", loader="numpy", epochs=50, pretrain_epochs=20,
+                         steps_per_epoch=1, gnsdr_clips=0, cosine=True, time_budget=1e-3,
+                         verbose=0)
+    out = tmp_path / "run"
+    train(data, out, config)
+    assert epochs_done(out, "pretrain") == 1  # the first epoch always runs
+    assert epochs_done(out, "finetune") == 1
+    rows = _log(out / "finetune" / "log.csv")
+    assert "val_gnsdr" not in rows[0]  # gnsdr_clips=0: no monitor
+    assert float(rows[0]["eta_s"]) == 0.0  # the budget says: no epoch left
+    assert (out / "model.keras").is_file()
+    assert json.loads((out / "training.json").read_text())["config"]["time_budget"] == 1e-3
+
+
+class _Clock:
+    """A fake ``time.time`` for the callbacks."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = _Clock()
+    monkeypatch.setattr(training.time, "time", fake)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def compiled_model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1.0), loss="mse")
+    return model
+
+
+def _epoch(callback, epoch, seconds, clock):
+    callback.on_epoch_begin(epoch)
+    clock.now += seconds
+    callback.on_epoch_end(epoch, {})
+
+
+def test_time_budget_estimates_and_stops(clock, compiled_model):
+    budget = training.TimeBudget(clock.now + 100.0, epochs=50)
+    budget.set_model(compiled_model)
+    compiled_model.stop_training = False
+    assert budget.expected_epochs() == 50  # before any epoch: the configured count
+    _epoch(budget, 0, 10.0, clock)  # 90 s left: 9 more epochs of 10 s
+    assert budget.expected_epochs() == 10
+    assert not compiled_model.stop_training
+    _epoch(budget, 1, 20.0, clock)  # 70 s left at 20 s each: 3 more
+    assert budget.expected_epochs() == 2 + 3
+    assert not compiled_model.stop_training
+    clock.now += 45.0  # 25 s left
+    _epoch(budget, 2, 20.0, clock)  # 5 s left: the next 20 s epoch would not fit
+    assert compiled_model.stop_training
+    assert budget.expected_epochs() == 3
+    # no deadline: never stops, keeps the configured count
+    free = training.TimeBudget(None, epochs=7)
+    free.set_model(compiled_model)
+    compiled_model.stop_training = False
+    _epoch(free, 0, 1e6, clock)
+    assert not compiled_model.stop_training and free.expected_epochs() == 7
+    # a long budget never raises the estimate above ``epochs``
+    capped = training.TimeBudget(clock.now + 1e6, epochs=4)
+    capped.set_model(compiled_model)
+    _epoch(capped, 0, 1.0, clock)
+    assert capped.expected_epochs() == 4 and not compiled_model.stop_training
+
+
+def test_cosine_schedule_follows_expected_epochs(compiled_model):
+    total = [4]
+    schedule = training.CosineSchedule(0.01, lambda: total[0])
+    schedule.set_model(compiled_model)
+
+    def lr_at(epoch):
+        schedule.on_epoch_begin(epoch)
+        logs = {}
+        schedule.on_epoch_end(epoch, logs)
+        assert logs["learning_rate"] == pytest.approx(float(keras.ops.convert_to_numpy(
+            compiled_model.optimizer.learning_rate)))
+        return logs["learning_rate"]
+
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(5)]
+    assert [lr_at(e) for e in range(5)] == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    assert lr_at(0) == pytest.approx(0.01)
+    assert lr_at(9) == pytest.approx(0.0, abs=1e-12)  # past the end: stays at 0
+    total[0] = 2  # a time budget revised the count: the schedule follows
+    assert lr_at(1) == pytest.approx(0.005, rel=1e-6)
+    total[0] = 0  # never divides by zero
+    assert lr_at(0) == pytest.approx(0.01)
+
+
+def test_resolve_loader(monkeypatch):
+    assert keras.backend.backend() == "tensorflow"
+    assert resolve_loader("auto") == "tf"
+    assert resolve_loader("tf") == "tf" and resolve_loader("numpy") == "numpy"
+    for bad in ("torch", "TF", ""):
+        with pytest.raises(ValueError, match="loader"):
+            resolve_loader(bad)
+    monkeypatch.setattr(training.keras.backend, "backend", lambda: "jax")
+    assert resolve_loader("auto") == "numpy"
+    assert resolve_loader("tf") == "tf"
+
+
+def test_config_defaults_of_the_new_fields():
+    config = TrainConfig()
+    assert (config.loader, config.workers, config.time_budget) == ("auto", 0, None)
+    assert (config.gnsdr_clips, config.gnsdr_every) == (3, 1)
+    resolved = TrainConfig(preset="tiny", loader="numpy", workers=2, time_budget=60.0,
+                           gnsdr_clips=0, gnsdr_every=5).resolved()
+    assert (resolved.loader, resolved.workers, resolved.time_budget, resolved.gnsdr_clips,
+            resolved.gnsdr_every) == ("numpy", 2, 60.0, 0, 5)

@@ -31,8 +31,8 @@ bench: venv
 
 ## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/).
 train-default: venv
-	$(BIN)/keras-svs train --data $(DATA) --preset unet --epochs 12 --pretrain-epochs 1 \
-	  --steps-per-epoch 100 --cosine --pitch 0.5 --precision float32 --seed 0 -o runs/default
+	$(BIN)/keras-svs train --data $(DATA) --preset unet --epochs 17 --pretrain-epochs 1 \
+	  --steps-per-epoch 100 --cosine --pitch 0.5 --precision auto --seed 0 -o runs/default
 	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
 
 clean:

@@ -70,11 +70,16 @@ def main() -> None:
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="16",
               show_default=True, help="32 = float WAV.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--block-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Separate files longer than this in blocks of this many seconds, in "
+                   "memory that does not grow with the file's length (same result; not "
+                   "with --plot). Default: whole files at once.")
 @click.option("--plot", is_flag=True,
               help="Also write OUTPUT/<file name>/separation.png: mixture spectrogram, voice "
                    "mask and the two stems' spectrograms (needs matplotlib).")
 @_clean_errors
-def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, overwrite, plot):
+def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, overwrite,
+             block_seconds, plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
@@ -95,7 +100,14 @@ def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, ove
             if existing and not overwrite:
                 raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
             started = time.perf_counter()
-            written = separator.separate_file(path, out_dir, codec, int(bit_depth), plot=plot)
+            if block_seconds is not None and not plot and _seconds(path) > block_seconds:
+                from .streaming import separate_file_stream
+
+                written = separate_file_stream(separator, path, out_dir, codec, int(bit_depth),
+                                               block_seconds=block_seconds)
+            else:
+                written = separator.separate_file(path, out_dir, codec, int(bit_depth),
+                                                  plot=plot)
             seconds = time.perf_counter() - started
             rate, _, frames = audio.info(written["vocals"])
             click.echo(f"{path} -> {written['vocals'].parent}/ ({frames / rate:.1f} s of audio "
@@ -107,6 +119,17 @@ def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, ove
             click.echo(f"Error: {str(error).splitlines()[0]}", err=True)
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} files failed")
+
+
+def _seconds(path: Path) -> float:
+    """The duration of an audio file libsndfile reads, else 0 (read whole)."""
+    from . import audio
+
+    try:
+        rate, _, frames = audio.info(path)
+    except Exception:
+        return 0.0
+    return frames / rate
 
 
 @main.command()

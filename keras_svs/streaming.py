@@ -1,0 +1,360 @@
+"""Streaming separation of long files in bounded memory.
+
+:func:`separate_stream` computes what :meth:`Separator.separate` computes on a whole file
+(within float32 rounding), but reads the input in blocks and writes the stems block by
+block, so that its memory does not grow with the file's length.
+
+How the blocks stay exact:
+
+* **STFT frames.** Frame ``j`` of the one-piece STFT (:func:`spectral.stft`, which pads
+  ``pad = win - hop`` zeros before the signal) covers input samples
+  ``[j * hop - pad, j * hop - pad + win)``; a block of frames ``[j0, j1)`` is computed from
+  samples ``[j0 * hop - pad, j1 * hop)`` read from the file (zeros outside it), so its
+  frames are exactly the one-piece frames.
+* **Model context.** Model frames are predicted in blocks ``[s, e)`` with ``context``
+  frames of input on both sides: for patch models the patch overlap ``P - hop`` (the
+  blocks start on the patch grid, as in :meth:`Separator.voice_probability`); for fully
+  convolutional models (U-Net) the blocks and their context start at multiples of the
+  model's ``time_multiple`` (so every stride-2 level sees the same grid as the one-piece
+  call) and the context is :data:`UNET_CONTEXT_MULTIPLES` ``* time_multiple`` frames (384 for
+  six levels; the measured receptive field of the six-level U-Net is 309 frames on either
+  side). The frames past the end up to the next multiple are zero magnitudes, as in the
+  one-piece call.
+* **Rates.** When the file's rate differs from the model's, its mono mix is resampled with
+  ``soxr.ResampleStream`` (quality HQ) in chunks; this is bit-identical to the one-shot
+  ``soxr.resample`` that :func:`audio.resample` uses (measured: max difference 0.0 for
+  22.05/44.1/48/16 kHz to 8/16 kHz, chunks of 1000 to 48000 samples), then trimmed or padded
+  to ``round(n * ratio)`` samples as there.
+* **Mask to the input's grid.** The model-rate mask is interpolated to the input's frame
+  times and bins exactly as :func:`spectral.mask_to_grid` does, from the few model frames
+  around each block.
+* **Inverse STFT.** Each block's frames are inverted with ``tf.signal.inverse_stft``; the
+  last ``win - hop`` samples of its overlap-add (still missing later frames) are carried to
+  the next block.
+
+Memory: a few blocks of audio and spectrogram (set by ``block_seconds``) and the model's
+context; nothing proportional to the file's length. Outputs are written to temporary files
+beside their destinations and renamed into place only when all of them are complete; on
+any error the temporary files are removed and no destination is touched.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import tensorflow as tf
+
+from . import audio, spectral
+from .separation import STEMS, Separator, make_mask, patch_probabilities
+
+#: Default block length in seconds of :func:`separate_stream`.
+DEFAULT_BLOCK_SECONDS = 30.0
+#: Context of fully convolutional models on each side of a block, in multiples of their
+#: ``time_multiple`` (``2 ** levels``): 6 x 64 = 384 frames for the six-level U-Net, whose
+#: receptive field reaches 309 frames on either side (measured with impulses).
+UNET_CONTEXT_MULTIPLES = 6
+#: Input samples read at a time when the mono mix is resampled for the model.
+_RESAMPLE_CHUNK = 2 ** 16
+
+
+def model_blocking(separator: Separator) -> tuple[int, int]:
+    """``(step, context)`` in model frames: model blocks start at multiples of ``step`` and
+    see ``context`` frames of input on each side."""
+    frames = separator.settings["frames"]
+    if frames is None:  # fully convolutional
+        multiple = separator.settings["time_multiple"]
+        return multiple, UNET_CONTEXT_MULTIPLES * multiple
+    return separator.hop, frames - separator.hop
+
+
+# -- input ------------------------------------------------------------------------------
+class _Reader:
+    """Ranges of samples of an audio file, ``(channels, n)`` float32, zeros outside it."""
+
+    def __init__(self, path: Path):
+        try:
+            self.file = sf.SoundFile(str(path))
+        except Exception as error:
+            raise audio.AudioError(f"{path}: cannot be read in blocks ({error})") from None
+        self.rate = int(self.file.samplerate)
+        self.channels = int(self.file.channels)
+        self.length = int(self.file.frames)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.zeros((self.channels, stop - start), np.float32)
+        a, b = max(start, 0), min(stop, self.length)
+        if b > a:
+            if self.file.tell() != a:
+                self.file.seek(a)
+            data = self.file.read(b - a, dtype="float32", always_2d=True)
+            out[:, a - start:a - start + data.shape[0]] = data.T
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _ResampledMono:
+    """The file's mono mix resampled to ``rate`` in chunks (``soxr.ResampleStream``), read
+    in ranges whose starts never decrease; zeros outside ``[0, round(n * ratio))``."""
+
+    def __init__(self, reader: _Reader, rate: int, chunk: int = _RESAMPLE_CHUNK):
+        import soxr
+
+        self.reader, self.chunk = reader, chunk
+        self.length = round(reader.length * rate / reader.rate)  # as audio.resample
+        self.stream = soxr.ResampleStream(reader.rate, rate, 1, dtype="float32",
+                                          quality="HQ")
+        self.position = 0  # input samples consumed
+        self.done = False
+        self.buffer = np.zeros(0, np.float32)
+        self.offset = 0  # output index of buffer[0]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        while not self.done and self.offset + self.buffer.size < min(stop, self.length):
+            a = self.position
+            b = min(a + self.chunk, self.reader.length)
+            mono = self.reader.read(a, b).mean(axis=0)
+            self.position, self.done = b, b >= self.reader.length
+            produced = self.stream.resample_chunk(mono, last=self.done)
+            self.buffer = np.concatenate([self.buffer, np.asarray(produced, np.float32)])
+        drop = min(max(0, start - self.offset), self.buffer.size)
+        self.buffer, self.offset = self.buffer[drop:], self.offset + drop
+        out = np.zeros((1, stop - start), np.float32)
+        a = max(start, self.offset, 0)
+        b = min(stop, self.length, self.offset + self.buffer.size)
+        if b > a:
+            out[0, a - start:b - start] = self.buffer[a - self.offset:b - self.offset]
+        return out
+
+
+def _frames(read, config: spectral.StftConfig, k0: int, k1: int) -> tf.Tensor:
+    """Frames ``[k0, k1)`` of the one-piece padded STFT of ``read``'s signal: complex
+    ``(channels, k1 - k0, bins)``."""
+    segment = read(k0 * config.hop_length - config.pad, k1 * config.hop_length)
+    return spectral.stft(segment, config, padded=False)
+
+
+# -- model ------------------------------------------------------------------------------
+def _mask_blocks(separator: Separator, read, total: int, block: int, context: int):
+    """Yield ``(start, mask)`` for consecutive blocks of the ``total`` model frames: the
+    voice mask ``(frames, config.bins)`` of :meth:`Separator.voice_mask` on the one-piece
+    model-rate magnitude of ``read``'s signal (mean of its channels' spectra)."""
+    config, bins = separator.config, separator.settings["bins"]
+    step, _ = model_blocking(separator)
+    convolutional = separator.settings["frames"] is None
+    if convolutional:
+        predict = separator._predict  # (frames, bins) -> (frames, bins), any frames
+        end = total + (-total % step)  # the one-piece call's zero-padded length
+    else:
+        predict = tf.function(
+            lambda x: patch_probabilities(separator.model, x, separator.hop,
+                                          separator._weights),
+            input_signature=[tf.TensorSpec([None, bins], tf.float32)])
+    for s in range(0, total, block):
+        e = min(s + block, total)
+        if convolutional:
+            lo, hi = max(0, s - context), min(end, s + block + context)
+        else:
+            lo, hi = s - context, s + block + context
+        a, b = max(lo, 0), min(hi, total)
+        magnitude = np.zeros((hi - lo, bins), np.float32)
+        spectrum = tf.reduce_mean(_frames(read, config, a, b), axis=0)
+        magnitude[a - lo:b - lo] = spectral.magnitude(spectrum).numpy()[:, :bins]
+        probability = predict(tf.constant(magnitude)).numpy()[s - lo:e - lo]
+        mask = make_mask(probability, separator.mask, separator.threshold)
+        yield s, spectral.fit_bins(mask, config.bins).numpy()
+
+
+# -- output -----------------------------------------------------------------------------
+class _StemWriters:
+    """Stems written block by block to temporary files, renamed into place by
+    :meth:`commit`; :meth:`abort` removes the temporary files."""
+
+    def __init__(self, paths: dict[str, Path], rate: int, channels: int, bit_depth: int):
+        self.formats = {}
+        for stem, path in paths.items():  # check everything before creating anything
+            fmt = audio.WRITE_FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                raise audio.AudioError(
+                    f"{path}: cannot write this format; use one of {sorted(audio.WRITE_FORMATS)}")
+            subtype = audio._SUBTYPES.get((fmt, bit_depth))
+            if subtype is None:
+                raise audio.AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
+            self.formats[stem] = fmt, subtype
+        self.paths, self.temps, self.files = paths, {}, {}
+        try:
+            for stem, path in paths.items():
+                fmt, subtype = self.formats[stem]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
+                                           dir=path.parent)
+                os.close(fd)
+                self.temps[stem] = Path(tmp)
+                self.files[stem] = sf.SoundFile(tmp, "w", int(rate), channels, subtype,
+                                                format=fmt)
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, stem: str, block: np.ndarray) -> None:
+        if stem not in self.files:
+            return
+        data = np.ascontiguousarray(block.T, np.float32)
+        if self.formats[stem][1].startswith("PCM"):
+            data = np.clip(data, -1.0, 1.0)
+        self.files[stem].write(data)
+
+    def commit(self) -> dict[str, Path]:
+        for f in self.files.values():
+            f.close()
+        mode = 0o666 & ~audio._umask()
+        for stem, tmp in self.temps.items():
+            os.chmod(tmp, mode)
+        for stem, tmp in self.temps.items():
+            os.replace(tmp, self.paths[stem])
+        return dict(self.paths)
+
+    def abort(self) -> None:
+        for f in self.files.values():
+            try:
+                f.close()
+            except Exception:
+                pass
+        for tmp in self.temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+# -- separation -------------------------------------------------------------------------
+def separate_stream(separator: Separator, in_path: str | os.PathLike,
+                    out_paths: dict[str, str | os.PathLike],
+                    block_seconds: float = DEFAULT_BLOCK_SECONDS, bit_depth: int = 16,
+                    context: int | None = None) -> dict[str, Path]:
+    """Separate an audio file block by block, in memory bounded by ``block_seconds``.
+
+    The stems equal :meth:`Separator.separate` of the whole file (float32 rounding) and
+    keep its rate, channels and length; :attr:`Separator.last_mask` is not set.
+
+    Args:
+        separator: the :class:`Separator` (model, mask, threshold, mode).
+        in_path: any file libsndfile reads (wav, flac, ogg, mp3 with libsndfile >= 1.1).
+        out_paths: ``{stem: path}`` for stems among ``vocals``/``accompaniment``; the
+            extension picks the format as in :func:`audio.write`.
+        block_seconds: audio per block (default 30 s); memory grows with it.
+        bit_depth: 16, 24 (PCM) or 32 (float WAV).
+        context: model frames of context on each side of a model block; ``None`` (default)
+            = :func:`model_blocking`'s (exact); smaller values are for tests only.
+
+    Returns:
+        ``{stem: written path}``.
+
+    Raises:
+        audio.AudioError: unreadable or empty input, or an unwritable output format; no
+            output file is left behind after any error.
+    """
+    in_path = Path(in_path)
+    paths = {stem: Path(p) for stem, p in out_paths.items()}
+    unknown = set(paths) - set(STEMS)
+    if unknown:
+        raise ValueError(f"unknown stems {sorted(unknown)}; choose among {STEMS}")
+    if not block_seconds > 0:
+        raise ValueError(f"block_seconds must be positive, not {block_seconds}")
+    if not in_path.is_file():
+        raise audio.AudioError(f"{in_path}: no such file")
+    reader = _Reader(in_path)
+    model_reader = None
+    try:
+        if reader.length == 0:
+            raise audio.AudioError(f"{in_path}: holds no audio samples")
+        writers = _StemWriters(paths, reader.rate, reader.channels, bit_depth)
+        try:
+            model_reader = _Reader(in_path)
+            _run(separator, reader, model_reader, writers, block_seconds, context)
+            return writers.commit()
+        except BaseException:
+            writers.abort()
+            raise
+    finally:
+        reader.close()
+        if model_reader is not None:
+            model_reader.close()
+
+
+def separate_file_stream(separator: Separator, path: str | os.PathLike,
+                         out_dir: str | os.PathLike, codec: str = "wav", bit_depth: int = 16,
+                         stems: tuple[str, ...] = STEMS,
+                         block_seconds: float = DEFAULT_BLOCK_SECONDS) -> dict[str, Path]:
+    """:meth:`Separator.separate_file` (same layout ``OUT_DIR/<file stem>/<stem>.<codec>``)
+    with :func:`separate_stream` (no plot)."""
+    folder = Path(out_dir) / Path(path).stem
+    return separate_stream(separator, path, {s: folder / f"{s}.{codec}" for s in stems},
+                           block_seconds, bit_depth)
+
+
+def _run(separator: Separator, reader: _Reader, model_reader: _Reader,
+         writers: _StemWriters, block_seconds: float, context: int | None) -> None:
+    config = separator.config
+    rate, n = reader.rate, reader.length
+    native = config.at_rate(rate)
+    same = native == config
+    if same:  # one-piece: the mean of the channels' spectra
+        model_read, samples = model_reader.read, n
+    else:  # one-piece: the STFT of the resampled mono mix
+        source = _ResampledMono(model_reader, config.sample_rate)
+        model_read, samples = source.read, source.length
+    total = config.num_frames(samples)
+    step, default_context = model_blocking(separator)
+    context = default_context if context is None else int(context)
+    block = step * max(1, math.ceil(block_seconds * config.sample_rate
+                                    / config.hop_length / step))
+    masks = _mask_blocks(separator, model_read, total, block, context)
+    buffer, buffer_start = np.zeros((0, config.bins), np.float32), 0
+
+    frames = native.num_frames(n)
+    hop, pad = native.hop_length, native.pad
+    native_block = max(1, round(block_seconds * rate / hop))
+    inverse_window = tf.signal.inverse_stft_window_fn(
+        hop, forward_window_fn=lambda _, dtype: spectral.window(native, dtype))
+    first_time = config.frame_times(1)[0]
+    frame_step = config.hop_length / config.sample_rate
+    carry = np.zeros((reader.channels, pad), np.float32)
+    for j0 in range(0, frames, native_block):
+        j1 = min(frames, j0 + native_block)
+        if same:
+            lo, hi = j0, j1
+        else:
+            times = native.frame_times(j1)[j0:]
+            position = (times - first_time) / frame_step
+            lo = max(0, math.floor(position.min()) - 2)
+            hi = min(total, math.ceil(position.max()) + 3)
+        while buffer_start + buffer.shape[0] < hi:
+            _, mask_block = next(masks)
+            buffer = np.concatenate([buffer, mask_block])
+        buffer, buffer_start = buffer[lo - buffer_start:], lo
+        model_mask = buffer[:hi - lo]
+        if same:
+            mask = model_mask
+        else:  # spectral.mask_to_grid on the frames around this block
+            source_times = (np.arange(lo, hi) * config.hop_length - config.pad
+                            + config.win_length / 2) / config.sample_rate
+            mask = spectral._interp_axis(model_mask, source_times, times, axis=0)
+            mask = spectral._interp_axis(mask, config.bin_frequencies(),
+                                         native.bin_frequencies(), axis=1)
+        start = j0 * hop - pad  # input sample of the block's first frame
+        segment = reader.read(start, j1 * hop)
+        spectrum = spectral.stft(segment, native, padded=False)
+        vocals = tf.signal.inverse_stft(spectrum * tf.cast(mask, tf.complex64),
+                                        native.win_length, hop, native.n_fft,
+                                        window_fn=inverse_window).numpy()
+        vocals[:, :pad] += carry
+        done = (j1 - j0) * hop
+        carry = vocals[:, done:done + pad].copy()
+        a, b = max(0, start), min(n, start + done)  # the complete samples of the input
+        if b > a:
+            v = vocals[:, a - start:b - start]
+            writers.write("vocals", v)
+            writers.write("accompaniment", segment[:, a - start:b - start] - v)

@@ -1,0 +1,227 @@
+"""keras_svs.streaming: block-wise separation of files equals the one-piece Separator."""
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+from conftest import TINY_RATE, synth_mixture
+from keras_svs import audio, spectral, streaming
+from keras_svs.models import build_model, get_preset
+from keras_svs.separation import Separator
+
+TOLERANCE = 1e-4  # max abs difference relative to the input's peak
+
+
+def _write_input(path, rate, seconds, channels=2, seed=0):
+    """A float WAV (lossless, so both paths see the same samples) of an odd length."""
+    x = synth_mixture(rate, seconds, channels, seed=seed)
+    x = x[:, :x.shape[1] - 37]  # a length that is a multiple of nothing in particular
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.T, rate, subtype="FLOAT")
+    return x
+
+
+def _stream(separator, path, out, **kwargs):
+    outs = {s: out / f"{s}.wav" for s in ("vocals", "accompaniment")}
+    written = streaming.separate_stream(separator, path, outs, bit_depth=32, **kwargs)
+    assert written == outs
+    return {s: sf.read(p, dtype="float32", always_2d=True) for s, p in written.items()}
+
+
+def _check(separator, path, out, **kwargs):
+    """Streams ``path``; returns the max difference to the one-piece separation
+    relative to the peak, after checking rate, shape and that the stems sum to it."""
+    x, rate = audio.read(path)
+    whole = separator.separate(x, rate)
+    stems = _stream(separator, path, out, **kwargs)
+    peak = np.abs(x).max()
+    worst = 0.0
+    for stem, (data, stem_rate) in stems.items():
+        assert stem_rate == rate
+        assert data.T.shape == x.shape
+        worst = max(worst, np.abs(data.T - whole[stem]).max() / peak)
+    total = stems["vocals"][0] + stems["accompaniment"][0]
+    assert np.abs(total.T - x).max() / peak < TOLERANCE
+    assert sorted(p.name for p in out.iterdir()) == ["accompaniment.wav", "vocals.wav"]
+    return worst
+
+
+@pytest.fixture(scope="module")
+def tiny_separator(tiny_model):
+    return Separator(tiny_model, mask="soft")
+
+
+@pytest.fixture(scope="module")
+def unet_separator():
+    keras.utils.set_random_seed(3)
+    preset = dataclasses.replace(get_preset("unet"), arch=dict(filters=(2,) * 6))
+    return Separator(build_model(preset), mask="soft")
+
+
+@pytest.mark.parametrize("mode", ["average", "centre"])
+def test_patch_model_at_its_rate(tiny_model, tmp_path, mode):
+    separator = Separator(tiny_model, mask="soft", mode=mode)
+    path = tmp_path / "in.wav"
+    _write_input(path, TINY_RATE, 7.3)
+    assert _check(separator, path, tmp_path / "out", block_seconds=1.0) < TOLERANCE
+
+
+def test_patch_model_at_another_rate(tiny_separator, tmp_path):
+    """22.05 kHz into the 8 kHz model: soxr.ResampleStream is bit-identical to the one-shot
+    soxr.resample, so the same tolerance holds."""
+    path = tmp_path / "in.wav"
+    _write_input(path, 22050, 6.1, channels=2, seed=1)
+    assert _check(tiny_separator, path, tmp_path / "out", block_seconds=0.7) < TOLERANCE
+
+
+def test_unet_blocks_with_context(unet_separator, tmp_path):
+    """A random-weight six-level U-Net: blocks of 64 model frames with 384 frames of context;
+    25 s = 1563 frames, so the context is cut on both sides of inner blocks."""
+    path = tmp_path / "in.wav"
+    _write_input(path, 16000, 25.0, channels=2, seed=2)
+    assert _check(unet_separator, path, tmp_path / "out", block_seconds=1.0) < TOLERANCE
+    # without context the blocks are visibly wrong: the test sees the block edges
+    worse = _check(unet_separator, path, tmp_path / "short", block_seconds=1.0, context=0)
+    assert worse > 10 * TOLERANCE
+
+
+def test_unet_mask_needs_the_whole_receptive_field(unet_separator):
+    """At the mask level, 64 frames of context (one multiple) are measurably short of the
+    receptive field; the default 384 give the one-piece mask to float rounding."""
+    x = synth_mixture(16000, 25.0, 2, seed=2)[:, :-37]
+
+    def read(start, stop):
+        out = np.zeros((2, stop - start), np.float32)
+        a, b = max(start, 0), min(stop, x.shape[1])
+        out[:, a - start:b - start] = x[:, a:b]
+        return out
+
+    spectrum = spectral.stft(x, unet_separator.config)
+    whole = unet_separator.voice_mask(spectral.magnitude(tf.reduce_mean(spectrum, 0)).numpy())
+
+    def blocks(context):
+        parts = streaming._mask_blocks(unet_separator, read, whole.shape[0], 64, context)
+        return np.abs(np.concatenate([m for _, m in parts]) - whole).max()
+
+    assert streaming.model_blocking(unet_separator) == (64, 384)
+    assert blocks(384) < 1e-6
+    assert blocks(64) > 1e-6
+
+
+def test_unet_at_another_rate(unet_separator, tmp_path):
+    path = tmp_path / "in.flac"
+    x = synth_mixture(44100, 2.0, 1, seed=4)[:, :-11]
+    sf.write(path, x.T, 44100, subtype="PCM_24")
+    assert _check(unet_separator, path, tmp_path / "out", block_seconds=0.5) < TOLERANCE
+
+
+def test_failure_leaves_no_file(tiny_separator, tmp_path, monkeypatch):
+    path = tmp_path / "in.wav"
+    _write_input(path, TINY_RATE, 5.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vocals.wav").write_bytes(b"old")  # an existing output stays untouched
+    calls = {"n": 0}
+    original = streaming.make_mask
+
+    def failing(*args, **kwargs):  # called once per model block, after the model
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("model failed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(streaming, "make_mask", failing)
+    with pytest.raises(RuntimeError, match="model failed"):
+        _stream(tiny_separator, path, out, block_seconds=0.5)
+    assert calls["n"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["vocals.wav"]
+    assert (out / "vocals.wav").read_bytes() == b"old"
+
+
+def test_bad_inputs_write_nothing(tiny_separator, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(audio.AudioError, match="nothing.wav"):
+        streaming.separate_stream(tiny_separator, tmp_path / "nothing.wav",
+                                  {"vocals": out / "v.wav"})
+    path = tmp_path / "in.wav"
+    _write_input(path, TINY_RATE, 1.0)
+    with pytest.raises(audio.AudioError, match="format"):
+        streaming.separate_stream(tiny_separator, path, {"vocals": out / "v.mp4"})
+    with pytest.raises(ValueError, match="stems"):
+        streaming.separate_stream(tiny_separator, path, {"drums": out / "d.wav"})
+    assert not out.exists()
+
+
+def test_separate_file_stream_layout_and_pcm(tiny_separator, tmp_path):
+    path = tmp_path / "my song.wav"
+    x = _write_input(path, 16000, 2.0, channels=1)
+    written = streaming.separate_file_stream(tiny_separator, path, tmp_path / "out",
+                                             codec="flac", bit_depth=24,
+                                             stems=("vocals",), block_seconds=0.5)
+    assert written == {"vocals": tmp_path / "out" / "my song" / "vocals.flac"}
+    assert audio.info(written["vocals"]) == (16000, 1, x.shape[1])
+    assert sf.info(str(written["vocals"])).subtype == "PCM_24"
+    whole = tiny_separator.separate(audio.read(path)[0], 16000)["vocals"]
+    np.testing.assert_allclose(audio.read(written["vocals"])[0], whole, atol=2 ** -22)
+    assert [p.name for p in (tmp_path / "out" / "my song").iterdir()] == ["vocals.flac"]
+
+
+def test_reads_are_bounded_by_the_block(tiny_separator, tmp_path, monkeypatch):
+    """No read from the file grows with its length: each is about a block."""
+    path = tmp_path / "in.wav"
+    _write_input(path, TINY_RATE, 9.0, channels=1)
+    sizes = []
+    original = streaming._Reader.read
+
+    def read(self, start, stop):
+        sizes.append(stop - start)
+        return original(self, start, stop)
+
+    monkeypatch.setattr(streaming._Reader, "read", read)
+    _stream(tiny_separator, path, tmp_path / "out", block_seconds=1.0)
+    assert len(sizes) > 10
+    assert max(sizes) < 1.2 * TINY_RATE  # 1 s of audio + the STFT and patch context
+
+
+def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
+    """``keras-svs separate --block-seconds``: long files stream (same output), short ones
+    are separated whole."""
+    from click.testing import CliRunner
+
+    from keras_svs.cli import main
+
+    long, short = tmp_path / "long.wav", tmp_path / "short.wav"
+    _write_input(long, 16000, 3.0, channels=2)
+    _write_input(short, 16000, 0.8, channels=1)
+    streamed = []
+    original = streaming.separate_file_stream
+
+    def spy(separator, path, *args, **kwargs):
+        streamed.append(path.name)
+        return original(separator, path, *args, **kwargs)
+
+    monkeypatch.setattr(streaming, "separate_file_stream", spy)
+
+    def cli(out, *extra):
+        result = CliRunner().invoke(main, ["separate", str(long), str(short), "--model",
+                                           str(tiny_model_path), "--mask", "soft",
+                                           "--bit-depth", "32", "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return {f"{name}/{s}": sf.read(out / name / f"{s}.wav", dtype="float32")[0]
+                for name in ("long", "short") for s in ("vocals", "accompaniment")}
+
+    blocks = cli(tmp_path / "blocks", "--block-seconds", "1")
+    assert streamed == ["long.wav"]
+    whole = cli(tmp_path / "whole")
+    assert streamed == ["long.wav"]
+    for key, data in whole.items():
+        np.testing.assert_allclose(blocks[key], data, atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "blocks" / "long").iterdir()) == [
+        "accompaniment.wav", "vocals.wav"]
+    result = CliRunner().invoke(main, ["separate", str(long), "--block-seconds", "0"])
+    assert result.exit_code != 0

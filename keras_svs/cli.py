@@ -5,6 +5,7 @@ exit status, never a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -49,11 +50,97 @@ def main() -> None:
     """Singing-voice separation: vocals vs accompaniment (Lin et al. 2018, in Keras 3)."""
 
 
+def _parse_stems(ctx, param, value: str) -> tuple[str, ...]:
+    """``--stems``: a comma list of stem names, deduplicated, in the order given."""
+    from .separation import STEMS
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter(f"name at least one of {', '.join(STEMS)}")
+    unknown = [name for name in names if name not in STEMS]
+    if unknown:
+        raise click.BadParameter(f"unknown stem {unknown[0]!r}; choose among "
+                                 f"{', '.join(STEMS)}")
+    return tuple(dict.fromkeys(names))
+
+
+#: ``--filename`` placeholders.
+PLACEHOLDERS = ("track", "stem", "codec")
+DEFAULT_FILENAME = "{track}/{stem}.{codec}"
+
+
+def _parse_filename(ctx, param, value: str) -> str:
+    """``--filename``: a template of known placeholders, relative, without ``..``."""
+    import string
+
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(value)
+                  if field is not None]
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r}: {error}") from None
+    for field in fields:
+        if field not in PLACEHOLDERS:
+            raise click.BadParameter(
+                f"{value!r}: unknown placeholder {{{field}}}; use "
+                f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
+    if value.startswith(("/", "\\")) or Path(value).is_absolute():
+        raise click.BadParameter(f"{value!r}: must be relative to the output folder (-o)")
+    if ".." in Path(value).parts or ".." in value.replace("\\", "/").split("/"):
+        raise click.BadParameter(f"{value!r}: must not contain '..' (outputs stay inside "
+                                 f"the output folder)")
+    return value
+
+
+def _output_paths(files, out_dir: Path, template: str, stems, codec: str,
+                  plot: bool) -> list[dict[str, Path]]:
+    """``{stem: path}`` (and ``"plot"``) for each input under ``--filename``; a usage
+    error where two outputs would be the same file or one would leave ``out_dir``."""
+    if len(stems) > 1 and "{stem}" not in template:
+        raise click.BadParameter(f"{template!r} lacks {{stem}}: the stems would be written "
+                                 f"to the same file", param_hint="'--filename'")
+    plans, owners = [], {}
+    for path in files:
+        plan = {}
+        keys = list(stems) + (["plot"] if plot else [])
+        for key in keys:
+            stem, ext = (("separation", "png") if key == "plot" else (key, codec))
+            name = template.format(track=path.stem, stem=stem, codec=ext)
+            relative = Path(name)
+            if (not name or relative.is_absolute() or ".." in relative.parts
+                    or name.endswith(("/", "\\"))):
+                raise click.BadParameter(
+                    f"{template!r} gives {name!r} for {path}: not a file inside the output "
+                    f"folder", param_hint="'--filename'")
+            if key != "plot" and relative.suffix.lower() != f".{codec}":
+                raise click.BadParameter(
+                    f"{template!r} gives {name!r}, which does not end in .{codec} "
+                    f"(end the template with .{{codec}})", param_hint="'--filename'")
+            target = out_dir / relative
+            key_path = os.path.normcase(os.path.normpath(target))
+            if key_path in owners:
+                other = owners[key_path]
+                raise click.BadParameter(
+                    f"{template!r} writes {target} for both {other} and {path}"
+                    if other != path else f"{template!r} writes {target} twice for {path}",
+                    param_hint="'--filename'")
+            owners[key_path] = path
+            plan[key] = target
+        plans.append(plan)
+    return plans
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
               default=Path("separated"), show_default=True,
-              help="Folder for OUTPUT/<file name>/<stem>.<codec>.")
+              help="Output folder; files are named by --filename inside it.")
 @click.option("-m", "--model", type=click.Path(path_type=Path), default=None,
               help="A .keras model (default: the model shipped in the package).")
 @click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None,
@@ -65,6 +152,12 @@ def main() -> None:
 @click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
               show_default=True, help="Patch models: average overlapping patches, or the "
                                       "paper's hop-1 centre-frame slide (slower).")
+@click.option("--stems", default="vocals,accompaniment", show_default=True,
+              callback=_parse_stems, help="Stems to write, comma-separated.")
+@click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
+              callback=_parse_filename,
+              help="Output path inside OUTPUT; placeholders {track} (input file name "
+                   "without extension), {stem}, {codec}.")
 @click.option("--codec", type=click.Choice(["wav", "flac", "ogg"]), default="wav",
               show_default=True)
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="16",
@@ -75,48 +168,78 @@ def main() -> None:
                    "memory that does not grow with the file's length (same result; not "
                    "with --plot). Default: whole files at once.")
 @click.option("--plot", is_flag=True,
-              help="Also write OUTPUT/<file name>/separation.png: mixture spectrogram, voice "
-                   "mask and the two stems' spectrograms (needs matplotlib).")
+              help="Also write a separation.png beside the stems (--filename with {stem} = "
+                   "separation, {codec} = png): mixture spectrogram, voice mask and the "
+                   "stems' spectrograms (needs matplotlib).")
 @_clean_errors
-def separate(files, out_dir, model, mask, threshold, mode, codec, bit_depth, overwrite,
-             block_seconds, plot):
+def separate(files, out_dir, model, mask, threshold, mode, stems, filename, codec, bit_depth,
+             overwrite, block_seconds, plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
+    Several FILES share one model load; a file that fails is reported and the others go
+    on (exit status 1 if any failed).
     """
     from . import audio
-    from .separation import STEMS, Separator
+    from .separation import Separator
 
+    plans = _output_paths(files, out_dir, filename, stems, codec, plot)  # before any work
     if plot:
-        from .plots import require_matplotlib
+        from .plotting import require_matplotlib
 
-        require_matplotlib()  # before any work
+        require_matplotlib()
+    began = time.perf_counter()
     separator = Separator(model, mask=mask, threshold=threshold, mode=mode)
-    failures = 0
-    for path in files:
-        targets = [out_dir / path.stem / f"{stem}.{codec}" for stem in STEMS]
-        existing = [t for t in targets if t.exists()]
-        try:
-            if existing and not overwrite:
-                raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
-            started = time.perf_counter()
-            if block_seconds is not None and not plot and _seconds(path) > block_seconds:
-                from .streaming import separate_file_stream
+    failures = done = 0
+    audio_seconds = 0.0
+    bar = None
+    if len(files) > 1 and _stderr_is_terminal():
+        bar = click.progressbar(length=len(files), label="separating", show_pos=True,
+                                file=sys.stderr)
 
-                written = separate_file_stream(separator, path, out_dir, codec, int(bit_depth),
-                                               block_seconds=block_seconds)
-            else:
-                written = separator.separate_file(path, out_dir, codec, int(bit_depth),
-                                                  plot=plot)
-            seconds = time.perf_counter() - started
-            rate, _, frames = audio.info(written["vocals"])
-            click.echo(f"{path} -> {written['vocals'].parent}/ ({frames / rate:.1f} s of audio "
-                       f"in {seconds:.1f} s, {_speed(frames / rate / seconds)} real time)", err=True)
-        except EXPECTED_ERRORS as error:
-            if len(files) == 1:
-                raise
-            failures += 1
-            click.echo(f"Error: {str(error).splitlines()[0]}", err=True)
+    def report(line: str) -> None:
+        if bar is not None:
+            click.echo("\r\033[K", nl=False, err=True)  # clear the bar's line
+        click.echo(line, err=True)
+
+    with bar if bar is not None else contextlib.nullcontext():
+        for path, plan in zip(files, plans):
+            targets = [plan[stem] for stem in stems]
+            existing = [t for t in targets if t.exists()]
+            try:
+                if existing and not overwrite:
+                    raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
+                started = time.perf_counter()
+                if block_seconds is not None and not plot and _seconds(path) > block_seconds:
+                    from .streaming import separate_file_stream
+
+                    written = separate_file_stream(separator, path, out_dir, codec,
+                                                   int(bit_depth), stems=stems,
+                                                   block_seconds=block_seconds, paths=plan)
+                else:
+                    written = separator.separate_file(path, out_dir, codec, int(bit_depth),
+                                                      stems=stems, plot=plot, paths=plan)
+                seconds = time.perf_counter() - started
+                rate, _, frames = audio.info(written[stems[0]])
+                folders = {written[stem].parent for stem in stems}
+                where = (f"{folders.pop()}/" if len(folders) == 1 and len(stems) > 1
+                         else ", ".join(str(written[stem]) for stem in stems))
+                report(f"{path} -> {where} ({frames / rate:.1f} s of audio in "
+                       f"{seconds:.1f} s, {_speed(frames / rate / seconds)} real time)")
+                done += 1
+                audio_seconds += frames / rate
+            except EXPECTED_ERRORS as error:
+                if len(files) == 1:
+                    raise
+                failures += 1
+                report(f"Error: {str(error).splitlines()[0]}")
+            if bar is not None:
+                bar.update(1)
+    if done:
+        total = time.perf_counter() - began
+        click.echo(f"{done} file{'s' if done != 1 else ''}, {audio_seconds:.1f} s of audio in "
+                   f"{total:.1f} s ({_speed(audio_seconds / max(total, 1e-9))} real time)",
+                   err=True)
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} files failed")
 

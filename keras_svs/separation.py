@@ -210,24 +210,42 @@ class Separator:
 
     def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
                       codec: str = "wav", bit_depth: int = 16,
-                      stems: tuple[str, ...] = STEMS, plot: bool = False) -> dict[str, Path]:
+                      stems: tuple[str, ...] = STEMS, plot: bool = False,
+                      paths: dict[str, str | os.PathLike] | None = None) -> dict[str, Path]:
         """Separate an audio file into ``OUT_DIR/<file stem>/<stem>.<codec>``.
 
         The outputs keep the input's rate, channels and length. ``plot`` also writes
-        ``separation.png`` there (:func:`keras_svs.plots.plot_separation`).
+        ``separation.png`` there (:func:`keras_svs.plotting.plot_separation`).
+
+        Args:
+            paths: destinations ``{stem: path}`` (and ``"plot"``) instead of that layout
+                (``out_dir`` and ``codec`` are then unused; the extension picks the format
+                as in :func:`audio.write`); it must name every stem of ``stems`` (and
+                ``"plot"`` with ``plot``).
 
         Returns:
             ``{stem: written path}`` (and ``"plot"``).
         """
+        unknown = set(stems) - set(STEMS)
+        if unknown:
+            raise ValueError(f"unknown stems {sorted(unknown)}; choose among {STEMS}")
+        folder = Path(out_dir) / Path(path).stem
+        if paths is None:
+            paths = {stem: folder / f"{stem}.{codec}" for stem in stems}
+            paths["plot"] = folder / "separation.png"
+        else:
+            paths = {key: Path(p) for key, p in paths.items()}
+            missing = [key for key in (*stems, *(["plot"] if plot else [])) if key not in paths]
+            if missing:
+                raise ValueError(f"paths lacks {missing}")
         waveform, rate = audio.read(path)
         separated = self.separate(waveform, rate)
-        folder = Path(out_dir) / Path(path).stem
-        written = {stem: audio.write(folder / f"{stem}.{codec}", separated[stem], rate,
-                                     bit_depth) for stem in stems}
+        written = {stem: audio.write(paths[stem], separated[stem], rate, bit_depth)
+                   for stem in stems}
         if plot:
-            from .plots import plot_separation
+            from .plotting import plot_separation
 
             written["plot"] = plot_separation(waveform, separated, rate, self.last_mask,
-                                              self.config, folder / "separation.png",
+                                              self.config, paths["plot"],
                                               title=Path(path).name)
         return written

@@ -287,11 +287,19 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
 def separate_file_stream(separator: Separator, path: str | os.PathLike,
                          out_dir: str | os.PathLike, codec: str = "wav", bit_depth: int = 16,
                          stems: tuple[str, ...] = STEMS,
-                         block_seconds: float = DEFAULT_BLOCK_SECONDS) -> dict[str, Path]:
-    """:meth:`Separator.separate_file` (same layout ``OUT_DIR/<file stem>/<stem>.<codec>``)
-    with :func:`separate_stream` (no plot)."""
-    folder = Path(out_dir) / Path(path).stem
-    return separate_stream(separator, path, {s: folder / f"{s}.{codec}" for s in stems},
+                         block_seconds: float = DEFAULT_BLOCK_SECONDS,
+                         paths: dict[str, str | os.PathLike] | None = None) -> dict[str, Path]:
+    """:meth:`Separator.separate_file` (same layout ``OUT_DIR/<file stem>/<stem>.<codec>``,
+    or ``paths``: destinations ``{stem: path}`` naming every stem of ``stems``) with
+    :func:`separate_stream` (no plot)."""
+    if paths is None:
+        folder = Path(out_dir) / Path(path).stem
+        paths = {s: folder / f"{s}.{codec}" for s in stems}
+    else:
+        missing = [s for s in stems if s not in paths]
+        if missing:
+            raise ValueError(f"paths lacks {missing}")
+    return separate_stream(separator, path, {s: paths[s] for s in stems},
                            block_seconds, bit_depth)
 
 

@@ -273,3 +273,154 @@ def test_train_rejects_bad_new_options(tmp_path, option, value):
     assert result.exit_code == 2, result.output  # a usage error, before any training
     assert option in result.output
     assert not (tmp_path / "run").exists()
+
+
+# -- batch use: --stems, --filename, progress, one model load ------------------------------
+@pytest.fixture
+def short_inputs(tmp_path):
+    """Three short 8 kHz mono mixtures a.wav, b.wav, c.flac (0.4 s each)."""
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    paths = []
+    for i, name in enumerate(("a.wav", "b.wav", "c.flac")):
+        sf.write(folder / name, synth_mixture(8000, 0.4, 1, seed=i).T, 8000)
+        paths.append(folder / name)
+    return paths
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("block", [None, "0.1"])  # whole files, and streamed in blocks
+def test_separate_only_the_requested_stems(tiny_model_path, short_inputs, tmp_path, block):
+    out = tmp_path / "out"
+    extra = ["--block-seconds", block] if block else []
+    result = run("separate", *short_inputs[:2], "--model", tiny_model_path, "-o", out,
+                 "--stems", "accompaniment", *extra)
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == ["a/accompaniment.wav", "b/accompaniment.wav"]
+    assert audio.info(out / "a" / "accompaniment.wav") == (8000, 1, 3200)
+    result = run("separate", short_inputs[0], "--model", tiny_model_path, "-o", out,
+                 "--stems", " vocals , vocals", *extra)  # spaces and repeats are fine
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == ["a/accompaniment.wav", "a/vocals.wav", "b/accompaniment.wav"]
+
+
+@pytest.mark.parametrize("stems", ["vocals,drums", "", ","])
+def test_separate_unknown_stems_are_a_usage_error(short_inputs, tmp_path, stems):
+    # a missing model would be the error if the stems were checked after loading it
+    result = run("separate", short_inputs[0], "--model", tmp_path / "none.keras",
+                 "-o", tmp_path / "out", "--stems", stems)
+    assert result.exit_code == 2, result.output
+    assert "--stems" in result.stderr and "none.keras" not in result.stderr
+    assert "drums" in result.stderr if "drums" in stems else True
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("block", [None, "0.1"])
+def test_separate_filename_template(tiny_model_path, short_inputs, tmp_path, block):
+    out = tmp_path / "out"
+    extra = ["--block-seconds", block] if block else []
+    result = run("separate", *short_inputs, "--model", tiny_model_path, "-o", out,
+                 "--filename", "{stem}/{track}-{codec}.{codec}", "--codec", "flac", *extra)
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == [f"{stem}/{track}-flac.flac" for stem in
+                                ("accompaniment", "vocals") for track in "abc"]
+    assert sf.info(str(out / "vocals" / "c-flac.flac")).format == "FLAC"
+    # the existing-output check looks at the same paths
+    marker = out / "vocals" / "b-flac.flac"
+    marker.write_bytes(b"marker")
+    result = run("separate", short_inputs[1], "--model", tiny_model_path, "-o", out,
+                 "--filename", "{stem}/{track}-{codec}.{codec}", "--codec", "flac", *extra)
+    assert_clean_error(result, "b-flac.flac", "--overwrite")
+    assert marker.read_bytes() == b"marker"
+    # without {stem}, one stem is fine
+    result = run("separate", short_inputs[0], "--model", tiny_model_path, "-o", out,
+                 "--filename", "just-{track}.{codec}", "--stems", "vocals", *extra)
+    assert result.exit_code == 0, result.output
+    assert audio.info(out / "just-a.wav") == (8000, 1, 3200)
+
+
+def test_separate_plot_follows_the_filename_template(tiny_model_path, short_inputs,
+                                                     tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "out"
+    result = run("separate", short_inputs[0], "--model", tiny_model_path, "-o", out,
+                 "--filename", "{track}_{stem}.{codec}", "--plot")
+    assert result.exit_code == 0, result.output
+    assert files_under(out) == ["a_accompaniment.wav", "a_separation.png", "a_vocals.wav"]
+
+
+@pytest.mark.parametrize("template, inputs, fragment", [
+    ("{track}.{codec}", 1, "lacks {stem}"),
+    ("{stem}.{codec}", 2, "for both"),
+    ("/tmp/{track}/{stem}.{codec}", 1, "relative"),
+    ("../{track}/{stem}.{codec}", 1, ".."),
+    ("{track}/../../{stem}.{codec}", 1, ".."),
+    ("{track}/{stem}.{ext}", 1, "{ext}"),
+    ("{track}/{stem}.{codec", 1, "--filename"),
+    ("{track}/{stem}", 1, "end in .wav"),
+])
+def test_separate_bad_filename_templates(short_inputs, tmp_path, template, inputs,
+                                         fragment):
+    out = tmp_path / "out"
+    result = run("separate", *short_inputs[:inputs], "--model", tmp_path / "none.keras",
+                 "-o", out, "--filename", template)
+    assert result.exit_code == 2, result.output  # a usage error, before loading the model
+    assert len(error_lines(result.stderr)) == 1, result.stderr
+    assert fragment in result.stderr and "--filename" in result.stderr, result.stderr
+    assert "none.keras" not in result.stderr and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_separate_same_track_name_twice_is_caught(short_inputs, tmp_path):
+    other = tmp_path / "elsewhere" / "a.wav"
+    other.parent.mkdir()
+    other.write_bytes(short_inputs[0].read_bytes())
+    result = run("separate", short_inputs[0], other, "--model", tmp_path / "none.keras",
+                 "-o", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert "for both" in result.stderr and "a/vocals.wav" in result.stderr
+
+
+def test_batch_loads_the_model_once(tiny_model_path, short_inputs, tmp_path, monkeypatch):
+    import keras_svs.separation
+
+    calls = []
+    original = keras_svs.separation.load_model
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras_svs.separation, "load_model", counting)
+    out = tmp_path / "out"
+    result = run("separate", *short_inputs, "--model", tiny_model_path, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1
+    assert files_under(out) == [f"{t}/{s}.wav" for t in "abc"
+                                for s in ("accompaniment", "vocals")]
+    lines = result.stderr.splitlines()
+    # one line per file, then the summary; no progress bar (stderr is not a terminal)
+    assert len(lines) == 4, result.stderr
+    assert all(f"{p} -> " in line for p, line in zip(short_inputs, lines))
+    assert lines[-1].startswith("3 files, 1.2 s of audio in "), lines[-1]
+    assert lines[-1].endswith(" real time)") and "separating" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_batch_progress_bar_only_on_a_terminal(tiny_model_path, short_inputs, tmp_path,
+                                               monkeypatch):
+    import keras_svs.cli
+
+    monkeypatch.setattr(keras_svs.cli, "_stderr_is_terminal", lambda: True)
+    result = run("separate", *short_inputs[:2], "--model", tiny_model_path,
+                 "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "separating" in result.stderr  # click draws it (here as its bare label)
+    assert "2 files, 0.8 s of audio in " in result.stderr
+    result = run("separate", short_inputs[2], "--model", tiny_model_path,
+                 "-o", tmp_path / "out")  # one file: no bar
+    assert result.exit_code == 0, result.output
+    assert "separating" not in result.stderr and "1 file, 0.4 s" in result.stderr

@@ -25,9 +25,11 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-## Speed and quality benchmarks: they print numbers, they assert nothing.
+## Speed benchmarks: they print numbers (issue 5). Open-Unmix is timed too where the
+## [bench] extra is installed (`$(BIN)/python -m pip install -e .[bench]`), else skipped.
 bench: venv
 	$(BIN)/python benchmarks/separate_speed.py
+	$(BIN)/python benchmarks/long_file.py
 
 ## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/).
 train-default: venv

@@ -1,18 +1,34 @@
-"""Separation speed of keras-svs on a 180 s stereo 44.1 kHz file (prints numbers only).
+"""Separation speed of keras-svs and Open-Unmix (UMX-L) on one stereo 44.1 kHz file (issue 5).
 
     python benchmarks/separate_speed.py [--seconds 180] [--repeats 3] [--model PATH]
+        [--mode average|centre] [--threads N] [--no-openunmix] [--json OUT]
 
-Times `Separator.separate_file` (decode, resample, STFT, model, inverse STFT, encode) on a
-synthesised file, after one warm-up run, and prints the median, the real-time factor, the
-peak RSS of this process and the machine. The Open-Unmix comparison of issue 5 is not here yet.
+Synthesises a stereo 44.1 kHz 16-bit WAV, then times the whole file -> files path of each tool
+on it: keras-svs `Separator.separate_file` (default model and settings: decode, resample, STFT,
+model, inverse STFT, write vocals + accompaniment as 16-bit WAV) and Open-Unmix UMX-L (decode
+with soundfile, torch STFT, vocals model, one Wiener iteration with the residual target as the
+accompaniment, inverse STFT, write both as 16-bit WAV). Every measurement runs in a fresh
+subprocess, the tools alternating (keras-svs, Open-Unmix, keras-svs, ...): the child loads its
+model, separates the file once untimed (warm-up: tracing, allocator, caches), then once timed.
+The peak RSS of each tool is that of its own child (`os.wait4`), model load and warm-up included.
+Prints medians, real-time factors, the speed ratio (Open-Unmix time / keras-svs time), the peak
+RSS of each and the machine; `--json` also writes them.
+
+Open-Unmix is UMX-L as `openunmix.umxl` builds it (openunmix 1.3.0, `openunmix/__init__.py`
+`umxl_spec`/`umxl`), with randomly initialised weights (no download: the compute does not
+depend on the weights). It needs `pip install keras-svs[bench]` (torch, openunmix); without
+them only keras-svs is timed.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
 import platform
-import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,46 +36,310 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
 
-from keras_svs import Separator, audio  # noqa: E402
+RATE = 44100
+TOOLS = ("keras-svs", "open-unmix")
+BENCH_HINT = "pip install keras-svs[bench]"
 
 
-def synthesize(path: Path, seconds: float, rate: int = 44100) -> None:
-    """A stereo test signal: harmonic 'voice' glides over chords and noise."""
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(0)
+# ---------------------------------------------------------------- the test file and the machine
+
+def signal(start: int, frames: int, rate: int = RATE, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Samples ``start .. start + frames`` of the test signal, ``(frames, 2)`` float32: a
+    harmonic 'voice' glides over chords and noise (any block of it, so long files can be
+    written piece by piece)."""
+    t = (start + np.arange(frames)) / rate
+    rng = rng if rng is not None else np.random.default_rng(0)
     voice = sum(np.sin(2 * np.pi * k * 220 * t * (1 + 0.02 * np.sin(5 * t))) / k for k in range(1, 8))
     chords = sum(np.sin(2 * np.pi * f * t) for f in (110, 164.8, 261.6, 329.6))
-    mix = 0.1 * np.stack([voice + chords, 0.8 * voice + chords]) + 0.01 * rng.standard_normal((2, len(t)))
-    audio.write(path, mix.astype(np.float32), rate)
+    mix = 0.1 * np.stack([voice + chords, 0.8 * voice + chords], axis=1)
+    return (mix + 0.01 * rng.standard_normal((frames, 2))).astype(np.float32)
 
+
+def synthesize(path: Path, seconds: float, rate: int = RATE, block_seconds: float = 30.0) -> int:
+    """Write ``seconds`` of the test signal to ``path`` (stereo 16-bit WAV) block by block;
+    returns the number of frames."""
+    total = int(round(seconds * rate))
+    block = max(1, int(block_seconds * rate))
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", rate, 2, "PCM_16", format="WAV") as out:
+        for start in range(0, total, block):
+            out.write(np.clip(signal(start, min(block, total - start), rate, rng), -1, 1))
+    return total
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gb = int(f.readline().split()[1]) / 1024 ** 2
+    except (OSError, ValueError, IndexError):
+        mem_gb = None
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory_gb": mem_gb,
+            "load_average_1min": load,
+            "platform": platform.platform(), "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_child(argv: list[str]) -> tuple[dict, float, float]:
+    """Run ``argv``; returns (its JSON result line, its peak RSS in MB, its wall seconds).
+
+    The child's own peak RSS comes from ``os.wait4``, so each measurement is per child."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    results = [line[len("RESULT "):] for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not results:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    return json.loads(results[-1]), usage.ru_maxrss / 1024, wall
+
+
+# ------------------------------------------------------------------------------ the children
+
+def child_keras_svs(args) -> dict:
+    import keras
+    import tensorflow as tf
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from keras_svs import Separator, __version__
+
+    began = time.perf_counter()
+    separator = Separator(args.model, mode=args.mode)
+    load = time.perf_counter() - began
+    separator.separate_file(args.input, args.out)  # warm-up: tracing, caches
+    began = time.perf_counter()
+    written = separator.separate_file(args.input, args.out)
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "load_seconds": load,
+            "outputs": {k: str(v) for k, v in written.items() if k != "plot"},
+            "model": f"{separator.settings['preset']} "
+                     f"({separator.model.count_params():,} parameters), mode {args.mode}, "
+                     f"mask {separator.mask}",
+            "versions": {"keras-svs": __version__, "keras": keras.__version__,
+                         "tensorflow": tf.__version__}}
+
+
+def import_openunmix():
+    """``(torch, openunmix utils, openunmix.model, torchaudio note)``; ImportError without them.
+
+    openunmix imports torchaudio at module level but uses it only for file I/O and resampling,
+    neither on this path (soundfile decodes, the file is already 44.1 kHz). Where torchaudio's
+    compiled extension does not load against the installed torch (PyPI's torchaudio 2.11 is
+    built for CUDA torch 2.11), an empty stand-in module takes its place."""
+    import importlib
+    import types
+
+    import torch
+
+    note = "torchaudio imported"
+    try:
+        import torchaudio  # noqa: F401
+    except (ImportError, OSError) as error:
+        for name in [n for n in sys.modules if n == "torchaudio" or n.startswith("torchaudio.")]:
+            del sys.modules[name]
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+        note = f"torchaudio not loadable ({type(error).__name__}); stand-in used, it is not called"
+    utils = importlib.import_module("openunmix.utils")
+    model = importlib.import_module("openunmix.model")
+    return torch, utils, model, note
+
+
+def build_umxl(torch, utils, model):
+    """UMX-L exactly as openunmix 1.3.0 builds it (``openunmix/__init__.py``: ``umxl_spec`` for
+    the network, ``umxl`` for the separator, with its defaults niter=1, wiener_win_len=300,
+    filterbank="torch"), vocals target only plus ``residual=True`` (the accompaniment), and
+    random weights instead of the downloaded ones."""
+    torch.manual_seed(0)
+    max_bin = utils.bandwidth_to_max_bin(rate=44100.0, n_fft=4096, bandwidth=16000)
+    vocals = model.OpenUnmix(nb_bins=4096 // 2 + 1, nb_channels=2, hidden_size=1024, max_bin=max_bin)
+    vocals.eval()
+    separator = model.Separator(target_models={"vocals": vocals}, niter=1, residual=True,
+                                n_fft=4096, n_hop=1024, nb_channels=2, sample_rate=44100.0,
+                                wiener_win_len=300, filterbank="torch")
+    separator.freeze()
+    return separator
+
+
+def umx_separate_file(torch, utils, separator, path: Path, out_dir: Path) -> dict[str, Path]:
+    """File -> files with Open-Unmix: ``OUT/<stem of file>/{vocals,accompaniment}.wav``, 16-bit."""
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
+    mix = utils.preprocess(torch.from_numpy(np.ascontiguousarray(data.T)), rate,
+                           separator.sample_rate)
+    with torch.inference_mode():
+        estimates = separator.to_dict(separator(mix))
+    folder = Path(out_dir) / Path(path).stem
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for stem, key in (("vocals", "vocals"), ("accompaniment", "residual")):
+        wave = estimates[key][0].numpy().T  # (frames, channels)
+        written[stem] = folder / f"{stem}.wav"
+        sf.write(written[stem], np.clip(wave, -1.0, 1.0), int(rate), subtype="PCM_16")
+    return written
+
+
+def child_open_unmix(args) -> dict:
+    from importlib.metadata import version
+
+    torch, utils, model, note = import_openunmix()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    separator = build_umxl(torch, utils, model)
+    load = time.perf_counter() - began
+    umx_separate_file(torch, utils, separator, args.input, args.out)  # warm-up
+    began = time.perf_counter()
+    written = umx_separate_file(torch, utils, separator, args.input, args.out)
+    seconds = time.perf_counter() - began
+    params = sum(p.numel() for p in separator.parameters())
+    return {"seconds": seconds, "load_seconds": load,
+            "outputs": {k: str(v) for k, v in written.items()},
+            "model": f"UMX-L vocals, random weights ({params:,} parameters), niter 1, "
+                     f"residual, wiener_win_len 300, torch filterbank; {note}",
+            "threads": torch.get_num_threads(),
+            "versions": {"openunmix": version("openunmix"), "torch": torch.__version__}}
+
+
+def openunmix_available() -> str | None:
+    """None if torch and openunmix import (in a child, to keep this process light), else why."""
+    code = ("import sys; sys.path.insert(0, %r); import separate_speed as s; s.import_openunmix()"
+            % str(Path(__file__).resolve().parent))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {proc.returncode}"
+
+
+# ------------------------------------------------------------------------------------- main
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", default=None)
+    parser.add_argument("--model", default=None, help="keras-svs model (default: the shipped one)")
     parser.add_argument("--mode", default="average", choices=["average", "centre"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both tools (TensorFlow intra/inter-op, torch); "
+                             "default: each library's own (all cores)")
+    parser.add_argument("--no-openunmix", action="store_true",
+                        help="time keras-svs only (e.g. to compare its own models or modes)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        run = child_keras_svs if args.child == "keras-svs" else child_open_unmix
+        print("RESULT " + json.dumps(run(args)), flush=True)
+        return
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+
+    tools = list(TOOLS)
+    missing = "--no-openunmix" if args.no_openunmix else openunmix_available()
+    if missing:
+        tools.remove("open-unmix")
+        if not args.no_openunmix:
+            print(f"Open-Unmix skipped: torch/openunmix not importable ({missing}); "
+                  f"install them with `{BENCH_HINT}`", file=sys.stderr)
+    host = machine()
+    if host["load_average_1min"] and host["load_average_1min"] > 0.5:
+        print(f"warning: load average {host['load_average_1min']:.2f}: the machine is not quiet; "
+              "on an oversubscribed CPU torch's OpenMP threads slow down badly, so these "
+              "timings are not representative", file=sys.stderr)
+    runs: dict[str, list[dict]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
-        synthesize(song, args.seconds)
-        separator = Separator(args.model, mode=args.mode)
-        separator.separate_file(song, Path(tmp) / "out")  # warm-up: tracing, caches
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            separator.separate_file(song, Path(tmp) / "out")
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
-    print(f"model: {separator.settings['preset']} ({separator.model.count_params():,} parameters), "
-          f"mode {args.mode}, mask {separator.mask}")
-    print(f"input: {args.seconds:.0f} s stereo 44.1 kHz WAV; repeats: {args.repeats}")
-    print(f"keras-svs separate: median {median:.2f} s "
-          f"({args.seconds / median:.1f}x real time), runs {[round(t, 2) for t in times]}")
-    print(f"peak RSS: {peak_mb:.0f} MB")
+        frames = synthesize(song, args.seconds)
+        seconds = frames / RATE
+        for repeat in range(args.repeats):
+            for tool in tools:
+                argv = [sys.executable, str(Path(__file__).resolve()), "--child", tool,
+                        "--input", str(song), "--out", str(Path(tmp) / tool), "--mode", args.mode]
+                if args.threads:
+                    argv += ["--threads", str(args.threads)]
+                if args.model:
+                    argv += ["--model", str(args.model)]
+                result, peak_mb, wall = run_child(argv)
+                for stem, out in result["outputs"].items():  # same length as the input
+                    info = sf.info(out)
+                    if info.frames != frames or info.samplerate != RATE or info.channels != 2:
+                        raise RuntimeError(f"{tool}: {stem} is {info.frames} frames at "
+                                           f"{info.samplerate} Hz x {info.channels}, expected "
+                                           f"{frames} at {RATE} Hz x 2")
+                result.update(peak_rss_mb=peak_mb, child_wall_seconds=wall)
+                runs[tool].append(result)
+                print(f"  run {repeat + 1}/{args.repeats} {tool}: {result['seconds']:.2f} s, "
+                      f"peak RSS {peak_mb:.0f} MB", file=sys.stderr, flush=True)
+
+    summary: dict = {"machine": host, "input": {"seconds": seconds, "rate": RATE, "channels": 2,
+                                                "format": "WAV PCM_16", "frames": frames},
+                     "repeats": args.repeats, "threads": args.threads, "tools": {}}
+    if missing:
+        summary["open_unmix_skipped"] = missing
+    for tool, results in runs.items():
+        times = [r["seconds"] for r in results]
+        median = statistics.median(times)
+        summary["tools"][tool] = {
+            "median_seconds": median, "real_time_factor": seconds / median, "times": times,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            "load_seconds_median": statistics.median(r["load_seconds"] for r in results),
+            "child_wall_seconds_median": statistics.median(r["child_wall_seconds"] for r in results),
+            "model": results[0]["model"], "versions": results[0]["versions"]}
+        if "threads" in results[0]:
+            summary["tools"][tool]["torch_threads"] = results[0]["threads"]
+    if len(runs) == 2:
+        summary["speed_ratio_openunmix_over_keras_svs"] = (
+            summary["tools"]["open-unmix"]["median_seconds"]
+            / summary["tools"]["keras-svs"]["median_seconds"])
+
+    print(f"machine: {host['cpu']}, {host['cores']} cores ({host['usable_cores']} usable), "
+          f"{host['memory_gb']:.0f} GB RAM, {host['platform']}, Python {host['python']}"
+          if host["memory_gb"] else f"machine: {host['cpu']}, {host['cores']} cores")
+    print(f"date: {host['date']}; 1-min load average at start: {host['load_average_1min']}"
+          f"; threads: {args.threads or 'library defaults'}")
+    print(f"input: {seconds:.1f} s stereo 44.1 kHz 16-bit WAV; repeats: {args.repeats} "
+          f"(each a fresh process: load, warm-up run, timed run)")
+    for tool, s in summary["tools"].items():
+        versions = ", ".join(f"{k} {v}" for k, v in s["versions"].items())
+        print(f"{tool}: {s['model']} [{versions}]")
+        print(f"  file -> files: median {s['median_seconds']:.2f} s "
+              f"({s['real_time_factor']:.1f}x real time), runs {[round(t, 2) for t in s['times']]}; "
+              f"peak RSS {s['peak_rss_mb']:.0f} MB; model load {s['load_seconds_median']:.2f} s; "
+              f"process wall {s['child_wall_seconds_median']:.1f} s")
+    if "speed_ratio_openunmix_over_keras_svs" in summary:
+        print(f"speed ratio (Open-Unmix time / keras-svs time): "
+              f"{summary['speed_ratio_openunmix_over_keras_svs']:.2f}")
+    elif not args.no_openunmix:
+        print(f"Open-Unmix: skipped, torch/openunmix not importable ({BENCH_HINT})")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import spectral
 from .models.presets import Preset
-from .pipeline import MAX_PITCH_SEMITONES, STAGES, DecodedAudio, patch_samples
+from .pipeline import (MAX_PITCH_SEMITONES, STAGES, DecodedAudio, patch_samples,
+                       validation_segments)
 
 
 class PatchSampler:
@@ -123,16 +124,8 @@ def validation_arrays(decoded: DecodedAudio, preset: Preset,
                       stage: str = "finetune") -> tuple[np.ndarray, np.ndarray]:
     """Every non-overlapping patch of every clip, no augmentation (as
     :func:`keras_svs.pipeline.validation_dataset`): ``(input, target)`` arrays."""
-    seg = patch_samples(preset)
-    step = preset.frames * preset.stft.hop_length
-    voices, accompaniments = [], []
-    for i in range(len(decoded.names)):
-        v, a = decoded.track(i)
-        for begin in range(0, max(len(v) - seg, 0) + 1, step):
-            voices.append(np.pad(v[begin:begin + seg], (0, max(0, seg - len(v)))))
-            accompaniments.append(np.pad(a[begin:begin + seg], (0, max(0, seg - len(a)))))
-    inputs, targets = zip(*(examples(np.stack(voices[k:k + 256]),
-                                     np.stack(accompaniments[k:k + 256]), preset, stage)
+    voices, accompaniments = validation_segments(decoded, preset)
+    inputs, targets = zip(*(examples(voices[k:k + 256], accompaniments[k:k + 256], preset, stage)
                             for k in range(0, len(voices), 256)))
     return np.concatenate(inputs), np.concatenate(targets)
 

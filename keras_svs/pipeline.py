@@ -232,6 +232,20 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def validation_segments(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
+    """Every non-overlapping patch-long segment of every clip (the last zero-padded when a
+    clip is shorter than a patch): voice and accompaniment, float32 ``(n, patch_samples)``."""
+    seg = patch_samples(preset)
+    step = preset.frames * preset.stft.hop_length
+    voices, accompaniments = [], []
+    for i in range(len(decoded.names)):
+        v, a = decoded.track(i)
+        for begin in range(0, max(len(v) - seg, 0) + 1, step):
+            voices.append(np.pad(v[begin:begin + seg], (0, max(0, seg - len(v)))))
+            accompaniments.append(np.pad(a[begin:begin + seg], (0, max(0, seg - len(a)))))
+    return np.stack(voices), np.stack(accompaniments)
+
+
 def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
                        batch_size: int | None = None) -> tf.data.Dataset:
     """Every non-overlapping patch of every clip, no augmentation, cached; finite.
@@ -242,15 +256,7 @@ def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "fine
     import tensorflow as tf
 
     _check_stage(stage)
-    seg = patch_samples(preset)
-    step = preset.frames * preset.stft.hop_length
-    voices, accompaniments = [], []
-    for i in range(len(decoded.names)):
-        v, a = decoded.track(i)
-        for begin in range(0, max(len(v) - seg, 0) + 1, step):
-            voices.append(np.pad(v[begin:begin + seg], (0, max(0, seg - len(v)))))
-            accompaniments.append(np.pad(a[begin:begin + seg], (0, max(0, seg - len(a)))))
-    ds = tf.data.Dataset.from_tensor_slices((np.stack(voices), np.stack(accompaniments)))
+    ds = tf.data.Dataset.from_tensor_slices(validation_segments(decoded, preset))
     ds = ds.map(lambda v, a: _example(v, a, preset, stage), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size or preset.batch_size).cache().prefetch(tf.data.AUTOTUNE)
 

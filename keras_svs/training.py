@@ -247,8 +247,6 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
                   metrics=[bin_accuracy] if stage == "finetune" else None)
     train_ds = _data(train_audio, preset, config, stage, training=True)
     valid_ds = _data(valid_audio, preset, config, stage, training=False)
-    if isinstance(valid_ds, tuple):
-        valid_ds = _ArrayBatches(*valid_ds, config.batch_size)
     budget = TimeBudget(deadline, epochs)
     checkpoint = keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
                                                  save_weights_only=True)
@@ -266,7 +264,9 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     if config.verbose:
         print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
+    arrays = isinstance(valid_ds, tuple)  # NumPy loader: Keras batches the arrays itself
     history = model.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
+                        validation_batch_size=config.batch_size if arrays else None,
                         callbacks=callbacks, verbose=config.verbose, shuffle=False)
     losses = history.history.get("loss", [])
     if model.stop_training and losses and not np.isfinite(losses[-1]):
@@ -284,21 +284,6 @@ def _best_logged(log: Path, default: float) -> float:
     with log.open() as f:
         values = [float(row["val_loss"]) for row in csv.DictReader(f) if row.get("val_loss")]
     return min(values, default=default)
-
-
-class _ArrayBatches(keras.utils.PyDataset):
-    """Fixed ``(inputs, targets)`` arrays in batches (validation data of the NumPy loader)."""
-
-    def __init__(self, inputs: np.ndarray, targets: np.ndarray, batch_size: int):
-        super().__init__()
-        self.inputs, self.targets, self.batch_size = inputs, targets, batch_size
-
-    def __len__(self) -> int:
-        return -(-len(self.inputs) // self.batch_size)
-
-    def __getitem__(self, index: int):
-        s = slice(index * self.batch_size, (index + 1) * self.batch_size)
-        return self.inputs[s], self.targets[s]
 
 
 class TimeBudget(keras.callbacks.Callback):

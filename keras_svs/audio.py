@@ -5,6 +5,7 @@ nominally in [-1, 1]. This is the only module that touches audio files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -40,13 +41,17 @@ def read(path: str | os.PathLike, sample_rate: int | None = None,
         ``(audio, rate)``: float32 array ``(channels, samples)`` and its rate in Hz.
 
     Raises:
-        AudioError: the file is missing, unreadable or holds no samples.
+        AudioError: naming the file: it is missing, unreadable (not audio, damaged or
+            truncated so that no samples decode), holds no samples, or holds NaN or
+            infinite samples.
     """
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise AudioError(f"{path}: is an empty file (0 bytes), not an audio file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         audio = data.T
@@ -54,6 +59,7 @@ def read(path: str | os.PathLike, sample_rate: int | None = None,
         audio, rate = _read_with_librosa(path, sf_error)
     if audio.shape[-1] == 0:
         raise AudioError(f"{path}: holds no audio samples")
+    check_finite(audio, path, rate)
     if mono:
         audio = audio.mean(axis=0, keepdims=True)
     if sample_rate is not None and sample_rate != rate:
@@ -72,8 +78,26 @@ def _read_with_librosa(path: Path, cause: Exception) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore")
             audio, rate = librosa.load(str(path), sr=None, mono=False)
     except Exception:
-        raise AudioError(f"{path}: not a readable audio file ({cause})") from None
+        try:  # a header libsndfile reads, but samples it cannot decode
+            sf.info(str(path))
+        except Exception:
+            raise AudioError(f"{path}: not a readable audio file ({cause})") from None
+        raise AudioError(f"{path}: damaged or truncated audio data ({cause})") from None
     return np.atleast_2d(audio).astype(np.float32), int(rate)
+
+
+def check_finite(audio: np.ndarray, path: str | os.PathLike, rate: int | None = None) -> None:
+    """Raise :class:`AudioError` naming ``path`` if ``audio`` holds NaN or infinite samples
+    (a float file can store them; separating them would give garbage, not stems)."""
+    finite = np.isfinite(audio)
+    if finite.all():
+        return
+    bad = np.flatnonzero(~finite.all(axis=0))
+    where = (f"{bad[0] / rate:.3f} s" if rate else f"sample {bad[0]}")
+    kinds = " and ".join(name for name, hit in (("NaN", np.isnan(audio).any()),
+                                                  ("infinite", np.isinf(audio).any())) if hit)
+    raise AudioError(f"{path}: holds {kinds} samples ({bad.size} of {audio.shape[-1]} "
+                     f"frames, the first at {where}); only finite samples can be separated")
 
 
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -130,25 +154,95 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
 
     Returns:
         the written path.
+
+    Raises:
+        AudioError: naming ``path``: a format or bit depth it cannot store, or a write that
+            failed (no permission, full disk, ...).
     """
-    path = Path(path)
-    fmt = WRITE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
-    subtype = _SUBTYPES.get((fmt, bit_depth))
-    if subtype is None:
-        raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
-    data = np.atleast_2d(np.asarray(audio, dtype=np.float32)).T
-    if subtype.startswith("PCM"):
-        data = np.clip(data, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    return write_all({path: audio}, sample_rate, bit_depth)[0]
+
+
+def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path]:
+    """Write several files all or nothing: each to a temporary file beside it, and only
+    when all are complete are they renamed into place.
+
+    A failure (full disk, no permission, bad folder) removes the temporary files and the
+    folders this call created, so none of the destinations is created or changed (and
+    should a rename itself fail, the files already renamed into place are removed).
+
+    Args:
+        outputs: ``{path: audio}`` as for :func:`write`.
+        sample_rate, bit_depth: as for :func:`write`.
+
+    Returns:
+        the written paths, in the order of ``outputs``.
+
+    Raises:
+        AudioError: naming the file that could not be written.
+    """
+    plans = []
+    for path, data in outputs.items():  # check every destination before creating anything
+        path = Path(path)
+        fmt = WRITE_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise AudioError(
+                f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
+        subtype = _SUBTYPES.get((fmt, bit_depth))
+        if subtype is None:
+            raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
+        if path.is_dir():
+            raise AudioError(f"{path}: is a directory, cannot write a file there")
+        plans.append((path, fmt, subtype, data))
+    made_dirs: list[Path] = []
+    temps: dict[Path, str] = {}
+    placed: list[Path] = []
+    path = plans[0][0] if plans else None
     try:
-        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for path, fmt, subtype, data in plans:
+            data = np.atleast_2d(np.asarray(data, dtype=np.float32)).T
+            if subtype.startswith("PCM"):
+                data = np.clip(data, -1.0, 1.0)
+            _make_dirs(path.parent, made_dirs)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
+                                       dir=path.parent)
+            os.close(fd)
+            temps[path] = tmp
+            sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException as error:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+        for done in placed:
+            done.unlink(missing_ok=True)
+        for folder in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(error, Exception) and not isinstance(error, AudioError):
+            raise AudioError(f"{path}: cannot be written ({_reason(error)})") from error
         raise
-    return path
+    return [plan[0] for plan in plans]
+
+
+def _make_dirs(folder: Path, made: list[Path]) -> None:
+    """``mkdir -p folder``, adding the folders it creates (outermost first) to ``made``."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        made.append(folder)
+
+
+def _reason(error: Exception) -> str:
+    """A short reason for a failed write: the OS's words where there are some."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, AssertionError) or (isinstance(error, sf.LibsndfileError)
+                                             and error.code == 2):
+        # soundfile: libsndfile wrote fewer frames than asked, or SF_ERR_SYSTEM (errno lost)
+        return "the system refused the write; is the disk full?"
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -10,6 +10,7 @@ import functools
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -37,6 +38,11 @@ def _clean_errors(command):
             raise click.ClickException("interrupted") from None
 
     return wrapper
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show a warning to a command-line user as one ``Warning: ...`` line on stderr."""
+    click.echo(f"Warning: {message}", err=True)
 
 
 def _speed(ratio: float) -> str:
@@ -163,6 +169,9 @@ def _stderr_is_terminal() -> bool:
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="16",
               show_default=True, help="32 = float WAV.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop at the first file that fails (later files are not separated); "
+                   "default: report it and go on with the others.")
 @click.option("--block-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Separate files longer than this in blocks of this many seconds, in "
                    "memory that does not grow with the file's length (same result; not "
@@ -173,12 +182,12 @@ def _stderr_is_terminal() -> bool:
                    "stems' spectrograms (needs matplotlib).")
 @_clean_errors
 def separate(files, out_dir, model, mask, threshold, mode, stems, filename, codec, bit_depth,
-             overwrite, block_seconds, plot):
+             overwrite, fail_fast, block_seconds, plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
     Several FILES share one model load; a file that fails is reported and the others go
-    on (exit status 1 if any failed).
+    on (exit status 1 if any failed), or with --fail-fast the run stops there.
     """
     from . import audio
     from .separation import Separator
@@ -232,7 +241,13 @@ def separate(files, out_dir, model, mask, threshold, mode, stems, filename, code
                 if len(files) == 1:
                     raise
                 failures += 1
-                report(f"Error: {str(error).splitlines()[0]}")
+                lines = str(error).strip().splitlines()
+                line = lines[0].strip("'\"") if lines else type(error).__name__
+                if str(path) not in line:  # say which input failed
+                    line = f"{path}: {line}"
+                report(f"Error: {line}")
+                if fail_fast:
+                    break
             if bar is not None:
                 bar.update(1)
     if done:
@@ -240,6 +255,10 @@ def separate(files, out_dir, model, mask, threshold, mode, stems, filename, code
         click.echo(f"{done} file{'s' if done != 1 else ''}, {audio_seconds:.1f} s of audio in "
                    f"{total:.1f} s ({_speed(audio_seconds / max(total, 1e-9))} real time)",
                    err=True)
+    if failures and fail_fast:
+        raise click.ClickException(
+            f"stopped at the first failure (--fail-fast): {done} of {len(files)} files "
+            f"separated, {len(files) - done - failures} not tried")
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} files failed")
 
@@ -300,12 +319,19 @@ def _seconds(path: Path) -> float:
                    "(15%% for the autoencoder stage); the cosine schedule follows.")
 @click.option("--gnsdr-clips", type=click.IntRange(0), default=3, show_default=True,
               help="Log voice GNSDR on this many validation clips (val_gnsdr); 0: off.")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from this trained model of the same preset (warm start; "
+                   "combine with --pretrain-epochs 0).")
 @click.option("--gnsdr-every", type=click.IntRange(1), default=1, show_default=True,
               help="... every this many fine-tuning epochs.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip tracks that cannot be used (unreadable, stems of different lengths, "
+                   "NaN samples) with a warning, instead of stopping.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
           learning_rate, cosine, precision, remix, pitch, seed, cache, split_file,
-          train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every):
+          train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every,
+          init, skip_bad):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
@@ -317,8 +343,11 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
                          learning_rate, cosine, precision, remix, pitch, seed,
                          train_split, valid_split, loader=loader, workers=workers,
                          time_budget=time_budget, gnsdr_clips=gnsdr_clips,
-                         gnsdr_every=gnsdr_every)
-    path = run(data, out_dir, config, cache=cache, split_file=split_file)
+                         gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = _warning_line
+        path = run(data, out_dir, config, cache=cache, split_file=split_file)
     click.echo(f"model written to {path}", err=True)
 
 
@@ -445,7 +474,17 @@ def shrink(model, output):
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @_clean_errors
 def info(model):
-    """Print a model's preset, STFT settings and size (default: the shipped model)."""
+    """Print a model's preset, STFT settings and size (default: the shipped model).
+
+    MODEL may also be a SavedModel folder written by `keras-svs export`.
+    """
+    if model is not None and model.is_dir():
+        from .export import load_export
+
+        _, meta = load_export(model)
+        for key, value in meta.items():
+            click.echo(f"{key}: {value}")
+        return
     from .models import load_model, settings
     from .separation import default_model_path
 

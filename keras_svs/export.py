@@ -104,4 +104,39 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
     return out
 
 
-__all__ = ["export", "whole_probability"]
+def load_export(path: str | os.PathLike) -> tuple[object, dict]:
+    """Load a SavedModel written by :func:`export`, checking it is whole first.
+
+    Returns:
+        ``(loaded, meta)``: the ``tf.saved_model.load`` object (``serve``, ``spectrogram``)
+        and the settings in ``assets/keras_svs.json``.
+
+    Raises:
+        ValueError: the folder is missing, is not a keras-svs export, or lacks its graph or
+            variables; the message names the path.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such SavedModel folder")
+    if not (folder / "saved_model.pb").is_file():
+        raise ValueError(f"{folder}: not a SavedModel (no saved_model.pb)")
+    variables = folder / "variables"
+    if not (variables / "variables.index").is_file() or not any(
+            variables.glob("variables.data-*")):
+        raise ValueError(f"{folder}: the SavedModel's variables are missing "
+                         f"(variables/variables.index and .data files); export it again")
+    meta_file = folder / "assets" / "keras_svs.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{folder}: not a keras-svs export (no readable "
+                         f"assets/keras_svs.json)") from None
+    try:
+        loaded = tf.saved_model.load(str(folder))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{folder}: the SavedModel does not load ({first})") from None
+    return loaded, meta
+
+
+__all__ = ["export", "load_export", "whole_probability"]

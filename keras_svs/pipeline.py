@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,19 +62,50 @@ class DecodedAudio:
         return float(self.lengths.sum()) / self.sample_rate
 
 
-def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None) -> DecodedAudio:
+def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None,
+           skip_bad: bool = False) -> DecodedAudio:
     """Decode and resample every track's two sources to mono at ``sample_rate``.
 
+    Args:
+        tracks: the tracks to decode.
+        sample_rate: rate in Hz of the decoded sources.
+        jobs: decoding threads (default: one per CPU).
+        skip_bad: skip a track that cannot be used (unreadable, stems of different
+            lengths, non-finite samples) with a warning on stderr, instead of failing.
+
     Raises:
-        DatasetError: naming the first track that cannot be read.
+        DatasetError: naming the first track that cannot be used (or, with ``skip_bad``,
+            when none can).
     """
     if not tracks:
         raise DatasetError("no tracks to decode")
+
+    def load(track: Track):
+        try:
+            voice, accompaniment, _ = track.load(sample_rate, mono=True)
+        except DatasetError as error:
+            return error
+        if not (np.isfinite(voice).all() and np.isfinite(accompaniment).all()):
+            return DatasetError(f"{track.voice}: holds NaN or infinite samples")
+        return voice, accompaniment
+
     with ThreadPoolExecutor(jobs or os.cpu_count()) as pool:
-        loaded = list(pool.map(lambda t: t.load(sample_rate, mono=True)[:2], tracks))
+        results = list(pool.map(load, tracks))
+    kept, loaded = [], []
+    for track, result in zip(tracks, results):
+        if isinstance(result, DatasetError):
+            if not skip_bad:
+                raise DatasetError(f"{result} (track {track.name!r}; --skip-bad skips such "
+                                   f"tracks)")
+            warnings.warn(f"skipping track {track.name!r}: {result}", stacklevel=2)
+            continue
+        kept.append(track)
+        loaded.append(result)
+    if not kept:
+        raise DatasetError(f"none of the {len(tracks)} tracks could be used")
     lengths = np.array([v.shape[-1] for v, _ in loaded], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    return DecodedAudio([t.name for t in tracks],
+    return DecodedAudio([t.name for t in kept],
                         np.concatenate([v[0] for v, _ in loaded]),
                         np.concatenate([a[0] for _, a in loaded]),
                         starts, lengths, sample_rate)

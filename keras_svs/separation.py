@@ -189,8 +189,14 @@ class Separator:
         Returns:
             ``{"vocals": ..., "accompaniment": ...}``: float32, the input's shape; they sum
             to the input.
+
+        Raises:
+            ValueError: the waveform holds NaN or infinite samples.
         """
         x = np.asarray(waveform, np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError("the waveform holds NaN or infinite samples; only finite "
+                             "samples can be separated")
         squeeze = x.ndim == 1
         x = np.atleast_2d(x)
         native = self.config.at_rate(sample_rate)
@@ -225,6 +231,11 @@ class Separator:
 
         Returns:
             ``{stem: written path}`` (and ``"plot"``).
+
+        Raises:
+            audio.AudioError: naming the file: an unreadable, empty or non-finite input, or
+                an output that cannot be written. The stems are written all or none: no
+                stem (and no temporary file) is left behind by a failure.
         """
         unknown = set(stems) - set(STEMS)
         if unknown:
@@ -240,8 +251,9 @@ class Separator:
                 raise ValueError(f"paths lacks {missing}")
         waveform, rate = audio.read(path)
         separated = self.separate(waveform, rate)
-        written = {stem: audio.write(paths[stem], separated[stem], rate, bit_depth)
-                   for stem in stems}
+        # all stems or none: a failure writing one (full disk, ...) leaves none behind
+        audio.write_all({paths[stem]: separated[stem] for stem in stems}, rate, bit_depth)
+        written = {stem: paths[stem] for stem in stems}
         if plot:
             from .plotting import plot_separation
 

@@ -62,6 +62,9 @@ class TrainConfig:
             not fit (``epochs`` then caps the count), and the cosine schedule follows.
         gnsdr_clips, gnsdr_every: log the voice GNSDR on that many validation clips every
             that many fine-tuning epochs (``val_gnsdr``); 0 clips: never.
+        skip_bad: skip unusable tracks with a warning instead of stopping.
+        init: a trained ``.keras`` model of the same preset to start from (its weights and
+            input statistics); ``None``: random initialisation.
     """
 
     preset: str = "small"
@@ -83,6 +86,8 @@ class TrainConfig:
     time_budget: float | None = None
     gnsdr_clips: int = 3
     gnsdr_every: int = 1
+    init: str | None = None
+    skip_bad: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -134,8 +139,10 @@ def resolve_loader(loader: str) -> str:
 
 def load_splits(data: str | os.PathLike, cache: str | os.PathLike | None, preset: Preset,
                 splits: tuple[str, ...] = ("train", "valid"),
-                split_file: str | os.PathLike | None = None) -> list[pipeline.DecodedAudio]:
-    """Decode (or read from an HDF5 ``cache``) the tracks of each split at the preset's rate."""
+                split_file: str | os.PathLike | None = None,
+                skip_bad: bool = False) -> list[pipeline.DecodedAudio]:
+    """Decode (or read from an HDF5 ``cache``) the tracks of each split at the preset's rate
+    (``skip_bad``: see :func:`pipeline.decode`)."""
     tracks = discover(data)
     split_file = split_file or split_file_for(data)
     decoded = []
@@ -147,7 +154,7 @@ def load_splits(data: str | os.PathLike, cache: str | os.PathLike | None, preset
                 raise DatasetError(f"{cache}: cached at {d.sample_rate} Hz, the preset needs "
                                    f"{preset.stft.sample_rate} Hz")
         else:
-            d = pipeline.decode(chosen, preset.stft.sample_rate)
+            d = pipeline.decode(chosen, preset.stft.sample_rate, skip_bad=skip_bad)
         decoded.append(d)
     return decoded
 
@@ -174,7 +181,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
     keras.utils.set_random_seed(config.seed)
     started = time.time()
     train_audio, valid_audio = load_splits(data, cache, preset,
-                                           (config.train_split, config.valid_split), split_file)
+                                           (config.train_split, config.valid_split), split_file,
+                                           config.skip_bad)
     steps = config.steps_per_epoch or pipeline.steps_per_epoch(train_audio, preset,
                                                                config.batch_size)
     precision = resolve_precision(config.precision)
@@ -185,6 +193,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
         model = build_model(preset)
         if stats is not None:
             set_input_statistics(model, *stats)
+        if config.init is not None:
+            _initialise(model, config.init)
         if config.pretrain_epochs > 0:
             autoencoder = build_model(preset, shortcuts=False)
             if stats is not None:
@@ -208,6 +218,17 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
 
 
 PRETRAIN_SHARE = 0.15
+
+
+def _initialise(model: keras.Model, source: str | os.PathLike) -> None:
+    """Copy a trained model's weights (input statistics included) into ``model``."""
+    from .models import load_model
+
+    trained = load_model(source)
+    if trained.name != model.name:
+        raise ValueError(f"--init {source}: a {trained.name!r} model cannot start a "
+                         f"{model.name!r} run")
+    model.set_weights([w.astype("float32") for w in trained.get_weights()])
 
 
 def _deadline(started: float, budget: float | None, share: float) -> float | None:

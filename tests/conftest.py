@@ -158,3 +158,28 @@ def trained_run(tmp_path_factory) -> dict:
     out = base / "run"
     path = train(data, out, config)
     return {"out": out, "model": path, "data": data, "config": config}
+
+
+# -- reporting -----------------------------------------------------------------------------
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Issue 6: how many bad-input cases (``tests/test_bad_inputs.py``) ran, and how."""
+    rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 2}
+    outcomes: dict[str, str] = {}
+    for status in rank:
+        for report in terminalreporter.stats.get(status, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "test_bad_inputs.py::" not in nodeid:
+                continue
+            if rank[status] >= rank[outcomes.get(nodeid, "passed")]:
+                outcomes[nodeid] = status
+    if not outcomes:
+        return
+    cases = set()
+    for nodeid in outcomes:  # test_bad_input[cli:nan-samples] and [api:nan-samples]: 1 case
+        name = nodeid.split("::", 1)[1]
+        cases.add(name.split(":", 1)[1] if name.startswith("test_bad_input[") else name)
+    counts = ", ".join(f"{sum(o == s for o in outcomes.values())} {s}"
+                       for s in ("passed", "skipped", "failed", "error")
+                       if any(o == s for o in outcomes.values()))
+    terminalreporter.write_line(f"bad-input cases: {len(cases)} ({len(outcomes)} test runs: "
+                                f"{counts})")

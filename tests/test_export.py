@@ -141,3 +141,42 @@ def test_export_in_process_runs_unet_at_any_length(tmp_path):
     assert stems["vocals"].shape == x.shape
     expected = Separator(model).separate(x, 8000)
     np.testing.assert_allclose(stems["vocals"].numpy(), expected["vocals"], atol=1e-4)
+
+
+def test_load_export_checks_the_folder(tiny_model_path, tmp_path):
+    import shutil
+
+    from keras_svs.export import load_export
+
+    out = export(tiny_model_path, tmp_path / "exported")
+    loaded, meta = load_export(out)
+    assert meta["sample_rate"] == TINY_RATE and hasattr(loaded, "serve")
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    shutil.rmtree(broken / "variables")
+    with pytest.raises(ValueError, match="broken.*variables are missing"):
+        load_export(broken)
+    (broken / "saved_model.pb").unlink()
+    with pytest.raises(ValueError, match="broken.*no saved_model.pb"):
+        load_export(broken)
+    with pytest.raises(ValueError, match="no such SavedModel"):
+        load_export(tmp_path / "nothing")
+
+
+def test_info_on_an_export_and_a_broken_export(tiny_model_path, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from keras_svs.cli import main
+
+    out = export(tiny_model_path, tmp_path / "exported")
+    result = CliRunner().invoke(main, ["info", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "sample_rate: 8000" in result.stdout
+    shutil.rmtree(out / "variables")
+    result = CliRunner().invoke(main, ["info", str(out)])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "variables are missing" in lines[0], result.stderr
+    assert "Traceback" not in result.output

@@ -174,6 +174,59 @@ def test_load_model_refuses_other_keras_models(tmp_path):
         load_model(path)
 
 
+def test_load_model_refuses_a_lambda_layer(tmp_path):
+    """Safe mode: a .keras file that would run arbitrary Python is refused, not loaded."""
+    marker = tmp_path / "ran"
+    inputs = keras.Input((9, 129))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ValueError, match="lambda.keras.*(Lambda|unsafe|safe)"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def _rewrite_config(source, target, edit):
+    """Copy a .keras zip, passing its config.json through ``edit(dict)``."""
+    import json
+
+    with zipfile.ZipFile(source) as zin, zipfile.ZipFile(target, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                data = json.dumps(edit(json.loads(data))).encode()
+            zout.writestr(item, data)
+
+
+@pytest.mark.parametrize("tamper", ["foreign_module", "unknown_class", "broken_json",
+                                    "wrong_shape"])
+def test_load_model_refuses_a_tampered_config(tiny_model_path, tmp_path, tamper):
+    path = tmp_path / f"{tamper}.keras"
+    if tamper == "broken_json":
+        with zipfile.ZipFile(tiny_model_path) as zin, zipfile.ZipFile(path, "w") as zout:
+            for item in zin.infolist():
+                data = zin.read(item.filename)
+                zout.writestr(item, data[:len(data) // 2] if item.filename == "config.json"
+                              else data)
+    else:
+        def edit(config):
+            layer = config["config"]["layers"][-1]
+            if tamper == "foreign_module":
+                layer["module"], layer["class_name"] = "os", "system"
+                layer["registered_name"] = None
+            elif tamper == "unknown_class":
+                layer["class_name"] = layer["registered_name"] = "NoSuchLayer"
+            else:  # the input grows, so the stored weights no longer fit
+                for spec in config["config"]["layers"]:
+                    if spec["class_name"] == "InputLayer":
+                        spec["config"]["batch_shape"] = [None, 9, 300]
+            return config
+
+        _rewrite_config(tiny_model_path, path, edit)
+    with pytest.raises(ValueError, match=f"{tamper}.keras"):
+        load_model(path)
+
+
 def test_bin_cross_entropy_matches_numpy():
     rng = np.random.default_rng(0)
     target = rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)

@@ -308,3 +308,104 @@ def test_config_defaults_of_the_new_fields():
                            gnsdr_clips=0, gnsdr_every=5).resolved()
     assert (resolved.loader, resolved.workers, resolved.time_budget, resolved.gnsdr_clips,
             resolved.gnsdr_every) == ("numpy", 2, 60.0, 0, 5)
+
+
+# -- faults: a killed run, NaN loss, bad tracks (issue 6) ----------------------------------
+def _train_command(data, out, epochs):
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "keras-svs"
+    return [str(script), "train", "--data", str(data), "--preset", "tiny", "-o", str(out),
+            "--epochs", str(epochs), "--pretrain-epochs", "0", "--steps-per-epoch", "30",
+            "--gnsdr-clips", "0"]
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+    """SIGKILL mid-run, the same command again: no epoch lost or repeated, same count."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    out = tmp_path / "run"
+    command = _train_command(data, out, epochs=4)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    log = out / "finetune" / "log.csv"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if log.is_file() and len(_log(log)) >= 2:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    killed_after = len(_log(log))
+    assert 2 <= killed_after < 4
+    assert (out / "finetune" / "backup").is_dir() and not (out / "model.keras").exists()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr
+    assert [int(row["epoch"]) for row in _log(log)] == [0, 1, 2, 3]
+    assert (out / "model.keras").is_file()
+    assert epochs_done(out, "finetune") == 4
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
+    from keras import ops
+
+    def nan_loss(target, probabilities):
+        return bin_cross_entropy(target, probabilities) * ops.convert_to_tensor(float("nan"))
+
+    monkeypatch.setattr(training, "bin_cross_entropy", nan_loss)
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=4,
+                         verbose=0, gnsdr_clips=0)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        train(data, tmp_path / "run", config)
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert len(_log(tmp_path / "run" / "finetune" / "log.csv")) <= 1
+
+
+def _spoil(path):
+    path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+
+
+def test_an_unreadable_clip_is_named(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=4, seconds=1.0)
+    _spoil(data / "clip_2.wav")
+    preset = get_preset("tiny")
+    with pytest.raises(DatasetError, match="clip_2.wav.*--skip-bad"):
+        load_splits(data, None, preset)
+
+
+def test_skip_bad_skips_unreadable_and_non_finite_clips_with_a_warning(tmp_path):
+    import soundfile as sf
+
+    data = write_training_pairs(tmp_path / "data", tracks=5, seconds=1.0)
+    _spoil(data / "clip_2.wav")
+    noisy = np.zeros((8000, 2), np.float32)
+    noisy[100] = np.nan
+    sf.write(data / "clip_3.wav", noisy, 8000, subtype="FLOAT")
+    with pytest.raises(DatasetError, match="clip_3.wav.*NaN"):
+        pipeline.decode([t for t in discover(data) if t.name == "clip_3"], 8000)
+    with pytest.warns(UserWarning) as caught:
+        train_audio, valid_audio = load_splits(data, None, get_preset("tiny"), skip_bad=True)
+    assert sorted(train_audio.names) == ["clip_1", "clip_4"]
+    assert valid_audio.names == ["clip_0"]
+    messages = " ".join(str(w.message) for w in caught)
+    assert "clip_2" in messages and "clip_3" in messages
+
+
+def test_skip_bad_with_nothing_left_is_an_error(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=2, seconds=1.0)
+    _spoil(data / "clip_0.wav")
+    with pytest.raises(DatasetError, match="none of the 1 tracks"), pytest.warns(UserWarning):
+        load_splits(data, None, get_preset("tiny"), skip_bad=True)

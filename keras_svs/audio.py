@@ -246,3 +246,158 @@ def _reason(error: Exception) -> str:
         # soundfile: libsndfile wrote fewer frames than asked, or SF_ERR_SYSTEM (errno lost)
         return "the system refused the write; is the disk full?"
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+# -- block by block (streaming separation of long files) ----------------------------------
+class BlockReader:
+    """Ranges of samples of an audio file without decoding it whole.
+
+    ``read(start, stop)`` returns float32 ``(channels, stop - start)``, zeros outside the
+    file (``start`` may be negative). Use as a context manager, or call :meth:`close`.
+
+    Raises:
+        AudioError: naming the file: missing, unreadable by libsndfile, or empty.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"{self.path}: no such file")
+        try:
+            self.file = sf.SoundFile(str(self.path))
+        except Exception as error:
+            raise AudioError(f"{self.path}: cannot be read in blocks ({_reason(error)})") \
+                from None
+        self.rate = int(self.file.samplerate)
+        self.channels = int(self.file.channels)
+        self.length = int(self.file.frames)
+        if self.length <= 0:
+            self.file.close()
+            raise AudioError(f"{self.path}: holds no audio samples")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        out = np.zeros((self.channels, stop - start), np.float32)
+        a, b = max(start, 0), min(stop, self.length)
+        if b > a:
+            try:
+                if self.file.tell() != a:
+                    self.file.seek(a)
+                data = self.file.read(b - a, dtype="float32", always_2d=True)
+            except Exception as error:
+                raise AudioError(f"{self.path}: damaged or truncated audio data "
+                                 f"({_reason(error)})") from None
+            if data.shape[0] < b - a:
+                raise AudioError(f"{self.path}: damaged or truncated audio data (samples "
+                                 f"{a + data.shape[0]} to {b} of {self.length} missing)")
+            finite = np.isfinite(data).all(axis=1)
+            if not finite.all():
+                first = (a + int(np.argmin(finite))) / self.rate
+                raise AudioError(f"{self.path}: holds NaN or infinite samples (the first at "
+                                 f"{first:.3f} s); only finite samples can be separated")
+            out[:, a - start:a - start + data.shape[0]] = data.T
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "BlockReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BlockWriters:
+    """Several audio files written block by block, all or nothing (as :func:`write_all`):
+    to temporary files beside their destinations, renamed into place by :meth:`commit`;
+    :meth:`abort` (or any failure) removes the temporary files and the folders made.
+
+    Args:
+        paths: ``{key: destination}``; the extension picks the format as in :func:`write`.
+        sample_rate, channels: of every file.
+        bit_depth: 16 or 24 (integer PCM) or 32 (float WAV).
+
+    Raises:
+        AudioError: naming the file that cannot be written.
+    """
+
+    def __init__(self, paths: dict, sample_rate: int, channels: int, bit_depth: int = 16):
+        self.paths = {key: Path(p) for key, p in paths.items()}
+        self.subtypes, self.temps, self.files, self.made = {}, {}, {}, []
+        formats = {}
+        for key, path in self.paths.items():  # check everything before creating anything
+            fmt = WRITE_FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                raise AudioError(
+                    f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
+            subtype = _SUBTYPES.get((fmt, bit_depth))
+            if subtype is None:
+                raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
+            if path.is_dir():
+                raise AudioError(f"{path}: is a directory, cannot write a file there")
+            formats[key], self.subtypes[key] = fmt, subtype
+        key = None
+        try:
+            for key, path in self.paths.items():
+                _make_dirs(path.parent, self.made)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
+                                           dir=path.parent)
+                os.close(fd)
+                self.temps[key] = Path(tmp)
+                self.files[key] = sf.SoundFile(tmp, "w", int(sample_rate), int(channels),
+                                               self.subtypes[key], format=formats[key])
+        except BaseException as error:
+            self._fail(key, error)
+
+    def write(self, key, block: np.ndarray) -> None:
+        """Append ``block`` float ``(channels, samples)`` to file ``key`` (ignored if the
+        key was not asked for)."""
+        if key not in self.files:
+            return
+        data = np.ascontiguousarray(np.atleast_2d(block).T, np.float32)
+        if self.subtypes[key].startswith("PCM"):
+            data = np.clip(data, -1.0, 1.0)
+        try:
+            self.files[key].write(data)
+        except BaseException as error:
+            self._fail(key, error)
+
+    def commit(self) -> dict:
+        """Close the files and rename them into place; ``{key: destination}``."""
+        key = None
+        try:
+            for key, f in self.files.items():
+                f.close()
+            mode = 0o666 & ~_umask()
+            for key, tmp in self.temps.items():
+                os.chmod(tmp, mode)
+            placed = []
+            try:
+                for key, tmp in self.temps.items():
+                    os.replace(tmp, self.paths[key])
+                    placed.append(self.paths[key])
+            except BaseException:
+                for done in placed:
+                    done.unlink(missing_ok=True)
+                raise
+        except BaseException as error:
+            self._fail(key, error)
+        return dict(self.paths)
+
+    def abort(self) -> None:
+        """Remove the temporary files and the folders made; no destination is touched."""
+        for f in self.files.values():
+            with contextlib.suppress(Exception):
+                f.close()
+        for tmp in self.temps.values():
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(self.made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    def _fail(self, key, error: BaseException):
+        self.abort()
+        if isinstance(error, Exception) and not isinstance(error, AudioError):
+            path = self.paths.get(key, next(iter(self.paths.values()), ""))
+            raise AudioError(f"{path}: cannot be written ({_reason(error)})") from error
+        raise error

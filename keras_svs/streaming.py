@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import tensorflow as tf
 
 from . import audio, spectral
@@ -72,37 +70,11 @@ def model_blocking(separator: Separator) -> tuple[int, int]:
 
 
 # -- input ------------------------------------------------------------------------------
-class _Reader:
-    """Ranges of samples of an audio file, ``(channels, n)`` float32, zeros outside it."""
-
-    def __init__(self, path: Path):
-        try:
-            self.file = sf.SoundFile(str(path))
-        except Exception as error:
-            raise audio.AudioError(f"{path}: cannot be read in blocks ({error})") from None
-        self.rate = int(self.file.samplerate)
-        self.channels = int(self.file.channels)
-        self.length = int(self.file.frames)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        out = np.zeros((self.channels, stop - start), np.float32)
-        a, b = max(start, 0), min(stop, self.length)
-        if b > a:
-            if self.file.tell() != a:
-                self.file.seek(a)
-            data = self.file.read(b - a, dtype="float32", always_2d=True)
-            out[:, a - start:a - start + data.shape[0]] = data.T
-        return out
-
-    def close(self) -> None:
-        self.file.close()
-
-
 class _ResampledMono:
     """The file's mono mix resampled to ``rate`` in chunks (``soxr.ResampleStream``), read
     in ranges whose starts never decrease; zeros outside ``[0, round(n * ratio))``."""
 
-    def __init__(self, reader: _Reader, rate: int, chunk: int = _RESAMPLE_CHUNK):
+    def __init__(self, reader: audio.BlockReader, rate: int, chunk: int = _RESAMPLE_CHUNK):
         import soxr
 
         self.reader, self.chunk = reader, chunk
@@ -170,65 +142,6 @@ def _mask_blocks(separator: Separator, read, total: int, block: int, context: in
         yield s, spectral.fit_bins(mask, config.bins).numpy()
 
 
-# -- output -----------------------------------------------------------------------------
-class _StemWriters:
-    """Stems written block by block to temporary files, renamed into place by
-    :meth:`commit`; :meth:`abort` removes the temporary files."""
-
-    def __init__(self, paths: dict[str, Path], rate: int, channels: int, bit_depth: int):
-        self.formats = {}
-        for stem, path in paths.items():  # check everything before creating anything
-            fmt = audio.WRITE_FORMATS.get(path.suffix.lower())
-            if fmt is None:
-                raise audio.AudioError(
-                    f"{path}: cannot write this format; use one of {sorted(audio.WRITE_FORMATS)}")
-            subtype = audio._SUBTYPES.get((fmt, bit_depth))
-            if subtype is None:
-                raise audio.AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
-            self.formats[stem] = fmt, subtype
-        self.paths, self.temps, self.files = paths, {}, {}
-        try:
-            for stem, path in paths.items():
-                fmt, subtype = self.formats[stem]
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
-                                           dir=path.parent)
-                os.close(fd)
-                self.temps[stem] = Path(tmp)
-                self.files[stem] = sf.SoundFile(tmp, "w", int(rate), channels, subtype,
-                                                format=fmt)
-        except BaseException:
-            self.abort()
-            raise
-
-    def write(self, stem: str, block: np.ndarray) -> None:
-        if stem not in self.files:
-            return
-        data = np.ascontiguousarray(block.T, np.float32)
-        if self.formats[stem][1].startswith("PCM"):
-            data = np.clip(data, -1.0, 1.0)
-        self.files[stem].write(data)
-
-    def commit(self) -> dict[str, Path]:
-        for f in self.files.values():
-            f.close()
-        mode = 0o666 & ~audio._umask()
-        for stem, tmp in self.temps.items():
-            os.chmod(tmp, mode)
-        for stem, tmp in self.temps.items():
-            os.replace(tmp, self.paths[stem])
-        return dict(self.paths)
-
-    def abort(self) -> None:
-        for f in self.files.values():
-            try:
-                f.close()
-            except Exception:
-                pass
-        for tmp in self.temps.values():
-            tmp.unlink(missing_ok=True)
-
-
 # -- separation -------------------------------------------------------------------------
 def separate_stream(separator: Separator, in_path: str | os.PathLike,
                     out_paths: dict[str, str | os.PathLike],
@@ -263,25 +176,14 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
         raise ValueError(f"unknown stems {sorted(unknown)}; choose among {STEMS}")
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be positive, not {block_seconds}")
-    if not in_path.is_file():
-        raise audio.AudioError(f"{in_path}: no such file")
-    reader = _Reader(in_path)
-    model_reader = None
-    try:
-        if reader.length == 0:
-            raise audio.AudioError(f"{in_path}: holds no audio samples")
-        writers = _StemWriters(paths, reader.rate, reader.channels, bit_depth)
+    with audio.BlockReader(in_path) as reader, audio.BlockReader(in_path) as model_reader:
+        writers = audio.BlockWriters(paths, reader.rate, reader.channels, bit_depth)
         try:
-            model_reader = _Reader(in_path)
             _run(separator, reader, model_reader, writers, block_seconds, context)
-            return writers.commit()
         except BaseException:
             writers.abort()
             raise
-    finally:
-        reader.close()
-        if model_reader is not None:
-            model_reader.close()
+        return writers.commit()
 
 
 def separate_file_stream(separator: Separator, path: str | os.PathLike,
@@ -303,8 +205,8 @@ def separate_file_stream(separator: Separator, path: str | os.PathLike,
                            block_seconds, bit_depth)
 
 
-def _run(separator: Separator, reader: _Reader, model_reader: _Reader,
-         writers: _StemWriters, block_seconds: float, context: int | None) -> None:
+def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.BlockReader,
+         writers: audio.BlockWriters, block_seconds: float, context: int | None) -> None:
     config = separator.config
     rate, n = reader.rate, reader.length
     native = config.at_rate(rate)

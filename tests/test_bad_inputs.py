@@ -183,6 +183,23 @@ def full_disk(at_write: int):
     return setup
 
 
+def full_disk_stream(at_call: int):
+    """As :func:`full_disk` for streamed separation, which writes block by block: the
+    ``at_call``-th block write fails with ENOSPC."""
+    def setup(out: Path, monkeypatch) -> None:
+        real = sf.SoundFile.write
+        calls = []
+
+        def write(self, data):
+            calls.append(self.name)
+            if len(calls) >= at_call:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            return real(self, data)
+
+        monkeypatch.setattr(sf.SoundFile, "write", write)
+    return setup
+
+
 def existing_output(out: Path, monkeypatch) -> None:
     (out / "good").mkdir(parents=True)
     (out / "good" / "vocals.wav").write_bytes(b"an earlier result")
@@ -282,6 +299,16 @@ CASES = [
 ]
 assert len({case.id for case in CASES}) == len(CASES) >= 40  # issue 6: at least 40
 
+#: Cases also run through streamed separation (``--block-seconds``), where the input is
+#: readable in blocks: what it separates, what it refuses, its own full disk.
+STREAM_BLOCK = "0.1"
+STREAM_CASES = [case for case in CASES
+                if not case.id.startswith(("mp3", "output-disk-full", "minus-inf"))
+                and (case.error is None or case.id in ("nan-samples", "inf-samples")
+                     or case.setup is not None)] + [
+    Case("output-disk-full-streamed", GOOD, ("No space left on device",),
+         setup=full_disk_stream(3), names="good/vocals.wav")]
+
 
 # -- checks -------------------------------------------------------------------------------
 def tree(folder: Path) -> dict[str, bytes | None]:
@@ -341,7 +368,8 @@ def separator(tiny_model_path):
 
 RUNS = [pytest.param(case, frontend, id=f"{frontend}:{case.id}")
         for case in CASES for frontend in ("cli", "api")
-        if not (case.cli_only and frontend == "api")]
+        if not (case.cli_only and frontend == "api")] + [
+    pytest.param(case, "stream", id=f"stream:{case.id}") for case in STREAM_CASES]
 
 
 @pytest.mark.parametrize("case, frontend", RUNS)
@@ -354,9 +382,17 @@ def test_bad_input(case, frontend, tiny_model_path, separator, tmp_path, monkeyp
         case.setup(out, monkeypatch)
     before = tree(out)
     try:
-        if frontend == "cli":
+        streamed = []
+        if frontend == "stream":
+            from keras_svs import streaming
+
+            real_stream = streaming.separate_stream
+            monkeypatch.setattr(streaming, "separate_stream",
+                                lambda *a, **k: streamed.append(a[1]) or real_stream(*a, **k))
+        if frontend in ("cli", "stream"):
+            blocks = ["--block-seconds", STREAM_BLOCK] if frontend == "stream" else []
             result = run_cli("separate", path, "--model", tiny_model_path, "-o", out,
-                             "--bit-depth", "32")
+                             "--bit-depth", "32", *blocks)
             assert "Traceback" not in result.output, result.output
             if case.error is None:
                 assert result.exit_code == 0, result.output
@@ -384,6 +420,9 @@ def test_bad_input(case, frontend, tiny_model_path, separator, tmp_path, monkeyp
         monkeypatch.undo()
         if out.is_dir():
             out.chmod(0o700)
+    if (frontend == "stream" and not case.cli_only
+            and (case.frames or N) > float(STREAM_BLOCK) * TINY_RATE * 2):
+        assert streamed, "not separated in blocks"
     if case.error is None:
         assert_separated(path, out, before, case.frames)
     else:

@@ -176,13 +176,13 @@ def test_reads_are_bounded_by_the_block(tiny_separator, tmp_path, monkeypatch):
     path = tmp_path / "in.wav"
     _write_input(path, TINY_RATE, 9.0, channels=1)
     sizes = []
-    original = streaming._Reader.read
+    original = audio.BlockReader.read
 
     def read(self, start, stop):
         sizes.append(stop - start)
         return original(self, start, stop)
 
-    monkeypatch.setattr(streaming._Reader, "read", read)
+    monkeypatch.setattr(audio.BlockReader, "read", read)
     _stream(tiny_separator, path, tmp_path / "out", block_seconds=1.0)
     assert len(sizes) > 10
     assert max(sizes) < 1.2 * TINY_RATE  # 1 s of audio + the STFT and patch context

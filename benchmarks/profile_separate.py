@@ -1,0 +1,91 @@
+"""Where the time of one separation goes, stage by stage (issue 5).
+
+    python benchmarks/profile_separate.py [--seconds 180] [--model PATH] [--repeats 2]
+
+Synthesises the same stereo 44.1 kHz file as separate_speed.py, then runs the stages of
+`Separator.separate_file` one after the other, timing each (best of --repeats after a
+warm-up): decode, resample of the mono mix to the model's rate, the model-rate STFT, the
+model, the mask carried to the input's grid, the input-rate STFT of both channels, the mask
+product and inverse STFT, and the writing of both stems. Prints seconds per stage and the
+share of the total.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from separate_speed import RATE, machine, synthesize  # noqa: E402
+
+
+def stages(separator, path: Path, out: Path) -> dict[str, float]:
+    """Run one separation stage by stage; ``{stage: seconds}``."""
+    import tensorflow as tf
+
+    from keras_svs import audio, spectral
+
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        began = time.perf_counter()
+        value = fn()
+        times[name] = time.perf_counter() - began
+        return value
+
+    x, rate = timed("decode", lambda: audio.read(path))
+    config = separator.config
+    native = config.at_rate(rate)
+    mono = timed("resample", lambda: audio.resample(x.mean(axis=0), rate, config.sample_rate))
+    magnitude = timed("model-rate STFT",
+                      lambda: spectral.magnitude(spectral.stft(mono, config)).numpy())
+    probability = timed("model", lambda: separator.voice_probability(magnitude))
+    spectrum = timed("input-rate STFT", lambda: spectral.stft(x, native))
+    model_mask = spectral.fit_bins(probability, config.bins).numpy()
+    mask = timed("mask to input grid", lambda: spectral.mask_to_grid(
+        model_mask, config, native, int(spectrum.shape[1])))
+    vocals = timed("mask x spectrum + iSTFT", lambda: spectral.istft(
+        spectrum * tf.cast(mask, tf.complex64), native, x.shape[-1]).numpy())
+    timed("write stems", lambda: audio.write_all(
+        {out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, rate, 16))
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    from keras_svs import Separator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        song = Path(tmp) / "song.wav"
+        synthesize(song, args.seconds)
+        separator = Separator(args.model)
+        stages(separator, song, Path(tmp))  # warm-up
+        runs = [stages(separator, song, Path(tmp)) for _ in range(args.repeats)]
+        began = time.perf_counter()
+        separator.separate_file(song, tmp)
+        whole = time.perf_counter() - began
+    best = {k: min(r[k] for r in runs) for k in runs[0]}
+    total = sum(best.values())
+    m = machine()
+    print(f"machine: {m['cpu']}, {m['cores']} cores; {m['date']}")
+    print(f"input: {args.seconds:.0f} s stereo {RATE / 1000:g} kHz; model "
+          f"{separator.settings['preset']}; best of {args.repeats}")
+    for name, seconds in best.items():
+        print(f"  {name:26s} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
+    print(f"  {'sum of stages':26s} {total:7.3f} s  ({args.seconds / total:.1f}x real time)")
+    print(f"  {'separate_file, whole':26s} {whole:7.3f} s  ({args.seconds / whole:.1f}x real time)")
+
+
+if __name__ == "__main__":
+    main()

@@ -409,3 +409,22 @@ def test_skip_bad_with_nothing_left_is_an_error(tmp_path):
     _spoil(data / "clip_0.wav")
     with pytest.raises(DatasetError, match="none of the 1 tracks"), pytest.warns(UserWarning):
         load_splits(data, None, get_preset("tiny"), skip_bad=True)
+
+
+def test_init_starts_from_a_trained_model(trained_run, tmp_path):
+    """``--init``: the run starts from the given model's weights (0 epochs keep them)."""
+    config = TrainConfig(preset="tiny", epochs=0, pretrain_epochs=0, steps_per_epoch=1,
+                         verbose=0, gnsdr_clips=0, init=str(trained_run["model"]))
+    path = train(trained_run["data"], tmp_path / "warm", config)
+    for a, b in zip(load_model(trained_run["model"]).get_weights(),
+                    load_model(path).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_init_refuses_a_model_of_another_preset(trained_run, tmp_path):
+    other = build_model("small")
+    other.save(tmp_path / "small.keras")
+    config = TrainConfig(preset="tiny", epochs=1, pretrain_epochs=0, steps_per_epoch=1,
+                         verbose=0, gnsdr_clips=0, init=str(tmp_path / "small.keras"))
+    with pytest.raises(ValueError, match="small"):
+        train(trained_run["data"], tmp_path / "warm", config)

@@ -175,7 +175,8 @@ def _stderr_is_terminal() -> bool:
 @click.option("--block-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Separate files longer than this in blocks of this many seconds, in "
                    "memory that does not grow with the file's length (same result; not "
-                   "with --plot). Default: whole files at once.")
+                   "with --plot). Default: files over 5 minutes in 30 s blocks, shorter "
+                   "ones whole.")
 @click.option("--plot", is_flag=True,
               help="Also write a separation.png beside the stems (--filename with {stem} = "
                    "separation, {codec} = png): mixture spectrogram, voice mask and the "
@@ -219,12 +220,13 @@ def separate(files, out_dir, model, mask, threshold, mode, stems, filename, code
                 if existing and not overwrite:
                     raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
                 started = time.perf_counter()
-                if block_seconds is not None and not plot and _seconds(path) > block_seconds:
+                block = _block_seconds(block_seconds, path)
+                if block is not None and not plot:
                     from .streaming import separate_file_stream
 
                     written = separate_file_stream(separator, path, out_dir, codec,
                                                    int(bit_depth), stems=stems,
-                                                   block_seconds=block_seconds, paths=plan)
+                                                   block_seconds=block, paths=plan)
                 else:
                     written = separator.separate_file(path, out_dir, codec, int(bit_depth),
                                                       stems=stems, plot=plot, paths=plan)
@@ -261,6 +263,20 @@ def separate(files, out_dir, model, mask, threshold, mode, stems, filename, code
             f"separated, {len(files) - done - failures} not tried")
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} files failed")
+
+
+#: Without --block-seconds, files longer than this many seconds are streamed ...
+AUTO_STREAM_SECONDS = 300.0
+#: ... in blocks of this many seconds.
+AUTO_BLOCK_SECONDS = 30.0
+
+
+def _block_seconds(block_seconds: float | None, path: Path) -> float | None:
+    """The block length to stream ``path`` with, or None to separate it whole."""
+    seconds = _seconds(path)
+    if block_seconds is None:
+        return AUTO_BLOCK_SECONDS if seconds > AUTO_STREAM_SECONDS else None
+    return block_seconds if seconds > block_seconds else None
 
 
 def _seconds(path: Path) -> float:

@@ -190,9 +190,10 @@ def test_reads_are_bounded_by_the_block(tiny_separator, tmp_path, monkeypatch):
 
 def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
     """``keras-svs separate --block-seconds``: long files stream (same output), short ones
-    are separated whole."""
+    are separated whole; without the option, files over AUTO_STREAM_SECONDS stream."""
     from click.testing import CliRunner
 
+    from keras_svs import cli as cli_module
     from keras_svs.cli import main
 
     long, short = tmp_path / "long.wav", tmp_path / "short.wav"
@@ -218,7 +219,12 @@ def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
     blocks = cli(tmp_path / "blocks", "--block-seconds", "1")
     assert streamed == ["long.wav"]
     whole = cli(tmp_path / "whole")
-    assert streamed == ["long.wav"]
+    assert streamed == ["long.wav"]  # both shorter than the default AUTO_STREAM_SECONDS
+    monkeypatch.setattr(cli_module, "AUTO_STREAM_SECONDS", 2.0)  # long.wav lasts 3 s
+    automatic = cli(tmp_path / "auto")
+    assert streamed == ["long.wav", "long.wav"]
+    for key, data in whole.items():
+        np.testing.assert_allclose(automatic[key], data, atol=1e-5)
     for key, data in whole.items():
         np.testing.assert_allclose(blocks[key], data, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "blocks" / "long").iterdir()) == [

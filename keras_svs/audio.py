@@ -183,16 +183,7 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
     plans = []
     for path, data in outputs.items():  # check every destination before creating anything
         path = Path(path)
-        fmt = WRITE_FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise AudioError(
-                f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
-        subtype = _SUBTYPES.get((fmt, bit_depth))
-        if subtype is None:
-            raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
-        if path.is_dir():
-            raise AudioError(f"{path}: is a directory, cannot write a file there")
-        plans.append((path, fmt, subtype, data))
+        plans.append((path, *_encoding(path, bit_depth), data))
     made_dirs: list[Path] = []
     temps: dict[Path, str] = {}
     placed: list[Path] = []
@@ -224,6 +215,20 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
             raise AudioError(f"{path}: cannot be written ({_reason(error)})") from error
         raise
     return [plan[0] for plan in plans]
+
+
+def _encoding(path: Path, bit_depth: int) -> tuple[str, str]:
+    """``(format, subtype)`` libsndfile writes ``path`` with; :class:`AudioError` if the
+    extension, the bit depth or the destination (a folder) cannot be written."""
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
+    subtype = _SUBTYPES.get((fmt, bit_depth))
+    if subtype is None:
+        raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, cannot write a file there")
+    return fmt, subtype
 
 
 def _make_dirs(folder: Path, made: list[Path]) -> None:
@@ -326,16 +331,7 @@ class BlockWriters:
         self.subtypes, self.temps, self.files, self.made = {}, {}, {}, []
         formats = {}
         for key, path in self.paths.items():  # check everything before creating anything
-            fmt = WRITE_FORMATS.get(path.suffix.lower())
-            if fmt is None:
-                raise AudioError(
-                    f"{path}: cannot write this format; use one of {sorted(WRITE_FORMATS)}")
-            subtype = _SUBTYPES.get((fmt, bit_depth))
-            if subtype is None:
-                raise AudioError(f"{path}: {fmt} cannot store {bit_depth}-bit samples")
-            if path.is_dir():
-                raise AudioError(f"{path}: is a directory, cannot write a file there")
-            formats[key], self.subtypes[key] = fmt, subtype
+            formats[key], self.subtypes[key] = _encoding(path, bit_depth)
         key = None
         try:
             for key, path in self.paths.items():

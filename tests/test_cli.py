@@ -424,3 +424,26 @@ def test_batch_progress_bar_only_on_a_terminal(tiny_model_path, short_inputs, tm
                  "-o", tmp_path / "out")  # one file: no bar
     assert result.exit_code == 0, result.output
     assert "separating" not in result.stderr and "1 file, 0.4 s" in result.stderr
+
+
+def test_train_on_a_folder_without_tracks_is_one_error_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio here")
+    result = run("train", "--data", tmp_path / "empty", "--preset", "tiny",
+                 "-o", tmp_path / "run")
+    assert_clean_error(result, "empty", "no audio tracks")
+
+
+def test_train_names_a_bad_clip_and_skip_bad_skips_it(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=4, seconds=1.0)
+    (data / "clip_3.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEbroken")
+    common = ["train", "--data", data, "--preset", "tiny", "--epochs", "1",
+              "--pretrain-epochs", "0", "--steps-per-epoch", "1", "--gnsdr-clips", "0"]
+    result = run(*common, "-o", tmp_path / "run")
+    assert_clean_error(result, "clip_3.wav", "--skip-bad")
+    assert not (tmp_path / "run" / "model.keras").exists()
+    result = run(*common, "-o", tmp_path / "skipped", "--skip-bad")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert any("clip_3" in line for line in warnings), result.stderr
+    assert json.loads((tmp_path / "skipped" / "training.json").read_text())["train_tracks"] == 2

@@ -190,9 +190,7 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
     path = plans[0][0] if plans else None
     try:
         for path, fmt, subtype, data in plans:
-            data = np.atleast_2d(np.asarray(data, dtype=np.float32)).T
-            if subtype.startswith("PCM"):
-                data = np.clip(data, -1.0, 1.0)
+            data = _frames(data, subtype)
             _make_dirs(path.parent, made_dirs)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
                                        dir=path.parent)
@@ -215,6 +213,22 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
             raise AudioError(f"{path}: cannot be written ({_reason(error)})") from error
         raise
     return [plan[0] for plan in plans]
+
+
+def _frames(audio: np.ndarray, subtype: str) -> np.ndarray:
+    """``(channels, samples)`` or ``(samples,)`` float audio as the ``(samples, channels)``
+    array libsndfile writes: clipped to [-1, 1] for integer PCM, and already 16-bit for
+    ``PCM_16`` (converting here is 3x faster than libsndfile's float conversion; the
+    values may differ from libsndfile's by one least significant bit)."""
+    audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    if subtype == "PCM_16":
+        out = np.empty(audio.shape[::-1], np.int16)
+        # libsndfile's scale: reading divides by 32768; +1.0 becomes 32767
+        np.clip(np.rint(audio.T * 32768.0), -32768, 32767, out=out, casting="unsafe")
+        return out
+    if subtype.startswith("PCM"):
+        audio = np.clip(audio, -1.0, 1.0)
+    return np.ascontiguousarray(audio.T)
 
 
 def _encoding(path: Path, bit_depth: int) -> tuple[str, str]:
@@ -350,9 +364,7 @@ class BlockWriters:
         key was not asked for)."""
         if key not in self.files:
             return
-        data = np.ascontiguousarray(np.atleast_2d(block).T, np.float32)
-        if self.subtypes[key].startswith("PCM"):
-            data = np.clip(data, -1.0, 1.0)
+        data = _frames(block, self.subtypes[key])
         try:
             self.files[key].write(data)
         except BaseException as error:

@@ -31,6 +31,8 @@ STEMS = ("vocals", "accompaniment")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 #: Values of patch-model activations kept in memory at once (sets the block size).
 _BLOCK_BUDGET = 2 ** 21
+#: Threads for the STFTs of :meth:`Separator.separate` (scipy.fft ``workers``).
+_WORKERS = os.cpu_count() or 1
 
 
 def default_model_path() -> Path:
@@ -200,17 +202,17 @@ class Separator:
         squeeze = x.ndim == 1
         x = np.atleast_2d(x)
         native = self.config.at_rate(sample_rate)
-        spectrum = spectral.stft(x, native)  # (channels, frames, bins)
+        # the STFTs in NumPy/SciPy on every core: twice as fast as tf.signal here
+        spectrum = spectral.stft_numpy(x, native, workers=_WORKERS)  # (channels, frames, bins)
         if native == self.config:  # the STFT is linear: the mono mix's is the channels' mean
-            mono_spectrum = tf.reduce_mean(spectrum, axis=0)
+            mono_spectrum = spectrum.mean(axis=0)
         else:
             mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
-            mono_spectrum = spectral.stft(mono, self.config)
-        model_mask = self.voice_mask(spectral.magnitude(mono_spectrum).numpy())
+            mono_spectrum = spectral.stft_numpy(mono, self.config, workers=_WORKERS)
+        model_mask = self.voice_mask(np.abs(mono_spectrum))
         self.last_mask = model_mask
-        mask = spectral.mask_to_grid(model_mask, self.config, native, spectrum.shape[1])
-        vocals = spectral.istft(spectrum * tf.cast(mask, tf.complex64), native,
-                                x.shape[-1]).numpy()
+        spectrum *= spectral.mask_to_grid(model_mask, self.config, native, spectrum.shape[1])
+        vocals = spectral.istft_numpy(spectrum, native, x.shape[-1], workers=_WORKERS)
         stems = {"vocals": vocals, "accompaniment": x - vocals}
         return {k: v[0] if squeeze else v for k, v in stems.items()}
 

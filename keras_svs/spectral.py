@@ -151,12 +151,14 @@ def istft(spectrum: tf.Tensor, config: StftConfig, length: int | tf.Tensor) -> t
     return signal[..., config.pad:config.pad + length]
 
 
-def stft_numpy(signal: np.ndarray, config: StftConfig, padded: bool = True) -> np.ndarray:
+def stft_numpy(signal: np.ndarray, config: StftConfig, padded: bool = True,
+               workers: int = 1) -> np.ndarray:
     """:func:`stft` in NumPy (same frames, same values to float32 rounding).
 
     Args:
         signal: float ``(..., samples)``.
         config, padded: as in :func:`stft`.
+        workers: threads for the FFTs (``scipy.fft``'s ``workers``; -1: every core).
 
     Returns:
         complex64 ``(..., frames, config.bins)``.
@@ -171,35 +173,37 @@ def stft_numpy(signal: np.ndarray, config: StftConfig, padded: bool = True) -> n
         return np.zeros((*x.shape[:-1], 0, config.bins), np.complex64)
     frames = np.lib.stride_tricks.sliding_window_view(x, config.win_length, axis=-1)
     frames = frames[..., ::config.hop_length, :] * window_numpy(config)
-    return scipy.fft.rfft(frames, n=config.n_fft, axis=-1).astype(np.complex64, copy=False)
+    return scipy.fft.rfft(frames, n=config.n_fft, axis=-1, workers=workers).astype(
+        np.complex64, copy=False)
 
 
-def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int) -> np.ndarray:
-    """:func:`istft` in NumPy: ``(..., frames, bins)`` complex -> float32 ``(..., length)``."""
-    spectrum = np.asarray(spectrum)
+def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int,
+                workers: int = 1) -> np.ndarray:
+    """:func:`istft` in NumPy: ``(..., frames, bins)`` complex -> float32 ``(..., length)``.
+
+    ``workers``: threads for the FFTs, as in :func:`stft_numpy`.
+    """
+    spectrum = np.asarray(spectrum, np.complex64)
     win, hop = config.win_length, config.hop_length
     w = window_numpy(config).astype(np.float64)
     # tf.signal.inverse_stft_window_fn: the window over the sum of its overlapping squares
     squares = np.pad(w ** 2, (0, -win % hop)).reshape(-1, hop).sum(0)
-    inverse = w / np.tile(squares, -(-win // hop))[:win]
-    frames = scipy.fft.irfft(spectrum, n=config.n_fft, axis=-1)[..., :win] * inverse
-    count = frames.shape[-2]
-    out = np.zeros((*frames.shape[:-2], (count - 1) * hop + win if count else 0))
-    for k in range(-(-win // hop)):  # overlap-add, one hop-sized slice of each frame at a time
+    inverse = (w / np.tile(squares, -(-win // hop))[:win]).astype(np.float32)
+    frames = scipy.fft.irfft(spectrum, n=config.n_fft, axis=-1, workers=workers)[..., :win]
+    frames *= inverse
+    count, lead = frames.shape[-2], frames.shape[:-2]
+    # overlap-add, one hop-sized slice of every frame at a time: slice k of frame i lands
+    # at hop (i + k) of the output
+    slices = -(-win // hop)
+    out = np.zeros((*lead, (count + slices) * hop), np.float32)
+    hops = out.reshape(*lead, count + slices, hop)
+    for k in range(slices):
         piece = frames[..., k * hop:(k + 1) * hop]
-        width = piece.shape[-1]
-        index = np.arange(count) * hop + k * hop
-        block = out[..., k * hop:k * hop + count * hop].reshape(*out.shape[:-1], -1, hop) \
-            if width == hop and k * hop + count * hop <= out.shape[-1] else None
-        if block is not None:
-            block += piece
-        else:
-            for i in range(count):
-                out[..., index[i]:index[i] + width] += piece[..., i, :]
+        hops[..., k:k + count, :piece.shape[-1]] += piece
     result = out[..., config.pad:config.pad + length]
     if result.shape[-1] < length:
         result = np.pad(result, [(0, 0)] * (result.ndim - 1) + [(0, length - result.shape[-1])])
-    return result.astype(np.float32)
+    return np.ascontiguousarray(result)
 
 
 def magnitude(spectrum: tf.Tensor) -> tf.Tensor:

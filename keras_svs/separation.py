@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from . import audio, spectral
 from .models import load_model, settings, stft_config
+from .models.inference import inference_model
 
 MASKS = ("soft", "binary", "thresholded")
 MODES = ("average", "centre")
@@ -143,10 +144,10 @@ class Separator:
             self._predict = tf.function(
                 lambda x: patch_probabilities(self.model, x, self.hop, self._weights),
                 input_signature=[tf.TensorSpec([segment, bins], tf.float32)])
-        else:
+        else:  # the same function, folded for speed (keras_svs.models.inference)
+            fast = inference_model(self.model)
             self._predict = tf.function(
-                lambda x: tf.cast(self.model(x[tf.newaxis], training=False)[0, ..., 0],
-                                  tf.float32),
+                lambda x: tf.cast(fast(x[tf.newaxis], training=False)[0, ..., 0], tf.float32),
                 input_signature=[tf.TensorSpec([None, bins], tf.float32)], reduce_retracing=True)
 
     # -- spectrogram level ------------------------------------------------------------

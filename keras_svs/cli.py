@@ -335,11 +335,11 @@ def _seconds(path: Path) -> float:
                    "(15%% for the autoencoder stage); the cosine schedule follows.")
 @click.option("--gnsdr-clips", type=click.IntRange(0), default=3, show_default=True,
               help="Log voice GNSDR on this many validation clips (val_gnsdr); 0: off.")
+@click.option("--gnsdr-every", type=click.IntRange(1), default=1, show_default=True,
+              help="... every this many fine-tuning epochs.")
 @click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from this trained model of the same preset (warm start; "
                    "combine with --pretrain-epochs 0).")
-@click.option("--gnsdr-every", type=click.IntRange(1), default=1, show_default=True,
-              help="... every this many fine-tuning epochs.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip tracks that cannot be used (unreadable, stems of different lengths, "
                    "NaN samples) with a warning, instead of stopping.")

@@ -28,9 +28,8 @@ from separate_speed import RATE, machine, synthesize  # noqa: E402
 
 def stages(separator, path: Path, out: Path) -> dict[str, float]:
     """Run one separation stage by stage; ``{stage: seconds}``."""
-    import tensorflow as tf
-
     from keras_svs import audio, spectral
+    from keras_svs.separation import _WORKERS
 
     times: dict[str, float] = {}
 
@@ -44,15 +43,16 @@ def stages(separator, path: Path, out: Path) -> dict[str, float]:
     config = separator.config
     native = config.at_rate(rate)
     mono = timed("resample", lambda: audio.resample(x.mean(axis=0), rate, config.sample_rate))
-    magnitude = timed("model-rate STFT",
-                      lambda: spectral.magnitude(spectral.stft(mono, config)).numpy())
+    magnitude = timed("model-rate STFT", lambda: np.abs(
+        spectral.stft_numpy(mono, config, workers=_WORKERS)))
     probability = timed("model", lambda: separator.voice_probability(magnitude))
-    spectrum = timed("input-rate STFT", lambda: spectral.stft(x, native))
+    spectrum = timed("input-rate STFT",
+                     lambda: spectral.stft_numpy(x, native, workers=_WORKERS))
     model_mask = spectral.fit_bins(probability, config.bins).numpy()
     mask = timed("mask to input grid", lambda: spectral.mask_to_grid(
         model_mask, config, native, int(spectrum.shape[1])))
-    vocals = timed("mask x spectrum + iSTFT", lambda: spectral.istft(
-        spectrum * tf.cast(mask, tf.complex64), native, x.shape[-1]).numpy())
+    vocals = timed("mask x spectrum + iSTFT", lambda: spectral.istft_numpy(
+        spectrum * mask, native, x.shape[-1], workers=_WORKERS))
     timed("write stems", lambda: audio.write_all(
         {out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, rate, 16))
     return times

@@ -278,13 +278,27 @@ def mask_to_grid(mask: np.ndarray, source: StftConfig, target: StftConfig,
 
 def _interp_axis(values: np.ndarray, x_src: np.ndarray, x_dst: np.ndarray,
                  axis: int) -> np.ndarray:
-    """Piecewise-linear resampling of ``values`` along ``axis`` (clamped at both ends)."""
+    """Piecewise-linear resampling of ``values`` along ``axis`` (clamped at both ends;
+    ``x_dst`` ascending). Float32; the clamped tail (e.g. the bins above a model's band) is
+    copied rather than interpolated."""
+    values = np.asarray(values, np.float32)
     position = np.interp(x_dst, x_src, np.arange(len(x_src), dtype=np.float64))
-    low = np.floor(position).astype(int)
+    head = int(np.searchsorted(position, len(x_src) - 1, side="left"))  # then clamped
+    low = np.floor(position[:head]).astype(int)
     high = np.minimum(low + 1, len(x_src) - 1)
-    frac = (position - low).astype(np.float32)
     shape = [1, 1]
     shape[axis] = -1
-    frac = frac.reshape(shape)
-    return (np.take(values, low, axis=axis) * (1 - frac)
-            + np.take(values, high, axis=axis) * frac)
+    frac = (position[:head] - low).astype(np.float32).reshape(shape)
+    out_shape = list(values.shape)
+    out_shape[axis] = len(x_dst)
+    out = np.empty(out_shape, np.float32)
+    index = [slice(None), slice(None)]
+    index[axis] = slice(0, head)
+    start = np.take(values, low, axis=axis)
+    np.multiply(np.take(values, high, axis=axis) - start, frac, out=out[tuple(index)])
+    out[tuple(index)] += start
+    index[axis] = slice(head, None)
+    last = [slice(None), slice(None)]
+    last[axis] = slice(len(x_src) - 1, len(x_src))
+    out[tuple(index)] = values[tuple(last)]
+    return out

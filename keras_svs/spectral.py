@@ -23,6 +23,10 @@ import numpy as np
 import scipy.fft
 
 
+#: Frames transformed at a time by :func:`stft_numpy` and :func:`istft_numpy`.
+_CHUNK = 512
+
+
 @dataclasses.dataclass(frozen=True)
 class StftConfig:
     """STFT settings.
@@ -172,9 +176,14 @@ def stft_numpy(signal: np.ndarray, config: StftConfig, padded: bool = True,
     if x.shape[-1] < config.win_length:
         return np.zeros((*x.shape[:-1], 0, config.bins), np.complex64)
     frames = np.lib.stride_tricks.sliding_window_view(x, config.win_length, axis=-1)
-    frames = frames[..., ::config.hop_length, :] * window_numpy(config)
-    return scipy.fft.rfft(frames, n=config.n_fft, axis=-1, workers=workers).astype(
-        np.complex64, copy=False)
+    frames = frames[..., ::config.hop_length, :]
+    w = window_numpy(config)
+    out = np.empty((*frames.shape[:-1], config.bins), np.complex64)
+    for start in range(0, frames.shape[-2], _CHUNK):  # chunks: windowed copies stay small
+        piece = frames[..., start:start + _CHUNK, :] * w
+        out[..., start:start + _CHUNK, :] = scipy.fft.rfft(piece, n=config.n_fft, axis=-1,
+                                                           workers=workers)
+    return out
 
 
 def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int,
@@ -189,17 +198,20 @@ def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int,
     # tf.signal.inverse_stft_window_fn: the window over the sum of its overlapping squares
     squares = np.pad(w ** 2, (0, -win % hop)).reshape(-1, hop).sum(0)
     inverse = (w / np.tile(squares, -(-win // hop))[:win]).astype(np.float32)
-    frames = scipy.fft.irfft(spectrum, n=config.n_fft, axis=-1, workers=workers)[..., :win]
-    frames *= inverse
-    count, lead = frames.shape[-2], frames.shape[:-2]
+    count, lead = spectrum.shape[-2], spectrum.shape[:-2]
     # overlap-add, one hop-sized slice of every frame at a time: slice k of frame i lands
-    # at hop (i + k) of the output
+    # at hop (i + k) of the output; in chunks of frames, so the frames stay small
     slices = -(-win // hop)
     out = np.zeros((*lead, (count + slices) * hop), np.float32)
     hops = out.reshape(*lead, count + slices, hop)
-    for k in range(slices):
-        piece = frames[..., k * hop:(k + 1) * hop]
-        hops[..., k:k + count, :piece.shape[-1]] += piece
+    for start in range(0, count, _CHUNK):
+        frames = scipy.fft.irfft(spectrum[..., start:start + _CHUNK, :], n=config.n_fft,
+                                 axis=-1, workers=workers)[..., :win]
+        frames *= inverse
+        n = frames.shape[-2]
+        for k in range(slices):
+            piece = frames[..., k * hop:(k + 1) * hop]
+            hops[..., start + k:start + k + n, :piece.shape[-1]] += piece
     result = out[..., config.pad:config.pad + length]
     if result.shape[-1] < length:
         result = np.pad(result, [(0, 0)] * (result.ndim - 1) + [(0, length - result.shape[-1])])

@@ -279,3 +279,19 @@ def test_stft_numpy_shorter_than_a_window_unpadded_is_empty():
     x = np.zeros(TINY.win_length - 1, np.float32)
     assert spectral.stft_numpy(x, TINY, padded=False).shape == (0, TINY.bins)
     assert spectral.stft_numpy(x, TINY).shape == (TINY.num_frames(len(x)), TINY.bins)
+
+
+@pytest.mark.parametrize("name", ["tiny", "odd_window"])
+def test_numpy_transforms_in_chunks_match_tensorflow(monkeypatch, name):
+    """Long signals are transformed a few frames at a time: chunk edges change nothing."""
+    monkeypatch.setattr(spectral, "_CHUNK", 7)
+    config = NUMPY_CONFIGS[name]
+    x = np.random.default_rng(8).uniform(-1, 1, (2, 40 * config.hop_length + 3)).astype(
+        np.float32)
+    spectrum = spectral.stft_numpy(x, config, workers=2)
+    assert spectrum.shape[-2] > 3 * 7
+    assert _relative(spectrum, spectral.stft(x, config).numpy()) < 1e-5
+    y = spectral.istft_numpy(spectrum, config, x.shape[-1], workers=2)
+    assert _relative(y, x) < 1e-5
+    assert _relative(y, spectral.istft(tf.constant(spectrum), config, x.shape[-1]).numpy()) \
+        < 1e-5

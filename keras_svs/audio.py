@@ -164,7 +164,8 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
 
 def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path]:
     """Write several files all or nothing: each to a temporary file beside it, and only
-    when all are complete are they renamed into place.
+    when all are complete are they renamed into place (:class:`BlockWriters`, one block
+    per file).
 
     A failure (full disk, no permission, bad folder) removes the temporary files and the
     folders this call created, so none of the destinations is created or changed (and
@@ -180,39 +181,14 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
     Raises:
         AudioError: naming the file that could not be written.
     """
-    plans = []
-    for path, data in outputs.items():  # check every destination before creating anything
-        path = Path(path)
-        plans.append((path, *_encoding(path, bit_depth), data))
-    made_dirs: list[Path] = []
-    temps: dict[Path, str] = {}
-    placed: list[Path] = []
-    path = plans[0][0] if plans else None
-    try:
-        for path, fmt, subtype, data in plans:
-            data = _frames(data, subtype)
-            _make_dirs(path.parent, made_dirs)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
-                                       dir=path.parent)
-            os.close(fd)
-            temps[path] = tmp
-            sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-            placed.append(path)
-    except BaseException as error:
-        for tmp in temps.values():
-            Path(tmp).unlink(missing_ok=True)
-        for done in placed:
-            done.unlink(missing_ok=True)
-        for folder in reversed(made_dirs):
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        if isinstance(error, Exception) and not isinstance(error, AudioError):
-            raise AudioError(f"{path}: cannot be written ({_reason(error)})") from error
-        raise
-    return [plan[0] for plan in plans]
+    arrays = {Path(path): np.atleast_2d(np.asarray(data, np.float32))
+              for path, data in outputs.items()}
+    writers = BlockWriters({path: path for path in arrays}, sample_rate,
+                           {path: data.shape[0] for path, data in arrays.items()}, bit_depth)
+    for path, data in arrays.items():
+        writers.write(path, data)
+    writers.commit()
+    return list(arrays)
 
 
 def _frames(audio: np.ndarray, subtype: str) -> np.ndarray:
@@ -333,15 +309,19 @@ class BlockWriters:
 
     Args:
         paths: ``{key: destination}``; the extension picks the format as in :func:`write`.
-        sample_rate, channels: of every file.
+        sample_rate: of every file.
+        channels: of every file, or ``{key: channels}``.
         bit_depth: 16 or 24 (integer PCM) or 32 (float WAV).
 
     Raises:
         AudioError: naming the file that cannot be written.
     """
 
-    def __init__(self, paths: dict, sample_rate: int, channels: int, bit_depth: int = 16):
+    def __init__(self, paths: dict, sample_rate: int, channels: int | dict,
+                 bit_depth: int = 16):
         self.paths = {key: Path(p) for key, p in paths.items()}
+        if not isinstance(channels, dict):
+            channels = dict.fromkeys(self.paths, channels)
         self.subtypes, self.temps, self.files, self.made = {}, {}, {}, []
         formats = {}
         for key, path in self.paths.items():  # check everything before creating anything
@@ -354,7 +334,7 @@ class BlockWriters:
                                            dir=path.parent)
                 os.close(fd)
                 self.temps[key] = Path(tmp)
-                self.files[key] = sf.SoundFile(tmp, "w", int(sample_rate), int(channels),
+                self.files[key] = sf.SoundFile(tmp, "w", int(sample_rate), int(channels[key]),
                                                self.subtypes[key], format=formats[key])
         except BaseException as error:
             self._fail(key, error)

@@ -166,20 +166,21 @@ def unwritable_output(out: Path, monkeypatch) -> None:
 
 
 def full_disk(at_write: int):
-    """The disk fills up during the ``at_write``-th stem: half its bytes reach the disk,
-    then the write fails with ENOSPC (as ``soundfile.write``, which ``audio`` calls)."""
+    """The disk fills up during the ``at_write``-th stem: half its frames reach the disk,
+    then the write fails with ENOSPC (in ``soundfile.SoundFile.write``, which ``audio``
+    calls once per stem for a whole file)."""
     def setup(out: Path, monkeypatch) -> None:
-        real = sf.write
+        real = sf.SoundFile.write
         calls = []
 
-        def write(file, data, *args, **kwargs):
-            calls.append(file)
+        def write(self, data):
+            calls.append(self.name)
             if len(calls) < at_write:
-                return real(file, data, *args, **kwargs)
-            real(file, data[:len(data) // 2], *args, **kwargs)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fsdecode(file))
+                return real(self, data)
+            real(self, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
 
-        monkeypatch.setattr(sf, "write", write)
+        monkeypatch.setattr(sf.SoundFile, "write", write)
     return setup
 
 

@@ -77,15 +77,18 @@ class StftConfig:
     def at_rate(self, sample_rate: int) -> "StftConfig":
         """The same settings in seconds and Hz at another sample rate.
 
-        Window and hop keep their durations (rounded to samples); the FFT size is the next
-        power of two that keeps at least the same frequency resolution.
+        Window and hop keep their durations (rounded to samples); the FFT size is the
+        smallest even size with no prime factor above 5 (fast for every FFT library) that
+        keeps at least the same frequency resolution: 2880 for a 1024-point FFT at 16 kHz
+        carried to 44.1 kHz (a power of two, 4096, would cost 40 % more).
         """
         if sample_rate == self.sample_rate:
             return self
         ratio = sample_rate / self.sample_rate
         win = max(2, round(self.win_length * ratio))
         hop = max(1, min(win, round(self.hop_length * ratio)))
-        n_fft = max(win, 2 ** math.ceil(math.log2(self.n_fft * ratio)))
+        half = scipy.fft.next_fast_len(math.ceil(self.n_fft * ratio / 2), real=True)
+        n_fft = max(win, 2 * half)
         return StftConfig(sample_rate, n_fft, win, hop)
 
 

@@ -147,7 +147,10 @@ def test_at_rate():
     assert c.sample_rate == 44100
     assert c.win_length == round(256 * 44100 / 8000)
     assert c.hop_length == round(64 * 44100 / 8000)
-    assert c.n_fft == 2048  # next power of two of 256 * 5.5125
+    assert c.n_fft == 1440  # 2 x 720 = 2^5 3^2 5 >= 256 * 5.5125 = 1411.2
+    assert StftConfig(16000, 1024, 1024, 256).at_rate(44100) == StftConfig(
+        44100, 2880, 2822, 706)
+    assert StftConfig(16000, 1024, 1024, 256).at_rate(48000).n_fft == 3072
     # durations kept, frequency resolution at least as fine
     assert c.win_length / 44100 == pytest.approx(256 / 8000, rel=1e-3)
     assert 44100 / c.n_fft <= 8000 / 256

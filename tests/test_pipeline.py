@@ -224,22 +224,29 @@ def test_short_clips_are_zero_padded_without_bleed():
     assert 0 in hits
 
 
-def test_remix_combines_sources_of_different_clips():
-    decoded = synth_decoded([SEG, SEG, SEG])
-    tracks = [decoded.track(i) for i in range(3)]
+def assert_remixed(decoded, x, y) -> None:
+    """Every patch of the batch ``(x, y)`` is ``|V_i + A_j|`` of two of ``decoded``'s clips
+    (at gain 0 dB) with that pair's IBM as its label, and some pairs mix different clips."""
+    count = len(decoded.lengths)
+    tracks = [decoded.track(i) for i in range(count)]
     combos = {(i, j): oracle_example(tracks[i][0], tracks[j][1])
-              for i in range(3) for j in range(3)}
+              for i in range(count) for j in range(count)}
     keys = list(combos)
-    x, y = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=1.0,
-                                                 gain_db=0.0, batch_size=24, seed=4))
     pairs = []
     for xi, yi in zip(x, y):
         k = match(xi, [combos[key] for key in keys])
-        assert k is not None
+        assert k is not None, "remixed patch is not |V_i + A_j| of any two clips"
         _, target, ties = combos[keys[k]]
         np.testing.assert_array_equal(yi[~ties], target[~ties])
         pairs.append(keys[k])
     assert any(i != j for i, j in pairs)
+
+
+def test_remix_combines_sources_of_different_clips():
+    decoded = synth_decoded([SEG, SEG, SEG])
+    x, y = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=1.0,
+                                                 gain_db=0.0, batch_size=24, seed=4))
+    assert_remixed(decoded, x, y)
 
 
 def test_gain_and_pitch_augmentation_change_patches():

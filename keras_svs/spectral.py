@@ -80,7 +80,7 @@ class StftConfig:
         Window and hop keep their durations (rounded to samples); the FFT size is the
         smallest even size with no prime factor above 5 (fast for every FFT library) that
         keeps at least the same frequency resolution: 2880 for a 1024-point FFT at 16 kHz
-        carried to 44.1 kHz (a power of two, 4096, would cost 40 % more).
+        carried to 44.1 kHz (the next power of two, 4096, is a 42 % longer FFT).
         """
         if sample_rate == self.sample_rate:
             return self

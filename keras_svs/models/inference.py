@@ -10,8 +10,8 @@ Three exact rewrites (equal up to float32 rounding, ~1e-6 on the probabilities):
   maps are shifted and summed;
 * **sub-pixel transposed convolutions**: a 5 x 5 stride-2 ``same`` transposed convolution
   equals a 3 x 3 convolution with four times the output channels, one group per output
-  phase (even/odd frame x even/odd bin), followed by a pixel shuffle. TensorFlow's CPU
-  kernels run the full-resolution level this way about 2-3x faster.
+  phase (even/odd frame x even/odd bin), followed by a pixel shuffle, which TensorFlow's
+  CPU kernels run faster than its transposed convolution.
 
 Built with Keras layers only, from the weights of a model made by
 :func:`keras_svs.models.unet.unet_body`; used by :class:`keras_svs.separation.Separator`.

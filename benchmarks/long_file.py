@@ -1,9 +1,10 @@
 """Streaming separation of a long file: memory, time and exact output length (issue 5).
 
-    python benchmarks/long_file.py [--minutes 60] [--block-seconds 30] [--dir DIR] [--json OUT]
+    python benchmarks/long_file.py [--minutes 60] [--block-seconds S] [--dir DIR] [--json OUT]
 
 Synthesises a stereo 44.1 kHz 16-bit WAV of MINUTES minutes block by block (never the whole
-signal in memory), then runs `keras-svs separate FILE --block-seconds SECONDS` in a subprocess
+signal in memory), then runs `keras-svs separate FILE` (default settings: files over 5 minutes
+stream in 10 s blocks; `--block-seconds S` passes that option) in a subprocess
 and reports the child's peak RSS (`os.wait4`), its wall time (process start to exit: imports
 and model load included) and the CLI's own separation time, the real-time factors, and checks
 that both stems have exactly the input's frames, rate and channels and that they are not
@@ -29,6 +30,8 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from separate_speed import RATE, machine, synthesize  # noqa: E402
+
+from keras_svs.cli import AUTO_STREAM_SECONDS  # noqa: E402
 
 TOLERANCE = 4 / 32768  # a few 16-bit steps: each of the three files was rounded once
 
@@ -80,7 +83,8 @@ def check(song: Path, stems: dict[str, Path], block: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--block-seconds", type=float, default=30.0)
+    parser.add_argument("--block-seconds", type=float, default=None,
+                        help="pass --block-seconds to keras-svs separate (default: its own)")
     parser.add_argument("--model", default=None, help="keras-svs model (default: the shipped one)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="keep the files here (default: a temporary folder)")
@@ -96,8 +100,9 @@ def main() -> None:
         print(f"synthesised {frames / RATE / 60:.2f} min ({song.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
         out_dir = folder / "separated"
-        argv = keras_svs_command() + ["separate", str(song), "-o", str(out_dir), "--overwrite",
-                                      "--block-seconds", str(args.block_seconds)]
+        argv = keras_svs_command() + ["separate", str(song), "-o", str(out_dir), "--overwrite"]
+        if args.block_seconds is not None:
+            argv += ["--block-seconds", str(args.block_seconds)]
         if args.model:
             argv += ["--model", str(args.model)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
@@ -116,13 +121,14 @@ def main() -> None:
         separate_seconds = float(match.group(1)) if match else None
         stems = {s: out_dir / song.stem / f"{s}.wav" for s in ("vocals", "accompaniment")}
         began = time.perf_counter()
-        checked = check(song, stems, block=int(args.block_seconds * RATE))
+        checked = check(song, stems, block=int((args.block_seconds or 10.0) * RATE))
         check_seconds = time.perf_counter() - began
     seconds = frames / RATE
     summary = {"machine": host, "input": {"minutes": seconds / 60, "frames": frames, "rate": RATE,
                                           "channels": 2, "format": "WAV PCM_16"},
                "block_seconds": args.block_seconds, "command": " ".join(argv),
-               "streamed": seconds > args.block_seconds,
+               "streamed": seconds > (AUTO_STREAM_SECONDS if args.block_seconds is None
+                                      else args.block_seconds),
                "peak_rss_mb": usage.ru_maxrss / 1024, "wall_seconds": wall,
                "real_time_factor": seconds / wall, "separate_seconds": separate_seconds,
                "separate_real_time_factor": seconds / separate_seconds if separate_seconds else None,
@@ -130,8 +136,9 @@ def main() -> None:
     print(f"machine: {host['cpu']}, {host['cores']} cores, {host['platform']}; date {host['date']}; "
           f"1-min load average {host['load_average_1min']}")
     print(f"input: {seconds / 60:.2f} min stereo 44.1 kHz 16-bit WAV ({frames:,} frames); "
-          f"keras-svs separate --block-seconds {args.block_seconds:g}"
-          + ("" if summary["streamed"] else " (not streamed: the file is not longer than a block)"))
+          + ("keras-svs separate (default settings)" if args.block_seconds is None
+             else f"keras-svs separate --block-seconds {args.block_seconds:g}")
+          + ("" if summary["streamed"] else " (not streamed: the file is too short)"))
     print(f"child: peak RSS {summary['peak_rss_mb']:.0f} MB; wall {wall:.1f} s "
           f"({summary['real_time_factor']:.1f}x real time, imports and model load included)"
           + (f"; separation {separate_seconds:.1f} s "

@@ -175,7 +175,7 @@ def _stderr_is_terminal() -> bool:
 @click.option("--block-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Separate files longer than this in blocks of this many seconds, in "
                    "memory that does not grow with the file's length (same result; not "
-                   "with --plot). Default: files over 5 minutes in 30 s blocks, shorter "
+                   "with --plot). Default: files over 5 minutes in 10 s blocks, shorter "
                    "ones whole.")
 @click.option("--plot", is_flag=True,
               help="Also write a separation.png beside the stems (--filename with {stem} = "
@@ -268,7 +268,7 @@ def separate(files, out_dir, model, mask, threshold, mode, stems, filename, code
 #: Without --block-seconds, files longer than this many seconds are streamed ...
 AUTO_STREAM_SECONDS = 300.0
 #: ... in blocks of this many seconds.
-AUTO_BLOCK_SECONDS = 30.0
+AUTO_BLOCK_SECONDS = 10.0  # streaming.DEFAULT_BLOCK_SECONDS; not imported, so --help stays fast
 
 
 def _block_seconds(block_seconds: float | None, path: Path) -> float | None:

@@ -43,6 +43,19 @@ def default_model_path() -> Path:
     return DEFAULT_MODEL
 
 
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the operating system (glibc's ``malloc_trim``; a no-op
+    elsewhere). Loading a model and each large TensorFlow call leave tens to hundreds of MB
+    of freed but still resident heap behind, which would count towards the process's peak
+    memory at the next call (measured for :mod:`keras_svs.streaming`)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def make_mask(probability: np.ndarray | tf.Tensor, kind: str, threshold: float):
     """Voice mask from voice probabilities (numpy or tf, any shape).
 
@@ -123,8 +136,13 @@ class Separator:
     def __init__(self, model: str | os.PathLike | keras.Model | None = None,
                  mask: str | None = None, threshold: float | None = None,
                  mode: str = "average"):
-        self.model = model if isinstance(model, keras.Model) else load_model(
+        loaded = model if isinstance(model, keras.Model) else load_model(
             model if model is not None else default_model_path())
+        #: the Keras model that computes the probabilities: for a U-Net its inference form
+        #: (:func:`keras_svs.models.inference.inference_model`: the same function; the
+        #: training form is not kept, which saves its weights' memory), else ``model``
+        self.model = inference_model(loaded)
+        del loaded
         self.settings = settings(self.model)
         self.config = stft_config(self.model)
         self.mask = mask or self.settings["mask"]
@@ -144,11 +162,12 @@ class Separator:
             self._predict = tf.function(
                 lambda x: patch_probabilities(self.model, x, self.hop, self._weights),
                 input_signature=[tf.TensorSpec([segment, bins], tf.float32)])
-        else:  # the same function, folded for speed (keras_svs.models.inference)
-            fast = inference_model(self.model)
+        else:  # fully convolutional: any number of frames (a multiple of time_multiple)
             self._predict = tf.function(
-                lambda x: tf.cast(fast(x[tf.newaxis], training=False)[0, ..., 0], tf.float32),
+                lambda x: tf.cast(self.model(x[tf.newaxis], training=False)[0, ..., 0],
+                                  tf.float32),
                 input_signature=[tf.TensorSpec([None, bins], tf.float32)], reduce_retracing=True)
+        release_free_memory()  # loading leaves ~100 MB of freed heap behind
 
     # -- spectrogram level ------------------------------------------------------------
     def voice_probability(self, magnitude: np.ndarray) -> np.ndarray:

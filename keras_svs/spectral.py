@@ -195,6 +195,22 @@ def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int,
 
     ``workers``: threads for the FFTs, as in :func:`stft_numpy`.
     """
+    out = overlap_add_numpy(spectrum, config, workers)
+    result = out[..., config.pad:config.pad + length]
+    if result.shape[-1] < length:
+        result = np.pad(result, [(0, 0)] * (result.ndim - 1) + [(0, length - result.shape[-1])])
+    return np.ascontiguousarray(result)
+
+
+def overlap_add_numpy(spectrum: np.ndarray, config: StftConfig,
+                      workers: int = 1) -> np.ndarray:
+    """The frames' inverse FFTs, windowed for exact reconstruction, overlap-added (what
+    ``tf.signal.inverse_stft`` with ``inverse_stft_window_fn`` computes):
+    ``(..., frames, bins)`` complex -> float32 ``(..., (frames - 1) * hop + win)``, sample 0
+    at the first frame's start (no padding removed).
+
+    ``workers``: threads for the FFTs, as in :func:`stft_numpy`.
+    """
     spectrum = np.asarray(spectrum, np.complex64)
     win, hop = config.win_length, config.hop_length
     w = window_numpy(config).astype(np.float64)
@@ -215,10 +231,7 @@ def istft_numpy(spectrum: np.ndarray, config: StftConfig, length: int,
         for k in range(slices):
             piece = frames[..., k * hop:(k + 1) * hop]
             hops[..., start + k:start + k + n, :piece.shape[-1]] += piece
-    result = out[..., config.pad:config.pad + length]
-    if result.shape[-1] < length:
-        result = np.pad(result, [(0, 0)] * (result.ndim - 1) + [(0, length - result.shape[-1])])
-    return np.ascontiguousarray(result)
+    return out[..., :max(0, (count - 1) * hop + win)]
 
 
 def magnitude(spectrum: tf.Tensor) -> tf.Tensor:

@@ -16,9 +16,9 @@ How the blocks stay exact:
   blocks start on the patch grid, as in :meth:`Separator.voice_probability`); for fully
   convolutional models (U-Net) the blocks and their context start at multiples of the
   model's ``time_multiple`` (so every stride-2 level sees the same grid as the one-piece
-  call) and the context is :data:`UNET_CONTEXT_MULTIPLES` ``* time_multiple`` frames (384 for
-  six levels; the measured receptive field of the six-level U-Net is 309 frames on either
-  side). The frames past the end up to the next multiple are zero magnitudes, as in the
+  call) and the context is :data:`UNET_CONTEXT_MULTIPLES` ``* time_multiple`` frames (320 for
+  six levels; a change of one input frame reaches at most 309 output frames on either side,
+  ``tests/test_streaming.py``). The frames past the end up to the next multiple are zero magnitudes, as in the
   one-piece call.
 * **Rates.** When the file's rate differs from the model's, its mono mix is resampled with
   ``soxr.ResampleStream`` (quality HQ) in chunks; this is bit-identical to the one-shot
@@ -28,7 +28,8 @@ How the blocks stay exact:
 * **Mask to the input's grid.** The model-rate mask is interpolated to the input's frame
   times and bins exactly as :func:`spectral.mask_to_grid` does, from the few model frames
   around each block.
-* **Inverse STFT.** Each block's frames are inverted with ``tf.signal.inverse_stft``; the
+* **Inverse STFT.** Each block's frames are inverted and overlap-added
+  (:func:`spectral.overlap_add_numpy`, as ``tf.signal.inverse_stft``); the
   last ``win - hop`` samples of its overlap-add (still missing later frames) are carried to
   the next block.
 
@@ -47,14 +48,18 @@ import numpy as np
 import tensorflow as tf
 
 from . import audio, spectral
-from .separation import STEMS, Separator, make_mask, patch_probabilities
+from .separation import STEMS, Separator, make_mask, patch_probabilities, release_free_memory
 
-#: Default block length in seconds of :func:`separate_stream`.
-DEFAULT_BLOCK_SECONDS = 30.0
+#: Default block length in seconds of :func:`separate_stream`: with the shipped U-Net a
+#: model call then sees 640 + 2 x 320 frames, and the process peaks near 0.9 GB
+#: (``benchmarks/long_file.py``); longer blocks cost less context but more memory.
+DEFAULT_BLOCK_SECONDS = 10.0
 #: Context of fully convolutional models on each side of a block, in multiples of their
-#: ``time_multiple`` (``2 ** levels``): 6 x 64 = 384 frames for the six-level U-Net, whose
+#: ``time_multiple`` (``2 ** levels``): 5 x 64 = 320 frames for the six-level U-Net, whose
 #: receptive field reaches 309 frames on either side (measured with impulses).
-UNET_CONTEXT_MULTIPLES = 6
+UNET_CONTEXT_MULTIPLES = 5
+#: Threads for the blocks' FFTs (scipy.fft ``workers``).
+_WORKERS = os.cpu_count() or 1
 #: Input samples read at a time when the mono mix is resampled for the model.
 _RESAMPLE_CHUNK = 2 ** 16
 
@@ -104,11 +109,11 @@ class _ResampledMono:
         return out
 
 
-def _frames(read, config: spectral.StftConfig, k0: int, k1: int) -> tf.Tensor:
-    """Frames ``[k0, k1)`` of the one-piece padded STFT of ``read``'s signal: complex
+def _frames(read, config: spectral.StftConfig, k0: int, k1: int) -> np.ndarray:
+    """Frames ``[k0, k1)`` of the one-piece padded STFT of ``read``'s signal: complex64
     ``(channels, k1 - k0, bins)``."""
     segment = read(k0 * config.hop_length - config.pad, k1 * config.hop_length)
-    return spectral.stft(segment, config, padded=False)
+    return spectral.stft_numpy(segment, config, padded=False, workers=_WORKERS)
 
 
 # -- model ------------------------------------------------------------------------------
@@ -135,8 +140,9 @@ def _mask_blocks(separator: Separator, read, total: int, block: int, context: in
             lo, hi = s - context, s + block + context
         a, b = max(lo, 0), min(hi, total)
         magnitude = np.zeros((hi - lo, bins), np.float32)
-        spectrum = tf.reduce_mean(_frames(read, config, a, b), axis=0)
-        magnitude[a - lo:b - lo] = spectral.magnitude(spectrum).numpy()[:, :bins]
+        spectrum = _frames(read, config, a, b).mean(axis=0)
+        magnitude[a - lo:b - lo] = np.abs(spectrum[:, :bins])
+        release_free_memory()  # the model's activations start from a trimmed heap
         probability = predict(tf.constant(magnitude)).numpy()[s - lo:e - lo]
         mask = make_mask(probability, separator.mask, separator.threshold)
         yield s, spectral.fit_bins(mask, config.bins).numpy()
@@ -157,7 +163,7 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
         in_path: any file libsndfile reads (wav, flac, ogg, mp3 with libsndfile >= 1.1).
         out_paths: ``{stem: path}`` for stems among ``vocals``/``accompaniment``; the
             extension picks the format as in :func:`audio.write`.
-        block_seconds: audio per block (default 30 s); memory grows with it.
+        block_seconds: audio per block (default 10 s); memory grows with it.
         bit_depth: 16, 24 (PCM) or 32 (float WAV).
         context: model frames of context on each side of a model block; ``None`` (default)
             = :func:`model_blocking`'s (exact); smaller values are for tests only.
@@ -227,8 +233,6 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
     frames = native.num_frames(n)
     hop, pad = native.hop_length, native.pad
     native_block = max(1, round(block_seconds * rate / hop))
-    inverse_window = tf.signal.inverse_stft_window_fn(
-        hop, forward_window_fn=lambda _, dtype: spectral.window(native, dtype))
     first_time = config.frame_times(1)[0]
     frame_step = config.hop_length / config.sample_rate
     carry = np.zeros((reader.channels, pad), np.float32)
@@ -256,10 +260,10 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
                                          native.bin_frequencies(), axis=1)
         start = j0 * hop - pad  # input sample of the block's first frame
         segment = reader.read(start, j1 * hop)
-        spectrum = spectral.stft(segment, native, padded=False)
-        vocals = tf.signal.inverse_stft(spectrum * tf.cast(mask, tf.complex64),
-                                        native.win_length, hop, native.n_fft,
-                                        window_fn=inverse_window).numpy()
+        spectrum = spectral.stft_numpy(segment, native, padded=False, workers=_WORKERS)
+        spectrum *= mask
+        vocals = spectral.overlap_add_numpy(spectrum, native, workers=_WORKERS)
+        del spectrum
         vocals[:, :pad] += carry
         done = (j1 - j0) * hop
         carry = vocals[:, done:done + pad].copy()
@@ -268,3 +272,4 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
             v = vocals[:, a - start:b - start]
             writers.write("vocals", v)
             writers.write("accompaniment", segment[:, a - start:b - start] - v)
+        release_free_memory()

@@ -254,6 +254,23 @@ def test_istft_numpy_round_trip_and_matches_tensorflow(name, length):
     assert _relative(y, y_tf) < 1e-5
 
 
+@pytest.mark.parametrize("name", sorted(NUMPY_CONFIGS))
+def test_overlap_add_numpy_matches_tensorflow_inverse_stft(name):
+    """The raw overlap-add that streaming carries across blocks: tf.signal.inverse_stft
+    with its reconstruction window, frame for frame and sample for sample."""
+    config = NUMPY_CONFIGS[name]
+    rng = np.random.default_rng(7)
+    spectrum = (rng.standard_normal((2, 9, config.bins))
+                + 1j * rng.standard_normal((2, 9, config.bins))).astype(np.complex64)
+    got = spectral.overlap_add_numpy(spectrum, config)
+    window = tf.signal.inverse_stft_window_fn(
+        config.hop_length, forward_window_fn=lambda _, dtype: spectral.window(config, dtype))
+    want = tf.signal.inverse_stft(spectrum, config.win_length, config.hop_length,
+                                  config.n_fft, window_fn=window).numpy()
+    assert got.shape == want.shape == (2, 8 * config.hop_length + config.win_length)
+    assert _relative(got, want) < 1e-5
+
+
 @pytest.mark.parametrize("name", ["tiny", "odd", "odd_window"])
 def test_stft_numpy_multichannel(name):
     config = NUMPY_CONFIGS[name]

@@ -80,7 +80,7 @@ def test_patch_model_at_another_rate(tiny_separator, tmp_path):
 
 
 def test_unet_blocks_with_context(unet_separator, tmp_path):
-    """A random-weight six-level U-Net: blocks of 64 model frames with 384 frames of context;
+    """A random-weight six-level U-Net: blocks of 64 model frames with 320 frames of context;
     25 s = 1563 frames, so the context is cut on both sides of inner blocks."""
     path = tmp_path / "in.wav"
     _write_input(path, 16000, 25.0, channels=2, seed=2)
@@ -92,7 +92,7 @@ def test_unet_blocks_with_context(unet_separator, tmp_path):
 
 def test_unet_mask_needs_the_whole_receptive_field(unet_separator):
     """At the mask level, 64 frames of context (one multiple) are measurably short of the
-    receptive field; the default 384 give the one-piece mask to float rounding."""
+    receptive field; the default 320 give the one-piece mask to float rounding."""
     x = synth_mixture(16000, 25.0, 2, seed=2)[:, :-37]
 
     def read(start, stop):
@@ -101,16 +101,33 @@ def test_unet_mask_needs_the_whole_receptive_field(unet_separator):
         out[:, a - start:b - start] = x[:, a:b]
         return out
 
-    spectrum = spectral.stft(x, unet_separator.config)
-    whole = unet_separator.voice_mask(spectral.magnitude(tf.reduce_mean(spectrum, 0)).numpy())
+    spectrum = spectral.stft_numpy(x, unet_separator.config)  # as Separator.separate
+    whole = unet_separator.voice_mask(np.abs(spectrum.mean(axis=0)))
 
     def blocks(context):
         parts = streaming._mask_blocks(unet_separator, read, whole.shape[0], 64, context)
         return np.abs(np.concatenate([m for _, m in parts]) - whole).max()
 
-    assert streaming.model_blocking(unet_separator) == (64, 384)
-    assert blocks(384) < 1e-6
+    assert streaming.model_blocking(unet_separator) == (64, 320)
+    assert blocks(320) < 1e-6
     assert blocks(64) > 1e-6
+
+
+def test_unet_receptive_field_within_the_context(unet_separator):
+    """A change of one input frame changes no output frame farther than the default
+    context (320 frames), wherever the frame sits on the stride grid; it does reach
+    beyond 256 frames (so four multiples would not do)."""
+    _, context = streaming.model_blocking(unet_separator)
+    rng = np.random.default_rng(5)
+    magnitude = rng.random((1536, 512)).astype(np.float32) * 0.1
+    base = unet_separator.voice_probability(magnitude)
+    reach = 0
+    for frame in range(704, 768, 7):
+        changed = magnitude.copy()
+        changed[frame] += 1.0
+        moved = np.flatnonzero(np.any(unet_separator.voice_probability(changed) != base, axis=1))
+        reach = max(reach, np.abs(moved - frame).max())
+    assert 256 < reach <= context
 
 
 def test_unet_at_another_rate(unet_separator, tmp_path):
@@ -229,5 +246,7 @@ def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
         np.testing.assert_allclose(blocks[key], data, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "blocks" / "long").iterdir()) == [
         "accompaniment.wav", "vocals.wav"]
+    # the CLI's automatic block is the library's default (kept apart for a fast --help)
+    assert cli_module.AUTO_BLOCK_SECONDS == streaming.DEFAULT_BLOCK_SECONDS
     result = CliRunner().invoke(main, ["separate", str(long), "--block-seconds", "0"])
     assert result.exit_code != 0

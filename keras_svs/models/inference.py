@@ -11,7 +11,8 @@ Three exact rewrites (equal up to float32 rounding, ~1e-6 on the probabilities):
 * **sub-pixel transposed convolutions**: a 5 x 5 stride-2 ``same`` transposed convolution
   equals a 3 x 3 convolution with four times the output channels, one group per output
   phase (even/odd frame x even/odd bin), followed by a pixel shuffle, which TensorFlow's
-  CPU kernels run faster than its transposed convolution.
+  CPU kernels run faster than its transposed convolution; the ReLU after it is applied
+  before the shuffle, fused into the convolution (one full-size tensor fewer).
 
 Built with Keras layers only, from the weights of a model made by
 :func:`keras_svs.models.unet.unet_body`; used by :class:`keras_svs.separation.Separator`.
@@ -57,8 +58,10 @@ def inference_model(model: keras.Model) -> keras.Model:
         encoded.append(x)
     for i in reversed(range(levels)):
         kernel, bias = _fold(model, f"dec{i}_up", f"dec{i}_bn", transposed=True)
-        x = _conv(x, _subpixel_kernel(kernel), np.tile(bias, 4), name=f"dec{i}_up")
-        x = layers.ReLU(name=f"dec{i}_act")(_pixel_shuffle(x, kernel.shape[2], f"dec{i}"))
+        # the ReLU commutes with the pixel shuffle: fused into the convolution
+        x = _conv(x, _subpixel_kernel(kernel), np.tile(bias, 4), activation="relu",
+                  name=f"dec{i}_up")
+        x = _pixel_shuffle(x, kernel.shape[2], f"dec{i}")
         if i > 0:
             x = layers.Concatenate(name=f"dec{i}_skip")([x, encoded[i - 1]])
         conv = model.get_layer(f"dec{i}_conv")

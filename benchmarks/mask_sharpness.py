@@ -40,7 +40,7 @@ def main() -> None:
         p = np.clip(separator.voice_probability(np.abs(spectrum)), 1e-6, 1 - 1e-6)
         logit = np.log(p) - np.log1p(-p)
         for a in values:
-            mask = spectral.fit_bins(1 / (1 + np.exp(-a * logit)), config.bins).numpy()
+            mask = spectral.fit_bins(1 / (1 + np.exp(-a * logit)), config.bins)
             estimate = spectral.istft_numpy(spectrum * mask, config, len(mixture))
             clip = clip_metrics(voice, accompaniment, estimate, mixture - estimate)
             scores[a].append({**clip, "samples": len(mixture)})

@@ -48,7 +48,7 @@ def stages(separator, path: Path, out: Path) -> dict[str, float]:
     probability = timed("model", lambda: separator.voice_probability(magnitude))
     spectrum = timed("input-rate STFT",
                      lambda: spectral.stft_numpy(x, native, workers=_WORKERS))
-    model_mask = spectral.fit_bins(probability, config.bins).numpy()
+    model_mask = spectral.fit_bins(probability, config.bins)
     mask = timed("mask to input grid", lambda: spectral.mask_to_grid(
         model_mask, config, native, int(spectrum.shape[1])))
     vocals = timed("mask x spectrum + iSTFT", lambda: spectral.istft_numpy(

@@ -198,7 +198,7 @@ class Separator:
         """The separation mask ``(frames, config.bins)`` for a model-rate magnitude."""
         probability = self.voice_probability(magnitude)
         return spectral.fit_bins(make_mask(probability, self.mask, self.threshold),
-                                 self.config.bins).numpy()
+                                 self.config.bins)
 
     # -- waveform level ---------------------------------------------------------------
     def separate(self, waveform: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:

@@ -267,9 +267,16 @@ def irm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor) -> tf.Te
     return tf.math.divide_no_nan(v2, v2 + a2) + tf.cast(tf.equal(v2 + a2, 0.0), v2.dtype) * 0.5
 
 
-def fit_bins(mask: tf.Tensor | np.ndarray, bins: int) -> tf.Tensor:
+def fit_bins(mask: tf.Tensor | np.ndarray, bins: int) -> tf.Tensor | np.ndarray:
     """Give a ``(..., b)`` mask exactly ``bins`` bins: crop, or repeat its top bin (which
-    extends a model's mask to the bins above its band). Returns a float32 tensor."""
+    extends a model's mask to the bins above its band). Float32, of the input's kind: a
+    NumPy array for a NumPy array, else a tensor."""
+    if isinstance(mask, np.ndarray):
+        mask = mask.astype(np.float32, copy=False)
+        have = mask.shape[-1]
+        if have >= bins:
+            return mask[..., :bins]
+        return np.concatenate([mask, np.repeat(mask[..., -1:], bins - have, axis=-1)], axis=-1)
     import tensorflow as tf
 
     mask = tf.convert_to_tensor(mask, tf.float32)
@@ -295,7 +302,7 @@ def mask_to_grid(mask: np.ndarray, source: StftConfig, target: StftConfig,
     Returns:
         float32 ``(frames, target.bins)``.
     """
-    mask = fit_bins(mask, source.bins).numpy()
+    mask = fit_bins(np.asarray(mask, np.float32), source.bins)
     if source == target and mask.shape[0] == frames:
         return mask
     t_src = source.frame_times(mask.shape[0])

@@ -145,7 +145,7 @@ def _mask_blocks(separator: Separator, read, total: int, block: int, context: in
         release_free_memory()  # the model's activations start from a trimmed heap
         probability = predict(tf.constant(magnitude)).numpy()[s - lo:e - lo]
         mask = make_mask(probability, separator.mask, separator.threshold)
-        yield s, spectral.fit_bins(mask, config.bins).numpy()
+        yield s, spectral.fit_bins(mask, config.bins)
 
 
 # -- separation -------------------------------------------------------------------------

@@ -34,10 +34,15 @@ import numpy as np
 from . import pipeline
 from .datasets import DatasetError, discover, select_split
 from .datasets.splits import split_file_for
-from .models import bin_accuracy, bin_cross_entropy, build_model, set_input_statistics
+from .models import (bin_accuracy, bin_cross_entropy, build_model, magnitude_weights,
+                     set_input_statistics, weighted_bin_cross_entropy)
+from .models.losses import WEIGHT_EPS
 from .models.presets import Preset, get_preset
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+#: Fine-tuning losses: ``ce`` the per-bin cross-entropy (the paper); ``weighted`` the same
+#: with each bin weighted by its mixture magnitude (:func:`magnitude_weights`).
+LOSSES = ("ce", "weighted")
 
 
 @dataclasses.dataclass
@@ -65,6 +70,8 @@ class TrainConfig:
         skip_bad: skip unusable tracks with a warning instead of stopping.
         init: a trained ``.keras`` model of the same preset to start from (its weights and
             input statistics); ``None``: random initialisation.
+        loss: the fine-tuning loss, one of :data:`LOSSES` (the autoencoder stage always
+            uses the plain cross-entropy).
     """
 
     preset: str = "small"
@@ -88,6 +95,7 @@ class TrainConfig:
     gnsdr_every: int = 1
     init: str | None = None
     skip_bad: bool = False
+    loss: str = "ce"
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -175,6 +183,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
         path of the final ``.keras`` model.
     """
     config = config.resolved()
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
     preset = get_preset(config.preset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +247,33 @@ def _deadline(started: float, budget: float | None, share: float) -> float | Non
 
 def _data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig, stage: str,
           training: bool):
+    """Training stream or validation data of the configured loader; with the ``weighted``
+    loss the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
+    data = _loader_data(audio, preset, config, stage, training)
+    if config.loss != "weighted" or stage != "finetune":
+        return data
+    if isinstance(data, tuple):  # NumPy validation arrays
+        return data[0], _with_weights(*data)
+    if hasattr(data, "map"):  # tf.data
+        return data.map(lambda x, y: (x, _with_weights(x, y)))
+    return ((x, _with_weights(x, y)) for x, y in data)  # NumPy stream
+
+
+def _with_weights(magnitude, target):
+    """``(batch, frames, bins)`` target -> ``(batch, frames, bins, 2)`` target and the
+    :func:`magnitude_weights` of the input magnitude (NumPy arrays, or tf.data tensors:
+    these stay in TensorFlow whatever the Keras backend)."""
+    if isinstance(magnitude, np.ndarray):
+        weights = keras.ops.convert_to_numpy(magnitude_weights(magnitude))
+        return np.stack([target, weights.astype(target.dtype)], axis=-1)
+    import tensorflow as tf
+
+    mean = tf.reduce_mean(magnitude, axis=(1, 2), keepdims=True)
+    return tf.stack([target, magnitude / (mean + WEIGHT_EPS)], axis=-1)
+
+
+def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
+                 stage: str, training: bool):
     """Training stream or validation data of the configured loader."""
     if resolve_loader(config.loader) == "tf":
         if training:
@@ -264,7 +301,9 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     if done.exists() and best.exists():
         model.load_weights(best)
         return
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=bin_cross_entropy,
+    weighted = config.loss == "weighted" and stage == "finetune"
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss=weighted_bin_cross_entropy if weighted else bin_cross_entropy,
                   metrics=[bin_accuracy] if stage == "finetune" else None)
     train_ds = _data(train_audio, preset, config, stage, training=True)
     valid_ds = _data(valid_audio, preset, config, stage, training=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -428,3 +429,74 @@ def test_init_refuses_a_model_of_another_preset(trained_run, tmp_path):
                          verbose=0, gnsdr_clips=0, init=str(tmp_path / "small.keras"))
     with pytest.raises(ValueError, match="small"):
         train(trained_run["data"], tmp_path / "warm", config)
+
+
+# -- the magnitude-weighted loss (--loss weighted) ----------------------------------------
+def test_weighted_cross_entropy_weighs_bins():
+    from keras_svs.models import magnitude_weights, weighted_bin_cross_entropy
+
+    rng = np.random.default_rng(8)
+    target = (rng.random((2, 3, 4)) > 0.5).astype(np.float32) * 0.96 + 0.02
+    voice = rng.uniform(0.05, 0.95, (2, 3, 4)).astype(np.float32)
+    probabilities = np.stack([voice, 1 - voice], axis=-1)
+    plain = keras.ops.convert_to_numpy(bin_cross_entropy(target, probabilities))
+    ones = np.stack([target, np.ones_like(target)], axis=-1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(weighted_bin_cross_entropy(ones, probabilities)), plain,
+        rtol=1e-6)
+    # a weight of 2 on one bin, 0 on the others: twice that bin's cross-entropy / bins
+    weights = np.zeros_like(target)
+    weights[:, 1, 2] = 2.0
+    one = keras.ops.convert_to_numpy(weighted_bin_cross_entropy(
+        np.stack([target, weights], axis=-1), probabilities))
+    ce = -(target * np.log(voice) + (1 - target) * np.log(1 - voice))
+    np.testing.assert_allclose(one, 2 * ce[:, 1, 2] / 12, rtol=1e-5)
+    # the weights: magnitude over the patch's mean magnitude
+    magnitude = rng.random((2, 3, 4)).astype(np.float32)
+    w = keras.ops.convert_to_numpy(magnitude_weights(magnitude))
+    np.testing.assert_allclose(w.mean(axis=(1, 2)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w[0] / w[0, 0, 0], magnitude[0] / magnitude[0, 0, 0], rtol=1e-5)
+
+
+def test_weighted_targets_are_the_same_from_both_loaders(tmp_path):
+    """tf.data and NumPy validation targets carry the same label and weight channels."""
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    tiny = get_preset("tiny")
+    _, valid_audio = load_splits(data, None, tiny)
+    config = TrainConfig(preset="tiny", loss="weighted").resolved()
+    x, y = training._data(valid_audio, tiny, dataclasses.replace(config, loader="numpy"),
+                          "finetune", training=False)
+    assert y.shape == (*x.shape, 2)
+    batches = list(training._data(valid_audio, tiny, dataclasses.replace(config, loader="tf"),
+                                  "finetune", training=False))
+    tf_x = np.concatenate([b[0].numpy() for b in batches])
+    tf_y = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_allclose(tf_x, x, atol=1e-5)
+    np.testing.assert_allclose(tf_y, y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y[..., 1].mean(axis=(1, 2)), 1.0, rtol=1e-4)
+    # the plain loss keeps the plain targets
+    _, plain = training._data(valid_audio, tiny, dataclasses.replace(config, loss="ce",
+                                                                     loader="numpy"),
+                              "finetune", training=False)
+    np.testing.assert_array_equal(plain, y[..., 0])
+
+
+@pytest.mark.parametrize("loader", ["tf", "numpy"])
+def test_weighted_loss_run(tmp_path, loader):
+    data = write_training_pairs(tmp_path / "data", tracks=4, seconds=2.0)
+    config = TrainConfig(preset="tiny", epochs=4, pretrain_epochs=1, steps_per_epoch=5,
+                         learning_rate=3e-3, verbose=0, remix=0.0, loss="weighted",
+                         loader=loader, gnsdr_clips=0)
+    path = train(data, tmp_path / "run", config)
+    rows = _log(tmp_path / "run" / "finetune" / "log.csv")
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+    assert 0.0 < float(rows[-1]["bin_accuracy"]) <= 1.0
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert record["config"]["loss"] == "weighted"
+    assert load_model(path).name == build_model("tiny").name
+
+
+def test_unknown_loss_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train(tmp_path, tmp_path / "run", TrainConfig(preset="tiny", loss="l1"))

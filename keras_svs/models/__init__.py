@@ -14,14 +14,16 @@ import numpy as np
 
 from ..spectral import StftConfig
 from .layers import BinSoftmax, SpectrogramInput
-from .losses import bin_accuracy, bin_cross_entropy
+from .losses import (bin_accuracy, bin_cross_entropy, magnitude_weights,
+                     weighted_bin_cross_entropy)
 from .paper import paper_body
 from .presets import PRESETS, Preset, get_preset
 from .unet import unet_body
 
 __all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model",
            "save_half_precision", "settings",
-           "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy"]
+           "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
+           "weighted_bin_cross_entropy", "magnitude_weights"]
 
 
 def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:

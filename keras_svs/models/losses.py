@@ -1,10 +1,12 @@
-"""Loss and metric for per-bin voice/accompaniment classification (backend-agnostic)."""
+"""Losses and metric for per-bin voice/accompaniment classification (backend-agnostic)."""
 from __future__ import annotations
 
 import keras
 from keras import ops
 
 _EPS = 1e-7
+#: Added to a patch's mean magnitude in :func:`magnitude_weights` (a silent patch).
+WEIGHT_EPS = 1e-8
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
@@ -19,15 +21,47 @@ def bin_cross_entropy(target, probabilities):
     Returns:
         ``(batch,)`` mean cross-entropy in nats.
     """
+    return ops.mean(_cross_entropy(ops.cast(target, "float32"), probabilities), axis=(1, 2))
+
+
+@keras.saving.register_keras_serializable(package="keras_svs")
+def weighted_bin_cross_entropy(target, probabilities):
+    """Per-bin two-class cross-entropy weighted per bin (``--loss weighted``).
+
+    Args:
+        target: ``(batch, frames, bins, 2)``: channel 0 the voice target in [0, 1] (the
+            smoothed IBM), channel 1 the bin's weight (:func:`magnitude_weights`).
+        probabilities: ``(batch, frames, bins, 2)`` softmax output, channel 0 = voice.
+
+    Returns:
+        ``(batch,)`` weighted mean cross-entropy in nats.
+    """
     target = ops.cast(target, "float32")
+    return ops.mean(_cross_entropy(target[..., 0], probabilities) * target[..., 1], axis=(1, 2))
+
+
+def magnitude_weights(magnitude):
+    """Weights of :func:`weighted_bin_cross_entropy`: each bin's mixture magnitude over the
+    patch's mean magnitude, so loud bins (where a wrong mask costs the most signal) count
+    more and a patch's weights average 1. ``(batch, frames, bins)`` -> same shape."""
+    magnitude = ops.cast(magnitude, "float32")
+    return magnitude / (ops.mean(magnitude, axis=(1, 2), keepdims=True) + WEIGHT_EPS)
+
+
+def _cross_entropy(target, probabilities):
+    """``(batch, frames, bins)`` per-bin cross-entropy of the voice target."""
     p = ops.clip(ops.cast(probabilities, "float32"), _EPS, 1.0 - _EPS)
-    ce = -(target * ops.log(p[..., 0]) + (1.0 - target) * ops.log(p[..., 1]))
-    return ops.mean(ce, axis=(1, 2))
+    return -(target * ops.log(p[..., 0]) + (1.0 - target) * ops.log(p[..., 1]))
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
 def bin_accuracy(target, probabilities):
-    """Fraction of bins whose voice/accompaniment decision matches ``target > 0.5``."""
-    target = ops.cast(target, "float32") > 0.5
+    """Fraction of bins whose voice/accompaniment decision matches ``target > 0.5``
+    (``target`` ``(batch, frames, bins)``, or with a weight channel as in
+    :func:`weighted_bin_cross_entropy`)."""
+    target = ops.cast(target, "float32")
+    if len(target.shape) == 4:
+        target = target[..., 0]
+    target = target > 0.5
     predicted = ops.cast(probabilities[..., 0], "float32") > 0.5
     return ops.mean(ops.cast(ops.equal(target, predicted), "float32"), axis=(1, 2))

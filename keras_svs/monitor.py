@@ -72,13 +72,7 @@ def separate_voice(model: keras.Model, mixture: np.ndarray, mask: str | None = N
     threshold = cfg["threshold"] if threshold is None else threshold
     spectrum = spectral.stft_numpy(mixture, config)
     p = voice_probability(model, np.abs(spectrum), mode)
-    if mask == "binary":
-        p = (p > threshold).astype(np.float32)
-    elif mask == "thresholded":
-        p = p * (p > threshold)
-    elif mask != "soft":
-        raise ValueError(f"unknown mask {mask!r}")
-    full = np.concatenate([p, np.repeat(p[:, -1:], config.bins - p.shape[1], axis=1)], axis=1)
+    full = spectral.fit_bins(spectral.make_mask(p, mask, threshold), config.bins)
     return spectral.istft_numpy(spectrum * full, config, len(mixture))
 
 

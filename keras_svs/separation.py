@@ -23,10 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from . import audio, spectral
+from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
 from .models import load_model, settings, stft_config
 from .models.inference import inference_model
 
-MASKS = ("soft", "binary", "thresholded")
 MODES = ("average", "centre")
 STEMS = ("vocals", "accompaniment")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
@@ -54,23 +54,6 @@ def release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def make_mask(probability: np.ndarray | tf.Tensor, kind: str, threshold: float):
-    """Voice mask from voice probabilities (numpy or tf, any shape).
-
-    ``soft``: the probability; ``binary``: 1 where probability > threshold, else 0;
-    ``thresholded``: the probability, zeroed where it is below the threshold (the paper).
-    """
-    if kind not in MASKS:
-        raise ValueError(f"mask must be one of {MASKS}, not {kind!r}")
-    if kind == "soft":
-        return probability
-    above = probability > threshold
-    if isinstance(probability, np.ndarray):
-        return above.astype(np.float32) if kind == "binary" else probability * above
-    above = tf.cast(above, probability.dtype)
-    return above if kind == "binary" else probability * above
 
 
 def patch_probabilities(model: keras.Model, padded: tf.Tensor, hop: int,

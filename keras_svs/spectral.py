@@ -25,6 +25,8 @@ import scipy.fft
 
 #: Frames transformed at a time by :func:`stft_numpy` and :func:`istft_numpy`.
 _CHUNK = 512
+#: Separation masks made from voice probabilities (:func:`make_mask`).
+MASKS = ("soft", "binary", "thresholded")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +267,25 @@ def irm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor) -> tf.Te
     v2 = tf.square(voice_magnitude)
     a2 = tf.square(accompaniment_magnitude)
     return tf.math.divide_no_nan(v2, v2 + a2) + tf.cast(tf.equal(v2 + a2, 0.0), v2.dtype) * 0.5
+
+
+def make_mask(probability: np.ndarray | tf.Tensor, kind: str, threshold: float):
+    """Voice mask from voice probabilities (numpy or tf, any shape).
+
+    ``soft``: the probability; ``binary``: 1 where probability > threshold, else 0;
+    ``thresholded``: the probability, zeroed where it is below the threshold (the paper).
+    """
+    if kind not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, not {kind!r}")
+    if kind == "soft":
+        return probability
+    above = probability > threshold
+    if isinstance(probability, np.ndarray):
+        return above.astype(np.float32) if kind == "binary" else probability * above
+    import tensorflow as tf
+
+    above = tf.cast(above, probability.dtype)
+    return above if kind == "binary" else probability * above
 
 
 def fit_bins(mask: tf.Tensor | np.ndarray, bins: int) -> tf.Tensor | np.ndarray:

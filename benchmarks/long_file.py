@@ -31,7 +31,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from separate_speed import RATE, machine, synthesize  # noqa: E402
 
-from keras_svs.cli import AUTO_STREAM_SECONDS  # noqa: E402
+from keras_svs.cli import AUTO_BLOCK_SECONDS, AUTO_STREAM_SECONDS  # noqa: E402
 
 TOLERANCE = 4 / 32768  # a few 16-bit steps: each of the three files was rounded once
 
@@ -121,7 +121,7 @@ def main() -> None:
         separate_seconds = float(match.group(1)) if match else None
         stems = {s: out_dir / song.stem / f"{s}.wav" for s in ("vocals", "accompaniment")}
         began = time.perf_counter()
-        checked = check(song, stems, block=int((args.block_seconds or 10.0) * RATE))
+        checked = check(song, stems, block=int((args.block_seconds or AUTO_BLOCK_SECONDS) * RATE))
         check_seconds = time.perf_counter() - began
     seconds = frames / RATE
     summary = {"machine": host, "input": {"minutes": seconds / 60, "frames": frames, "rate": RATE,

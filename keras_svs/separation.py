@@ -150,7 +150,7 @@ class Separator:
                 lambda x: tf.cast(self.model(x[tf.newaxis], training=False)[0, ..., 0],
                                   tf.float32),
                 input_signature=[tf.TensorSpec([None, bins], tf.float32)], reduce_retracing=True)
-        release_free_memory()  # loading leaves ~100 MB of freed heap behind
+        release_free_memory()  # loading leaves freed but resident heap behind
 
     # -- spectrogram level ------------------------------------------------------------
     def voice_probability(self, magnitude: np.ndarray) -> np.ndarray:

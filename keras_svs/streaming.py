@@ -17,9 +17,9 @@ How the blocks stay exact:
   convolutional models (U-Net) the blocks and their context start at multiples of the
   model's ``time_multiple`` (so every stride-2 level sees the same grid as the one-piece
   call) and the context is :data:`UNET_CONTEXT_MULTIPLES` ``* time_multiple`` frames (320 for
-  six levels; a change of one input frame reaches at most 309 output frames on either side,
-  ``tests/test_streaming.py``). The frames past the end up to the next multiple are zero magnitudes, as in the
-  one-piece call.
+  six levels: a change of one input frame reaches at most 309 output frames on either side,
+  measured with impulses; ``tests/test_streaming.py`` checks that it stays within 320). The
+  frames past the end up to the next multiple are zero magnitudes, as in the one-piece call.
 * **Rates.** When the file's rate differs from the model's, its mono mix is resampled with
   ``soxr.ResampleStream`` (quality HQ) in chunks; this is bit-identical to the one-shot
   ``soxr.resample`` that :func:`audio.resample` uses (measured: max difference 0.0 for

@@ -346,11 +346,14 @@ def _seconds(path: Path) -> float:
 @click.option("--loss", type=click.Choice(["ce", "weighted"]), default="ce", show_default=True,
               help="Fine-tuning loss: the per-bin cross-entropy (the paper), or the same "
                    "weighted by each bin's mixture magnitude (louder bins count more).")
+@click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
+              help="Keep the mean of the weights after each of the last N fine-tuning "
+                   "epochs (stochastic weight averaging); 0: the best validation loss.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
           learning_rate, cosine, precision, remix, pitch, seed, cache, split_file,
           train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every,
-          init, skip_bad, loss):
+          init, skip_bad, loss, average_last):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
@@ -362,7 +365,8 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
                          learning_rate, cosine, precision, remix, pitch, seed,
                          train_split, valid_split, loader=loader, workers=workers,
                          time_budget=time_budget, gnsdr_clips=gnsdr_clips,
-                         gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad, loss=loss)
+                         gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad, loss=loss,
+                         average_last=average_last)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _warning_line

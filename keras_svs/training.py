@@ -5,6 +5,8 @@ Stage 1 (``pretrain``) fits the network to map the voice's share of the mixture 
 the IBM with per-bin cross-entropy. Each stage keeps, in ``OUT/<stage>/``:
 
 * ``best.weights.h5``: weights of the best validation loss so far;
+* ``epochNN.weights.h5`` (fine-tuning with ``average_last``): the weights after each epoch,
+  and ``averaged.weights.h5``, the mean of the last ``average_last`` of them;
 * ``log.csv``: one row per epoch (loss, val_loss, patches/s, ...);
 * ``backup/``: Keras ``BackupAndRestore`` state, so the same command resumes after a kill.
 
@@ -13,7 +15,8 @@ NumPy worker processes (:mod:`keras_svs.batches`) on the others (``loader``). Wi
 ``time_budget`` the run fits its epochs to a wall-clock budget (15 % of it for the
 autoencoder stage), and the cosine schedule follows the epochs that fit.
 
-The final model (float32, best validation loss) is ``OUT/model.keras``; its STFT settings,
+The final model (float32; the best validation loss, or with ``average_last`` the mean of
+the last epochs' weights) is ``OUT/model.keras``; its STFT settings,
 input statistics and default mask travel inside it. ``OUT/training.json`` records the run.
 """
 from __future__ import annotations
@@ -72,6 +75,9 @@ class TrainConfig:
             input statistics); ``None``: random initialisation.
         loss: the fine-tuning loss, one of :data:`LOSSES` (the autoencoder stage always
             uses the plain cross-entropy).
+        average_last: 0 keeps the fine-tuning weights of the best validation loss; ``k > 0``
+            keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
+            (stochastic weight averaging; fewer if fewer epochs ran).
     """
 
     preset: str = "small"
@@ -96,6 +102,7 @@ class TrainConfig:
     init: str | None = None
     skip_bad: bool = False
     loss: str = "ce"
+    average_last: int = 0
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -185,6 +192,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
     config = config.resolved()
     if config.loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
+    if config.average_last < 0:
+        raise ValueError(f"average_last must be >= 0, not {config.average_last}")
     preset = get_preset(config.preset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,9 +306,11 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     folder = out / stage
     folder.mkdir(exist_ok=True)
     best = folder / "best.weights.h5"
+    averaging = stage == "finetune" and config.average_last > 0
+    final = folder / "averaged.weights.h5" if averaging else best
     done = folder / "done"
-    if done.exists() and best.exists():
-        model.load_weights(best)
+    if done.exists() and final.exists():
+        model.load_weights(final)
         return
     weighted = config.loss == "weighted" and stage == "finetune"
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -321,6 +332,8 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
 
         callbacks.append(ValidationGnsdr(valid_audio, config.gnsdr_clips, config.gnsdr_every))
     callbacks += [checkpoint, keras.callbacks.CSVLogger(folder / "log.csv", append=True)]
+    if averaging:
+        callbacks.append(Snapshots(folder))
     if config.verbose:
         print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
@@ -332,9 +345,45 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     if model.stop_training and losses and not np.isfinite(losses[-1]):
         raise FloatingPointError(f"{stage}: the loss became NaN; training stopped "
                                  "(try a lower --learning-rate or --precision float32)")
-    if best.exists():
+    if averaging:
+        average_snapshots(model, snapshots(folder)[-config.average_last:])
+        model.save_weights(final)
+    elif best.exists():
         model.load_weights(best)
     done.touch()
+
+
+class Snapshots(keras.callbacks.Callback):
+    """Saves the weights after every epoch as ``folder/epochNN.weights.h5`` (NN from 00)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = Path(folder)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self.model.save_weights(self.folder / f"epoch{epoch:02d}.weights.h5")
+
+
+def snapshots(folder: str | os.PathLike) -> list[Path]:
+    """A stage's :class:`Snapshots` files, in epoch order."""
+    return sorted(Path(folder).glob("epoch*.weights.h5"),
+                  key=lambda path: int(path.name[len("epoch"):-len(".weights.h5")]))
+
+
+def average_snapshots(model: keras.Model, paths: list[Path]) -> None:
+    """Set ``model``'s weights to the mean of the weight files ``paths`` (each saved from a
+    model of the same architecture): floating-point weights, batch-norm statistics
+    included, are averaged; any others (e.g. random-seed states) come from the last file."""
+    if not paths:
+        raise ValueError("no weight snapshots to average")
+    total = None
+    for path in paths:
+        model.load_weights(path)
+        weights = model.get_weights()
+        wide = [w.astype(np.float64) for w in weights]
+        total = wide if total is None else [t + w for t, w in zip(total, wide)]
+    model.set_weights([(t / len(paths)).astype(w.dtype) if np.issubdtype(w.dtype, np.floating)
+                       else w for t, w in zip(total, weights)])
 
 
 def _best_logged(log: Path, default: float) -> float:
@@ -435,4 +484,4 @@ def epochs_done(out_dir: str | os.PathLike, stage: str) -> int:
 
 
 __all__ = ["PRECISIONS", "TrainConfig", "train", "resolve_precision", "load_splits",
-           "epochs_done"]
+           "epochs_done", "snapshots", "average_snapshots"]

@@ -500,3 +500,62 @@ def test_weighted_loss_run(tmp_path, loader):
 def test_unknown_loss_is_refused(tmp_path):
     with pytest.raises(ValueError, match="loss must be one of"):
         train(tmp_path, tmp_path / "run", TrainConfig(preset="tiny", loss="l1"))
+
+
+# -- weight averaging (--average-last) ----------------------------------------------------
+def test_average_snapshots_is_the_elementwise_mean(tmp_path):
+    model = build_model("tiny")
+    rng = np.random.default_rng(0)
+    paths, sets = [], []
+    for i in range(3):
+        weights = [rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()]
+        model.set_weights(weights)
+        paths.append(tmp_path / f"epoch{i:02d}.weights.h5")
+        model.save_weights(paths[-1])
+        sets.append(weights)
+    training.average_snapshots(model, paths)
+    for got, *each in zip(model.get_weights(), *sets):
+        np.testing.assert_allclose(got, np.mean(each, axis=0), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="no weight snapshots"):
+        training.average_snapshots(model, [])
+
+
+def test_snapshots_sort_by_epoch_number(tmp_path):
+    for name in ("epoch10.weights.h5", "epoch02.weights.h5", "epoch100.weights.h5",
+                 "best.weights.h5"):
+        (tmp_path / name).touch()
+    assert [p.name for p in training.snapshots(tmp_path)] == [
+        "epoch02.weights.h5", "epoch10.weights.h5", "epoch100.weights.h5"]
+
+
+def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=2.0)
+    config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=2,
+                         learning_rate=3e-3, verbose=0, remix=0.0, gnsdr_clips=0,
+                         average_last=2)
+    path = train(data, tmp_path / "run", config)
+    folder = tmp_path / "run" / "finetune"
+    assert [p.name for p in training.snapshots(folder)] == [
+        "epoch00.weights.h5", "epoch01.weights.h5", "epoch02.weights.h5"]
+    expected = build_model("tiny")
+    training.average_snapshots(expected, training.snapshots(folder)[1:])
+    got = load_model(path).get_weights()
+    assert len(got) == len(expected.get_weights())
+    for a, b in zip(got, expected.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    last = build_model("tiny")
+    last.load_weights(folder / "epoch02.weights.h5")
+    assert any(not np.allclose(a, b) for a, b in zip(got, last.get_weights()))
+    assert json.loads((tmp_path / "run" / "training.json").read_text())[
+        "config"]["average_last"] == 2
+    # run again: the finished stage is not refitted and gives the same model
+    mtime = (folder / "averaged.weights.h5").stat().st_mtime_ns
+    again = load_model(train(data, tmp_path / "run", config)).get_weights()
+    assert (folder / "averaged.weights.h5").stat().st_mtime_ns == mtime
+    for a, b in zip(again, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_negative_average_last_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="average_last must be >= 0"):
+        train(tmp_path, tmp_path / "run", TrainConfig(preset="tiny", average_last=-1))

@@ -36,8 +36,7 @@ bench: venv
 ## stage 1: 20 more epochs, a new cosine from 5e-4), stage 3 (18 epochs on train + valid, a
 ## cosine from 3e-4), stage 4 (9 epochs on train + valid with the magnitude-weighted loss, a
 ## cosine from 3e-4), stage 5 (5 epochs of that loss at a constant 1e-4, keeping the mean of the
-## last 3 epochs' weights), stage 6 (stage 5 again from its result). About 75 + 90 + 85 + 45 +
-## 25 + 25 min on 2 CPU cores.
+## last 3 epochs' weights). About 75 + 90 + 85 + 45 + 25 min on 2 CPU cores.
 train-default: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --epochs 17 --pretrain-epochs 1 \
 	  --steps-per-epoch 100 --cosine --pitch 0.5 --precision auto --seed 0 -o runs/default
@@ -56,11 +55,7 @@ train-default: venv
 	  --pretrain-epochs 0 --epochs 5 --steps-per-epoch 100 --learning-rate 1e-4 \
 	  --pitch 0.75 --precision float32 --seed 6 --train-split train+valid --gnsdr-clips 0 \
 	  --loss weighted --average-last 3 -o runs/default-swa
-	$(BIN)/keras-svs train --data $(DATA) --preset unet --init runs/default-swa/model.keras \
-	  --pretrain-epochs 0 --epochs 5 --steps-per-epoch 100 --learning-rate 1e-4 \
-	  --pitch 0.75 --precision float32 --seed 8 --train-split train+valid --gnsdr-clips 0 \
-	  --loss weighted --average-last 3 -o runs/default-swa2
-	$(BIN)/keras-svs shrink runs/default-swa2/model.keras keras_svs/assets/default.keras
+	$(BIN)/keras-svs shrink runs/default-swa/model.keras keras_svs/assets/default.keras
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

@@ -314,6 +314,9 @@ def _seconds(path: Path) -> float:
               help="Probability of remixing voice and accompaniment of different clips.")
 @click.option("--pitch", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Probability of pitch-shifting a remixed voice by 1-3 semitones.")
+@click.option("--gain-db", type=click.FloatRange(0), default=6.0, show_default=True,
+              help="A remixed voice and accompaniment each get a random gain within "
+                   "+-this many dB; 0: their clips' own levels.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="HDF5 decode cache written by `keras-svs prepare`.")
@@ -351,7 +354,7 @@ def _seconds(path: Path) -> float:
                    "epochs (stochastic weight averaging); 0: the best validation loss.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
-          learning_rate, cosine, precision, remix, pitch, seed, cache, split_file,
+          learning_rate, cosine, precision, remix, pitch, gain_db, seed, cache, split_file,
           train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every,
           init, skip_bad, loss, average_last):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
@@ -366,7 +369,7 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
                          train_split, valid_split, loader=loader, workers=workers,
                          time_budget=time_budget, gnsdr_clips=gnsdr_clips,
                          gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad, loss=loss,
-                         average_last=average_last)
+                         average_last=average_last, gain_db=gain_db)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _warning_line

@@ -60,6 +60,9 @@ class TrainConfig:
         cosine: decay the learning rate to 0 along a cosine over the fine-tuning steps.
         precision: one of :data:`PRECISIONS`; ``auto`` = mixed_float16 on GPU, else float32.
         remix, pitch: augmentation probabilities (see :func:`pipeline.training_dataset`).
+        gain_db: a remixed patch's voice and accompaniment each get a random gain in
+            ``[-gain_db, gain_db]`` dB (so their ratio spans twice that); 0: their clips'
+            own levels.
         seed: seeds Keras, NumPy and the data stream.
         train_split, valid_split: split names (``+`` joins several, e.g. ``train+valid``).
         verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
@@ -103,6 +106,7 @@ class TrainConfig:
     skip_bad: bool = False
     loss: str = "ce"
     average_last: int = 0
+    gain_db: float = 6.0
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -288,13 +292,15 @@ def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConf
         if training:
             return pipeline.training_dataset(audio, preset, stage, config.batch_size,
                                              config.remix, config.pitch,
+                                             gain_db=config.gain_db,
                                              seed=config.seed + (stage == "finetune"))
         return pipeline.validation_dataset(audio, preset, stage, config.batch_size)
     from . import batches
 
     if training:
         sampler = batches.PatchSampler(audio, preset, stage, config.batch_size, config.remix,
-                                       config.pitch, seed=config.seed + (stage == "finetune"))
+                                       config.pitch, gain_db=config.gain_db,
+                                       seed=config.seed + (stage == "finetune"))
         return batches.stream(sampler, workers=config.workers)
     return batches.validation_arrays(audio, preset, stage)
 

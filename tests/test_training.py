@@ -559,3 +559,26 @@ def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
 def test_negative_average_last_is_refused(tmp_path):
     with pytest.raises(ValueError, match="average_last must be >= 0"):
         train(tmp_path, tmp_path / "run", TrainConfig(preset="tiny", average_last=-1))
+
+
+@pytest.mark.parametrize("loader", ["tf", "numpy"])
+def test_gain_db_reaches_the_training_stream(tmp_path, loader):
+    """``TrainConfig.gain_db`` sets the remix gain range of either loader: the stream is
+    deterministic for a seed, and only the gain range changes it here."""
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    tiny = get_preset("tiny")
+    train_audio, _ = load_splits(data, None, tiny)
+
+    def first_batch(gain_db):
+        config = TrainConfig(preset="tiny", remix=1.0, loader=loader, gain_db=gain_db,
+                             batch_size=16).resolved()
+        stream = training._data(train_audio, tiny, config, "finetune", training=True)
+        x, _ = next(iter(stream))
+        return keras.ops.convert_to_numpy(x)
+
+    level = first_batch(0.0)
+    np.testing.assert_array_equal(first_batch(0.0), level)
+    louder = first_batch(12.0)
+    assert np.isfinite(louder).all()
+    assert not np.allclose(louder, level)
+    assert TrainConfig().gain_db == 6.0

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import spectral
 from .models.presets import Preset
-from .pipeline import (MAX_PITCH_SEMITONES, STAGES, DecodedAudio, patch_samples,
+from .pipeline import (MAX_PITCH_SEMITONES, STAGES, TARGETS, DecodedAudio, patch_samples,
                        validation_segments)
 
 
@@ -37,14 +37,18 @@ class PatchSampler:
         pitch: probability that a remixed voice is shifted by 1 to 3 semitones up or down.
         gain_db: remix gain range in dB.
         seed: the stream's seed.
+        target: the fine-tuning target, one of :data:`keras_svs.pipeline.TARGETS`.
     """
 
     def __init__(self, decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
                  batch_size: int | None = None, remix: float | None = None,
-                 pitch: float = 0.0, gain_db: float = 6.0, seed: int = 0):
+                 pitch: float = 0.0, gain_db: float = 6.0, seed: int = 0,
+                 target: str = "ibm"):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-        self.preset, self.stage, self.seed = preset, stage, int(seed)
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+        self.preset, self.stage, self.seed, self.target = preset, stage, int(seed), target
         self.batch_size = batch_size or preset.batch_size
         self.remix = preset.remix if remix is None else remix
         self.pitch, self.gain_db = pitch, gain_db
@@ -76,7 +80,8 @@ class PatchSampler:
         v = self._read(self.voice, voice_clip, voice_offset, rate) * gains[:, :1]
         a = self._read(self.accompaniment, accompaniment_clip, accompaniment_offset,
                        np.ones(n)) * gains[:, 1:]
-        return examples(v.astype(np.float32), a.astype(np.float32), self.preset, self.stage)
+        return examples(v.astype(np.float32), a.astype(np.float32), self.preset, self.stage,
+                        self.target)
 
     def _offsets(self, rng: np.random.Generator, clip: np.ndarray,
                  span: np.ndarray) -> np.ndarray:
@@ -101,7 +106,7 @@ class PatchSampler:
 
 
 def examples(voice: np.ndarray, accompaniment: np.ndarray, preset: Preset,
-             stage: str) -> tuple[np.ndarray, np.ndarray]:
+             stage: str, target: str = "ibm") -> tuple[np.ndarray, np.ndarray]:
     """Source segments ``(n, patch_samples)`` -> float32 ``(input, target)``
     ``(n, frames, bins)`` (as :func:`keras_svs.pipeline._example`)."""
     sv = spectral.stft_numpy(voice, preset.stft, padded=False)[..., :preset.bins]
@@ -111,6 +116,8 @@ def examples(voice: np.ndarray, accompaniment: np.ndarray, preset: Preset,
     if stage == "pretrain":
         vocal = (dominates * mixture).astype(np.float32)
         return vocal, vocal
+    if target == "psa":
+        return mixture.astype(np.float32), spectral.phase_sensitive_mask_numpy(sv, sv + sa)
     s = preset.label_smoothing
     return mixture.astype(np.float32), np.where(dominates, 1.0 - s, s).astype(np.float32)
 
@@ -120,12 +127,13 @@ def _power(spectrum: np.ndarray) -> np.ndarray:
     return np.square(spectrum.real) + np.square(spectrum.imag)
 
 
-def validation_arrays(decoded: DecodedAudio, preset: Preset,
-                      stage: str = "finetune") -> tuple[np.ndarray, np.ndarray]:
+def validation_arrays(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
+                      target: str = "ibm") -> tuple[np.ndarray, np.ndarray]:
     """Every non-overlapping patch of every clip, no augmentation (as
     :func:`keras_svs.pipeline.validation_dataset`): ``(input, target)`` arrays."""
     voices, accompaniments = validation_segments(decoded, preset)
-    inputs, targets = zip(*(examples(voices[k:k + 256], accompaniments[k:k + 256], preset, stage)
+    inputs, targets = zip(*(examples(voices[k:k + 256], accompaniments[k:k + 256], preset, stage,
+                                     target)
                             for k in range(0, len(voices), 256)))
     return np.concatenate(inputs), np.concatenate(targets)
 

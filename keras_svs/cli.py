@@ -346,9 +346,12 @@ def _seconds(path: Path) -> float:
 @click.option("--skip-bad", is_flag=True,
               help="Skip tracks that cannot be used (unreadable, stems of different lengths, "
                    "NaN samples) with a warning, instead of stopping.")
-@click.option("--loss", type=click.Choice(["ce", "weighted"]), default="ce", show_default=True,
-              help="Fine-tuning loss: the per-bin cross-entropy (the paper), or the same "
-                   "weighted by each bin's mixture magnitude (louder bins count more).")
+@click.option("--loss", type=click.Choice(["ce", "weighted", "psa"]), default="ce",
+              show_default=True,
+              help="Fine-tuning loss: the per-bin cross-entropy against the IBM (the paper); "
+                   "weighted: the same weighted by each bin's mixture magnitude (louder bins "
+                   "count more); psa: the power-weighted squared error against the "
+                   "phase-sensitive mask (the separated voice's spectral error).")
 @click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
               help="Keep the mean of the weights after each of the last N fine-tuning "
                    "epochs (stochastic weight averaging); 0: the best validation loss.")

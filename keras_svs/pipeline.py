@@ -8,7 +8,8 @@ Data flow::
 
 Stages (``stage`` argument):
 
-* ``"finetune"``: input ``|X|``, target the (smoothed) IBM ``|V| > |A|``;
+* ``"finetune"``: input ``|X|``, target the (smoothed) IBM ``|V| > |A|``, or with
+  ``target="psa"`` the phase-sensitive mask ``clip(Re(V conj X) / |X|^2, 0, 1)``;
 * ``"pretrain"``: autoencoder, input and target ``IBM * |X|`` (the voice's share of the
   mixture magnitude, in [0, 1]).
 
@@ -30,6 +31,8 @@ from .datasets import DatasetError, Track
 from .models.presets import Preset
 
 STAGES = ("pretrain", "finetune")
+#: fine-tuning targets: the smoothed IBM (the paper), or the phase-sensitive mask
+TARGETS = ("ibm", "psa")
 MAX_PITCH_SEMITONES = 3.0
 
 
@@ -195,7 +198,8 @@ def steps_per_epoch(decoded: DecodedAudio, preset: Preset, batch_size: int) -> i
 
 def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
                      batch_size: int | None = None, remix: float | None = None,
-                     pitch: float = 0.0, gain_db: float = 6.0, seed: int = 0) -> tf.data.Dataset:
+                     pitch: float = 0.0, gain_db: float = 6.0, seed: int = 0,
+                     target: str = "ibm") -> tf.data.Dataset:
     """An endless, shuffled stream of training batches.
 
     Each patch comes from a random position of a clip drawn with probability proportional
@@ -212,6 +216,7 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
         pitch: probability of a pitch shift among remixed patches (default 0).
         gain_db: remix gain range in dB (default 6).
         seed: random seed; the stream is deterministic given it.
+        target: the fine-tuning target, one of :data:`TARGETS`.
 
     Returns:
         ``tf.data.Dataset`` of ``(input, target)``, both float32
@@ -219,7 +224,7 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
     """
     import tensorflow as tf
 
-    _check_stage(stage)
+    _check_stage(stage, target)
     batch_size = batch_size or preset.batch_size
     remix = preset.remix if remix is None else remix
     seg = patch_samples(preset)
@@ -254,7 +259,7 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
         a = crop(accompaniment, a_clip, seg, tf.where(remixed, keys[4], keys[3]))[:seg]
         gains = 10.0 ** (tf.random.stateless_uniform([2], keys[5], -gain_db, gain_db) / 20.0)
         gains = tf.where(remixed, gains, tf.ones([2]))
-        return _example(v * gains[0], a * gains[1], preset, stage)
+        return _example(v * gains[0], a * gains[1], preset, stage, target)
 
     ds = tf.data.Dataset.range(2 ** 62).map(sample, num_parallel_calls=tf.data.AUTOTUNE,
                                             deterministic=True)
@@ -276,7 +281,7 @@ def validation_segments(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarr
 
 
 def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
-                       batch_size: int | None = None) -> tf.data.Dataset:
+                       batch_size: int | None = None, target: str = "ibm") -> tf.data.Dataset:
     """Every non-overlapping patch of every clip, no augmentation, cached; finite.
 
     Returns:
@@ -284,17 +289,16 @@ def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "fine
     """
     import tensorflow as tf
 
-    _check_stage(stage)
+    _check_stage(stage, target)
     ds = tf.data.Dataset.from_tensor_slices(validation_segments(decoded, preset))
-    ds = ds.map(lambda v, a: _example(v, a, preset, stage), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda v, a: _example(v, a, preset, stage, target),
+                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size or preset.batch_size).cache().prefetch(tf.data.AUTOTUNE)
 
 
 def _example(voice: tf.Tensor, accompaniment: tf.Tensor, preset: Preset,
-             stage: str) -> tuple[tf.Tensor, tf.Tensor]:
+             stage: str, target: str = "ibm") -> tuple[tf.Tensor, tf.Tensor]:
     """Segments ``(patch_samples,)`` -> ``(input, target)`` patches ``(frames, bins)``."""
-    import tensorflow as tf
-
     sv = spectral.stft(voice, preset.stft, padded=False)[:, :preset.bins]
     sa = spectral.stft(accompaniment, preset.stft, padded=False)[:, :preset.bins]
     mixture = spectral.magnitude(sv + sa)
@@ -302,6 +306,8 @@ def _example(voice: tf.Tensor, accompaniment: tf.Tensor, preset: Preset,
     if stage == "pretrain":
         vocal = spectral.ibm(v_mag, a_mag) * mixture
         return vocal, vocal
+    if target == "psa":
+        return mixture, spectral.phase_sensitive_mask(sv, sv + sa)
     return mixture, spectral.ibm(v_mag, a_mag, preset.label_smoothing)
 
 
@@ -316,6 +322,8 @@ def _resample_linear(signal: tf.Tensor, rate: tf.Tensor, length: int) -> tf.Tens
     return tf.gather(signal, low) * (1.0 - frac) + tf.gather(signal, low + 1) * frac
 
 
-def _check_stage(stage: str) -> None:
+def _check_stage(stage: str, target: str = "ibm") -> None:
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")

@@ -260,6 +260,32 @@ def ibm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor,
     return tf.where(voice_dominates, 1.0 - smoothing, smoothing)
 
 
+def phase_sensitive_mask(voice: tf.Tensor, mixture: tf.Tensor) -> tf.Tensor:
+    """Phase-sensitive mask ``clip(Re(V conj(X)) / |X|^2, 0, 1)`` (Erdogan et al. 2015): the
+    real mask ``m`` in [0, 1] that minimises ``|m X - V|``, bin by bin.
+
+    Args:
+        voice, mixture: complex spectra ``(..., frames, bins)``.
+
+    Returns:
+        float32 mask of the same shape (0 where the mixture is silent).
+    """
+    import tensorflow as tf
+
+    power = tf.square(tf.math.real(mixture)) + tf.square(tf.math.imag(mixture))
+    dot = (tf.math.real(voice) * tf.math.real(mixture)
+           + tf.math.imag(voice) * tf.math.imag(mixture))
+    return tf.clip_by_value(tf.math.divide_no_nan(dot, power), 0.0, 1.0)
+
+
+def phase_sensitive_mask_numpy(voice: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    """:func:`phase_sensitive_mask` in NumPy: complex ``(..., frames, bins)`` -> float32."""
+    power = np.square(mixture.real) + np.square(mixture.imag)
+    dot = voice.real * mixture.real + voice.imag * mixture.imag
+    ratio = np.divide(dot, power, out=np.zeros_like(power), where=power > 0)
+    return np.clip(ratio, 0.0, 1.0).astype(np.float32)
+
+
 def irm(voice_magnitude: tf.Tensor, accompaniment_magnitude: tf.Tensor) -> tf.Tensor:
     """Ideal ratio mask ``|V|^2 / (|V|^2 + |A|^2)`` (0.5 where both are silent)."""
     import tensorflow as tf

@@ -38,14 +38,19 @@ from . import pipeline
 from .datasets import DatasetError, discover, select_split
 from .datasets.splits import split_file_for
 from .models import (bin_accuracy, bin_cross_entropy, build_model, magnitude_weights,
-                     set_input_statistics, weighted_bin_cross_entropy)
+                     phase_sensitive_error, power_weights, set_input_statistics,
+                     weighted_bin_cross_entropy)
 from .models.losses import WEIGHT_EPS
 from .models.presets import Preset, get_preset
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 #: Fine-tuning losses: ``ce`` the per-bin cross-entropy (the paper); ``weighted`` the same
 #: with each bin weighted by its mixture magnitude (:func:`magnitude_weights`).
-LOSSES = ("ce", "weighted")
+LOSSES = ("ce", "weighted", "psa")
+#: fine-tuning loss -> (loss function, weights added to the targets or None, target kind)
+_LOSS_PARTS = {"ce": (bin_cross_entropy, None, "ibm"),
+               "weighted": (weighted_bin_cross_entropy, magnitude_weights, "ibm"),
+               "psa": (phase_sensitive_error, power_weights, "psa")}
 
 
 @dataclasses.dataclass
@@ -76,8 +81,11 @@ class TrainConfig:
         skip_bad: skip unusable tracks with a warning instead of stopping.
         init: a trained ``.keras`` model of the same preset to start from (its weights and
             input statistics); ``None``: random initialisation.
-        loss: the fine-tuning loss, one of :data:`LOSSES` (the autoencoder stage always
-            uses the plain cross-entropy).
+        loss: the fine-tuning loss, one of :data:`LOSSES`: ``ce`` the per-bin
+            cross-entropy against the smoothed IBM (the paper), ``weighted`` the same
+            weighted by each bin's mixture magnitude, ``psa`` the squared error against the
+            phase-sensitive mask weighted by the mixture power (the separated voice's
+            spectral error); the autoencoder stage always uses the plain cross-entropy.
         average_last: 0 keeps the fine-tuning weights of the best validation loss; ``k > 0``
             keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
             (stochastic weight averaging; fewer if fewer epochs ran).
@@ -260,49 +268,58 @@ def _deadline(started: float, budget: float | None, share: float) -> float | Non
 
 def _data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig, stage: str,
           training: bool):
-    """Training stream or validation data of the configured loader; with the ``weighted``
-    loss the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
+    """Training stream or validation data of the configured loader; with a weighted loss
+    (``weighted``, ``psa``) the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
     data = _loader_data(audio, preset, config, stage, training)
-    if config.loss != "weighted" or stage != "finetune":
+    weigh = _LOSS_PARTS[config.loss][1]
+    if weigh is None or stage != "finetune":
         return data
     if isinstance(data, tuple):  # NumPy validation arrays
-        return data[0], _with_weights(*data)
+        return data[0], _with_weights(*data, weigh)
     if hasattr(data, "map"):  # tf.data
-        return data.map(lambda x, y: (x, _with_weights(x, y)))
-    return ((x, _with_weights(x, y)) for x, y in data)  # NumPy stream
+        return data.map(lambda x, y: (x, _with_weights(x, y, weigh)))
+    return ((x, _with_weights(x, y, weigh)) for x, y in data)  # NumPy stream
 
 
-def _with_weights(magnitude, target):
+def _with_weights(magnitude, target, weigh=magnitude_weights):
     """``(batch, frames, bins)`` target -> ``(batch, frames, bins, 2)`` target and the
-    :func:`magnitude_weights` of the input magnitude (NumPy arrays, or tf.data tensors:
-    these stay in TensorFlow whatever the Keras backend)."""
+    weights ``weigh`` (:func:`magnitude_weights` or :func:`power_weights`) gives the input
+    magnitude (NumPy arrays, or tf.data tensors: these stay in TensorFlow whatever the Keras
+    backend)."""
     if isinstance(magnitude, np.ndarray):
-        weights = keras.ops.convert_to_numpy(magnitude_weights(magnitude))
+        weights = keras.ops.convert_to_numpy(weigh(magnitude))
         return np.stack([target, weights.astype(target.dtype)], axis=-1)
     import tensorflow as tf
 
+    eps = WEIGHT_EPS
+    if weigh is power_weights:
+        magnitude, eps = tf.square(magnitude), WEIGHT_EPS ** 2
     mean = tf.reduce_mean(magnitude, axis=(1, 2), keepdims=True)
-    return tf.stack([target, magnitude / (mean + WEIGHT_EPS)], axis=-1)
+    return tf.stack([target, magnitude / (mean + eps)], axis=-1)
 
 
 def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
                  stage: str, training: bool):
     """Training stream or validation data of the configured loader."""
+    target = _LOSS_PARTS[config.loss][2]
     if resolve_loader(config.loader) == "tf":
         if training:
             return pipeline.training_dataset(audio, preset, stage, config.batch_size,
                                              config.remix, config.pitch,
                                              gain_db=config.gain_db,
-                                             seed=config.seed + (stage == "finetune"))
-        return pipeline.validation_dataset(audio, preset, stage, config.batch_size)
+                                             seed=config.seed + (stage == "finetune"),
+                                             target=target)
+        return pipeline.validation_dataset(audio, preset, stage, config.batch_size,
+                                           target=target)
     from . import batches
 
     if training:
         sampler = batches.PatchSampler(audio, preset, stage, config.batch_size, config.remix,
                                        config.pitch, gain_db=config.gain_db,
-                                       seed=config.seed + (stage == "finetune"))
+                                       seed=config.seed + (stage == "finetune"),
+                                       target=target)
         return batches.stream(sampler, workers=config.workers)
-    return batches.validation_arrays(audio, preset, stage)
+    return batches.validation_arrays(audio, preset, stage, target)
 
 
 def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudio,
@@ -318,9 +335,8 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     if done.exists() and final.exists():
         model.load_weights(final)
         return
-    weighted = config.loss == "weighted" and stage == "finetune"
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=weighted_bin_cross_entropy if weighted else bin_cross_entropy,
+    loss = _LOSS_PARTS[config.loss][0] if stage == "finetune" else bin_cross_entropy
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss,
                   metrics=[bin_accuracy] if stage == "finetune" else None)
     train_ds = _data(train_audio, preset, config, stage, training=True)
     valid_ds = _data(valid_audio, preset, config, stage, training=False)

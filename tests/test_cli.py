@@ -252,11 +252,11 @@ def test_train_with_numpy_loader_and_time_budget(tmp_path):
     result = run("train", "--data", data, "--preset", "tiny", "--epochs", "50",
                  "--pretrain-epochs", "0", "--steps-per-epoch", "1", "--loader", "numpy",
                  "--workers", "0", "--time-budget", "0.001", "--gnsdr-clips", "1",
-                 "--gnsdr-every", "1", "--gain-db", "3", "-o", out)
+                 "--gnsdr-every", "1", "--gain-db", "3", "--loss", "psa", "-o", out)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "training.json").read_text())["config"]
     assert (config["loader"], config["workers"], config["time_budget"]) == ("numpy", 0, 0.001)
-    assert config["gain_db"] == 3.0
+    assert (config["gain_db"], config["loss"]) == (3.0, "psa")
     assert (config["gnsdr_clips"], config["gnsdr_every"]) == (1, 1)
     from keras_svs.training import epochs_done
 

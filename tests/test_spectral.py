@@ -127,6 +127,27 @@ def test_irm_range_and_silence():
     np.testing.assert_allclose(mask[1:], v[1:] ** 2 / (v[1:] ** 2 + a[1:] ** 2), rtol=1e-5)
 
 
+def test_phase_sensitive_mask_values_and_numpy_twin():
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(6, 9)) + 1j * rng.normal(size=(6, 9))).astype(np.complex64)
+    v = (rng.normal(size=(6, 9)) + 1j * rng.normal(size=(6, 9))).astype(np.complex64)
+    v[0], v[1], v[2] = x[0], 0.5 * x[1], -x[2]  # all voice, half, opposite phase
+    v[3] = 1j * x[3]  # in quadrature: no real share
+    x[4, 0] = 0.0  # a silent bin
+    mask = spectral.phase_sensitive_mask(tf.constant(v), tf.constant(x)).numpy()
+    assert mask.dtype == np.float32 and mask.shape == x.shape
+    np.testing.assert_allclose(mask[0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(mask[1], 0.5, rtol=1e-5)
+    np.testing.assert_array_equal(mask[2], 0.0)
+    np.testing.assert_allclose(mask[3], 0.0, atol=1e-6)
+    assert mask[4, 0] == 0.0
+    expected = np.clip((v * np.conj(x)).real / np.abs(x) ** 2, 0, 1)
+    np.testing.assert_allclose(mask[5], expected[5], rtol=1e-5)
+    twin = spectral.phase_sensitive_mask_numpy(v, x)
+    assert twin.dtype == np.float32
+    np.testing.assert_allclose(twin, mask, rtol=1e-5, atol=1e-7)
+
+
 def test_config_properties_and_validation():
     assert PAPER.bins == 2049 and PAPER.pad == 768
     assert PAPER.num_samples(9) == 1024 + 8 * 256

@@ -432,6 +432,32 @@ def test_init_refuses_a_model_of_another_preset(trained_run, tmp_path):
 
 
 # -- the magnitude-weighted loss (--loss weighted) ----------------------------------------
+def test_phase_sensitive_error_is_the_complex_spectral_error():
+    """With power weights, the loss is ``sum |p X - V|^2`` over the patch's mean ``|X|^2``
+    and bin count, less the quadrature part ``sum |X|^2 Im(V / X)^2`` that no real mask
+    removes (exact where the phase-sensitive mask is not clipped)."""
+    from keras_svs.models import phase_sensitive_error, power_weights
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 4, 6)) + 1j * rng.normal(size=(2, 4, 6))
+    ratio = rng.uniform(0.05, 0.95, x.shape) + 1j * rng.normal(0, 0.3, x.shape)  # V / X
+    v = ratio * x
+    p = rng.uniform(0, 1, x.shape)
+    magnitude = np.abs(x).astype(np.float32)
+    weights = keras.ops.convert_to_numpy(power_weights(magnitude))
+    target = np.stack([ratio.real, weights], axis=-1).astype(np.float32)
+    probabilities = np.stack([p, 1 - p], axis=-1).astype(np.float32)
+    loss = keras.ops.convert_to_numpy(phase_sensitive_error(target, probabilities))
+    power = np.abs(x) ** 2
+    error = (np.abs(p * x - v) ** 2 - power * ratio.imag ** 2).sum(axis=(1, 2))
+    expected = error / (power.mean(axis=(1, 2)) * power[0].size)
+    np.testing.assert_allclose(loss, expected, rtol=1e-4)
+    # a perfect mask scores 0
+    perfect = np.stack([ratio.real, 1 - ratio.real], axis=-1).astype(np.float32)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(phase_sensitive_error(target, perfect)), 0.0, atol=1e-7)
+
+
 def test_weighted_cross_entropy_weighs_bins():
     from keras_svs.models import magnitude_weights, weighted_bin_cross_entropy
 
@@ -458,12 +484,13 @@ def test_weighted_cross_entropy_weighs_bins():
     np.testing.assert_allclose(w[0] / w[0, 0, 0], magnitude[0] / magnitude[0, 0, 0], rtol=1e-5)
 
 
-def test_weighted_targets_are_the_same_from_both_loaders(tmp_path):
+@pytest.mark.parametrize("loss", ["weighted", "psa"])
+def test_weighted_targets_are_the_same_from_both_loaders(tmp_path, loss):
     """tf.data and NumPy validation targets carry the same label and weight channels."""
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
     tiny = get_preset("tiny")
     _, valid_audio = load_splits(data, None, tiny)
-    config = TrainConfig(preset="tiny", loss="weighted").resolved()
+    config = TrainConfig(preset="tiny", loss=loss).resolved()
     x, y = training._data(valid_audio, tiny, dataclasses.replace(config, loader="numpy"),
                           "finetune", training=False)
     assert y.shape == (*x.shape, 2)
@@ -472,20 +499,33 @@ def test_weighted_targets_are_the_same_from_both_loaders(tmp_path):
     tf_x = np.concatenate([b[0].numpy() for b in batches])
     tf_y = np.concatenate([b[1].numpy() for b in batches])
     np.testing.assert_allclose(tf_x, x, atol=1e-5)
-    np.testing.assert_allclose(tf_y, y, rtol=1e-4, atol=1e-5)
+    # the phase-sensitive mask is a ratio: in near-silent bins the two STFTs' rounding
+    # moves it by up to ~3e-4
+    np.testing.assert_allclose(tf_y, y, rtol=1e-4, atol=1e-5 if loss == "weighted" else 1e-3)
     np.testing.assert_allclose(y[..., 1].mean(axis=(1, 2)), 1.0, rtol=1e-4)
-    # the plain loss keeps the plain targets
     _, plain = training._data(valid_audio, tiny, dataclasses.replace(config, loss="ce",
                                                                      loader="numpy"),
                               "finetune", training=False)
-    np.testing.assert_array_equal(plain, y[..., 0])
+    if loss == "weighted":  # the IBM, with magnitude weights
+        np.testing.assert_array_equal(plain, y[..., 0])
+        np.testing.assert_allclose(y[..., 1] * x.mean(axis=(1, 2), keepdims=True), x,
+                                   rtol=1e-4, atol=1e-6)
+    else:  # the phase-sensitive mask: in [0, 1], not the IBM; power weights
+        assert 0.0 <= y[..., 0].min() and y[..., 0].max() <= 1.0
+        assert not np.allclose(plain, y[..., 0], atol=0.05)
+        # where the voice dominates clearly (IBM 0.98), the mask leans to the voice
+        assert y[..., 0][plain > 0.5].mean() > y[..., 0][plain < 0.5].mean() + 0.3
+        power = np.square(x)
+        np.testing.assert_allclose(y[..., 1] * power.mean(axis=(1, 2), keepdims=True), power,
+                                   rtol=1e-4, atol=1e-8)
 
 
-@pytest.mark.parametrize("loader", ["tf", "numpy"])
-def test_weighted_loss_run(tmp_path, loader):
+@pytest.mark.parametrize("loader, loss", [("tf", "weighted"), ("numpy", "weighted"),
+                                          ("tf", "psa"), ("numpy", "psa")])
+def test_weighted_loss_run(tmp_path, loader, loss):
     data = write_training_pairs(tmp_path / "data", tracks=4, seconds=2.0)
     config = TrainConfig(preset="tiny", epochs=4, pretrain_epochs=1, steps_per_epoch=5,
-                         learning_rate=3e-3, verbose=0, remix=0.0, loss="weighted",
+                         learning_rate=3e-3, verbose=0, remix=0.0, loss=loss,
                          loader=loader, gnsdr_clips=0)
     path = train(data, tmp_path / "run", config)
     rows = _log(tmp_path / "run" / "finetune" / "log.csv")
@@ -493,7 +533,7 @@ def test_weighted_loss_run(tmp_path, loader):
     assert len(losses) == 4 and losses[-1] < losses[0], losses
     assert 0.0 < float(rows[-1]["bin_accuracy"]) <= 1.0
     record = json.loads((tmp_path / "run" / "training.json").read_text())
-    assert record["config"]["loss"] == "weighted"
+    assert record["config"]["loss"] == loss
     assert load_model(path).name == build_model("tiny").name
 
 

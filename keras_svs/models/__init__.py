@@ -15,7 +15,7 @@ import numpy as np
 from ..spectral import StftConfig
 from .layers import BinSoftmax, SpectrogramInput
 from .losses import (bin_accuracy, bin_cross_entropy, magnitude_weights,
-                     weighted_bin_cross_entropy)
+                     phase_sensitive_error, power_weights, weighted_bin_cross_entropy)
 from .paper import paper_body
 from .presets import PRESETS, Preset, get_preset
 from .unet import unet_body
@@ -23,7 +23,8 @@ from .unet import unet_body
 __all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model",
            "save_half_precision", "settings",
            "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
-           "weighted_bin_cross_entropy", "magnitude_weights"]
+           "weighted_bin_cross_entropy", "magnitude_weights", "phase_sensitive_error",
+           "power_weights"]
 
 
 def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:

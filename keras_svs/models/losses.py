@@ -40,6 +40,34 @@ def weighted_bin_cross_entropy(target, probabilities):
     return ops.mean(_cross_entropy(target[..., 0], probabilities) * target[..., 1], axis=(1, 2))
 
 
+@keras.saving.register_keras_serializable(package="keras_svs")
+def phase_sensitive_error(target, probabilities):
+    """Weighted squared error of the voice probability against the phase-sensitive mask
+    (``--loss psa``). With the :func:`power_weights` of the mixture, a patch's loss is
+    ``sum |p X - V|^2`` over its mean ``|X|^2``, up to a term the model cannot change: the
+    error of the separated voice's complex spectrum, the quantity SDR measures.
+
+    Args:
+        target: ``(batch, frames, bins, 2)``: channel 0 the phase-sensitive mask
+            ``clip(Re(V conj X) / |X|^2, 0, 1)``, channel 1 the bin's weight.
+        probabilities: ``(batch, frames, bins, 2)`` softmax output, channel 0 = voice.
+
+    Returns:
+        ``(batch,)`` weighted mean squared error.
+    """
+    target = ops.cast(target, "float32")
+    error = ops.cast(probabilities[..., 0], "float32") - target[..., 0]
+    return ops.mean(ops.square(error) * target[..., 1], axis=(1, 2))
+
+
+def power_weights(magnitude):
+    """Weights of :func:`phase_sensitive_error`: each bin's mixture power over the patch's
+    mean power (a patch's weights average 1; ``WEIGHT_EPS ** 2`` guards a silent patch).
+    ``(batch, frames, bins)`` -> same shape."""
+    power = ops.square(ops.cast(magnitude, "float32"))
+    return power / (ops.mean(power, axis=(1, 2), keepdims=True) + WEIGHT_EPS ** 2)
+
+
 def magnitude_weights(magnitude):
     """Weights of :func:`weighted_bin_cross_entropy`: each bin's mixture magnitude over the
     patch's mean magnitude, so loud bins (where a wrong mask costs the most signal) count

@@ -365,7 +365,7 @@ def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
     def nan_loss(target, probabilities):
         return bin_cross_entropy(target, probabilities) * ops.convert_to_tensor(float("nan"))
 
-    monkeypatch.setattr(training, "bin_cross_entropy", nan_loss)
+    monkeypatch.setitem(training._LOSS_PARTS, "ce", (nan_loss, None, "ibm"))
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
     config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=4,
                          verbose=0, gnsdr_clips=0)

@@ -44,13 +44,14 @@ from .models.losses import WEIGHT_EPS
 from .models.presets import Preset, get_preset
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-#: Fine-tuning losses: ``ce`` the per-bin cross-entropy (the paper); ``weighted`` the same
-#: with each bin weighted by its mixture magnitude (:func:`magnitude_weights`).
-LOSSES = ("ce", "weighted", "psa")
-#: fine-tuning loss -> (loss function, weights added to the targets or None, target kind)
+#: Fine-tuning loss -> (loss function, weights added to the targets or None, target kind):
+#: ``ce`` the per-bin cross-entropy against the IBM (the paper); ``weighted`` the same with
+#: each bin weighted by its mixture magnitude (:func:`magnitude_weights`); ``psa`` the
+#: power-weighted squared error against the phase-sensitive mask (:func:`power_weights`).
 _LOSS_PARTS = {"ce": (bin_cross_entropy, None, "ibm"),
                "weighted": (weighted_bin_cross_entropy, magnitude_weights, "ibm"),
                "psa": (phase_sensitive_error, power_weights, "psa")}
+LOSSES = tuple(_LOSS_PARTS)
 
 
 @dataclasses.dataclass

@@ -355,11 +355,14 @@ def _seconds(path: Path) -> float:
 @click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
               help="Keep the mean of the weights after each of the last N fine-tuning "
                    "epochs (stochastic weight averaging); 0: the best validation loss.")
+@click.option("--frames", type=click.IntRange(1), default=None,
+              help="Frames per training patch (default: the preset's; unet: a multiple "
+                   "of 64). Longer patches give the network more context while training.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
           learning_rate, cosine, precision, remix, pitch, gain_db, seed, cache, split_file,
           train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every,
-          init, skip_bad, loss, average_last):
+          init, skip_bad, loss, average_last, frames):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
@@ -372,7 +375,7 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
                          train_split, valid_split, loader=loader, workers=workers,
                          time_budget=time_budget, gnsdr_clips=gnsdr_clips,
                          gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad, loss=loss,
-                         average_last=average_last, gain_db=gain_db)
+                         average_last=average_last, gain_db=gain_db, frames=frames)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _warning_line

@@ -90,6 +90,9 @@ class TrainConfig:
         average_last: 0 keeps the fine-tuning weights of the best validation loss; ``k > 0``
             keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
             (stochastic weight averaging; fewer if fewer epochs ran).
+        frames: frames per training patch; ``None``: the preset's. Only fully convolutional
+            presets (``unet``) take another length, a multiple of ``2 ** levels``; the model
+            itself takes any length at separation time.
     """
 
     preset: str = "small"
@@ -116,6 +119,7 @@ class TrainConfig:
     loss: str = "ce"
     average_last: int = 0
     gain_db: float = 6.0
+    frames: int | None = None
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -128,6 +132,24 @@ class TrainConfig:
             batch_size=self.batch_size or p.batch_size,
             learning_rate=self.learning_rate or p.learning_rate,
             remix=p.remix if self.remix is None else self.remix)
+
+
+def with_patch_frames(preset: Preset, frames: int | None) -> Preset:
+    """The preset with training patches of ``frames`` frames (``None``: unchanged).
+
+    Raises:
+        ValueError: a fixed-patch network (``paper``), or not a multiple of ``2 ** levels``.
+    """
+    if frames is None or frames == preset.frames:
+        return preset
+    if preset.architecture != "unet":
+        raise ValueError(f"the {preset.name} preset's network takes patches of exactly "
+                         f"{preset.frames} frames, not {frames}")
+    multiple = 2 ** len(preset.arch["filters"])
+    if frames <= 0 or frames % multiple:
+        raise ValueError(f"frames must be a positive multiple of {multiple} for the "
+                         f"{preset.name} preset, not {frames}")
+    return dataclasses.replace(preset, frames=frames)
 
 
 def resolve_precision(precision: str) -> str:
@@ -207,7 +229,7 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
         raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
     if config.average_last < 0:
         raise ValueError(f"average_last must be >= 0, not {config.average_last}")
-    preset = get_preset(config.preset)
+    preset = with_patch_frames(get_preset(config.preset), config.frames)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)

@@ -266,13 +266,24 @@ def test_train_with_numpy_loader_and_time_budget(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("--loader", "torch"), ("--time-budget", "0"),
                                            ("--workers", "-1"), ("--gnsdr-every", "0"),
-                                           ("--gnsdr-clips", "-2"), ("--gain-db", "-1")])
+                                           ("--gnsdr-clips", "-2"), ("--gain-db", "-1"),
+                                           ("--frames", "0")])
 def test_train_rejects_bad_new_options(tmp_path, option, value):
     data = write_training_pairs(tmp_path / "data", tracks=2, seconds=0.5)
     result = run("train", "--data", data, "--preset", "tiny", option, value,
                  "-o", tmp_path / "run")
     assert result.exit_code == 2, result.output  # a usage error, before any training
     assert option in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_frames_that_the_network_cannot_take(tmp_path):
+    """The paper's network has a fixed 9-frame patch: one error line, no run folder."""
+    data = write_training_pairs(tmp_path / "data", tracks=2, seconds=0.5)
+    result = run("train", "--data", data, "--preset", "tiny", "--frames", "18",
+                 "-o", tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    assert "exactly 9 frames" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
 
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import write_training_pairs
 from keras_svs import pipeline, training
 from keras_svs.datasets import DatasetError, discover
+from keras_svs.models import presets
 from keras_svs.models import bin_cross_entropy, build_model, get_preset, load_model, settings
 from keras_svs.training import (TrainConfig, epochs_done, load_splits, resolve_loader,
                                 resolve_precision, train)
@@ -622,3 +623,39 @@ def test_gain_db_reaches_the_training_stream(tmp_path, loader):
     assert np.isfinite(louder).all()
     assert not np.allclose(louder, level)
     assert TrainConfig().gain_db == 6.0
+
+
+def _small_unet_preset():
+    """The ``unet`` preset at 8 kHz with 128 bins and 2 channels per level (seconds to train)."""
+    from keras_svs.spectral import StftConfig
+    return dataclasses.replace(get_preset("unet"), stft=StftConfig(8000, 256, 256, 64), bins=128,
+                               arch=dict(filters=(2,) * 6, dropout=0.2))
+
+
+def test_with_patch_frames_checks_the_network():
+    unet = get_preset("unet")
+    assert training.with_patch_frames(unet, None) is unet
+    assert training.with_patch_frames(unet, 192).frames == 192
+    assert training.with_patch_frames(unet, 192).arch == unet.arch
+    with pytest.raises(ValueError, match="multiple of 64"):
+        training.with_patch_frames(unet, 100)
+    with pytest.raises(ValueError, match="exactly 9 frames"):
+        training.with_patch_frames(get_preset("paper16k"), 18)
+    assert TrainConfig(preset="unet").resolved().frames is None
+
+
+@pytest.mark.parametrize("loader", ["tf", "numpy"])
+def test_frames_sets_the_training_patch_length(tmp_path, monkeypatch, loader):
+    """``TrainConfig.frames`` reaches both loaders, and the run records it."""
+    monkeypatch.setitem(presets.PRESETS, "unet", _small_unet_preset())
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=2.0)
+    config = TrainConfig(preset="unet", frames=128, loader=loader, batch_size=2, epochs=1,
+                         pretrain_epochs=0, steps_per_epoch=1, gnsdr_clips=0).resolved()
+    preset = training.with_patch_frames(presets.PRESETS["unet"], config.frames)
+    train_audio, _ = load_splits(data, None, preset)
+    x, y = next(iter(training._data(train_audio, preset, config, "finetune", training=True)))
+    assert keras.ops.shape(x) == (2, 128, 128)
+    path = train(data, tmp_path / "run", config)
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert record["config"]["frames"] == 128
+    assert load_model(path).name == "unet"

@@ -31,7 +31,8 @@ def main() -> None:
     tracks = select_split(discover(args.data), args.split, split_file_for(args.data))
     cache, results = {}, {}
     for spec in args.models:
-        path, mask, mode = (spec.split(":") + ["soft", "average"])[:3]
+        path, *options = spec.split(":")
+        mask, mode = (options + ["soft", "average"][len(options):])[:2]
         try:
             model = load_model(path)
             rate = settings(model)["sample_rate"]

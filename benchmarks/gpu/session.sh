@@ -9,26 +9,18 @@
 #   PY=/tmp/jaxenv/bin/python UNET=tiny PAPER=tiny PAPER16=tiny BUDGET=40 OUT=/tmp/o \
 #       bash benchmarks/gpu/session.sh                  # a dry run anywhere
 set -u
-PY=${PY:-python3}
+source "$(dirname "$0")/common.sh"
 BUDGET=${BUDGET:-330}
 UNET=${UNET:-unet}; PAPER16=${PAPER16:-paper16k}; PAPER=${PAPER:-paper}
 DATA=${DATA:-.carry/mir1k}
 PRECISION=${PRECISION:-mixed_bfloat16}
 RUNS=${RUNS:-runs/gpu}
-export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 mkdir -p "$RUNS" "$OUT"
-start=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
-
-stamp "smoke"
-"$PY" -c "import jax, keras, soundfile, mir_eval, soxr; print(jax.devices(), keras.__version__)" \
-    || exit 3
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc
+smoke
 
 train() {  # NAME ARGS...: one keras-svs train run in the background
     local name=$1; shift
-    "$PY" -c "from keras_svs.cli import main; main()" train -d "$DATA" -o "$RUNS/$name" \
+    cli train -d "$DATA" -o "$RUNS/$name" \
         --time-budget "$BUDGET" --steps-per-epoch 100 --epochs 100000 --precision "$PRECISION" \
         --gnsdr-every 25 --gnsdr-clips 2 "$@" > "$RUNS/$name.log" 2>&1 &
 }
@@ -55,7 +47,7 @@ cat "$RUNS/valid_scores.log"
 stamp "scored"
 
 for name in unet_a unet_all paper16k; do  # the models to bring back, float16-stored
-    [ -f "$RUNS/$name/model.keras" ] && "$PY" -c "from keras_svs.cli import main; main()" \
+    [ -f "$RUNS/$name/model.keras" ] && cli \
         shrink "$RUNS/$name/model.keras" "$RUNS/$name/model16.keras"
 done
 tar cf - "$RUNS"/*.log "$RUNS"/*/training.json "$RUNS"/*/*/log.csv "$RUNS"/*/model16.keras \

@@ -6,18 +6,13 @@
 #
 #   INIT=.carry/init16.keras BUDGET=220 bash benchmarks/gpu/session_continue.sh   # on the GPU
 set -u
-PY=${PY:-python3}
+source "$(dirname "$0")/common.sh"
 INIT=${INIT:?a .keras model to continue}
 BUDGET=${BUDGET:-220}
 DATA=${DATA:-.carry/mir1k}
 STEPS=${STEPS:-100}; BATCH=${BATCH:-32}; LR=${LR:-5e-4}; WORKERS=${WORKERS:-8}
 RUN=${RUN:-runs/gpu3/c_all}
-export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 mkdir -p "$RUN" "$OUT"
-start=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
-cli() { "$PY" -c "from keras_svs.cli import main; main()" "$@"; }
 
 cli train -d "$DATA" -o "$RUN" -p unet --init "$INIT" --pretrain-epochs 0 --epochs 100000 \
     --time-budget "$BUDGET" --steps-per-epoch "$STEPS" --batch-size "$BATCH" \

@@ -10,23 +10,14 @@
 #   PY=/tmp/jaxenv/bin/python BUDGET=90 STEPS=2 BATCH=2 WORKERS=1 OUT=/tmp/o \
 #       bash benchmarks/gpu/session_frames.sh                 # a dry run anywhere
 set -u
-PY=${PY:-python3}
+source "$(dirname "$0")/common.sh"
 BUDGET=${BUDGET:-400}
 DATA=${DATA:-.carry/mir1k}
 STEPS=${STEPS:-100}; BATCH=${BATCH:-32}; LR=${LR:-1.5e-3}; LONG=${LONG:-192}
 WORKERS=${WORKERS:-3}
 RUNS=${RUNS:-runs/gpu2}
-export KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 mkdir -p "$RUNS" "$OUT"
-start=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
-cli() { "$PY" -c "from keras_svs.cli import main; main()" "$@"; }
-
-stamp "smoke"
-"$PY" -c "import jax, keras, soundfile, mir_eval, soxr; print(jax.devices(), keras.__version__)" \
-    || exit 3
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc
+smoke
 
 train() {  # NAME ARGS...: one keras-svs train run in the background
     local name=$1; shift

@@ -37,7 +37,7 @@ bench: venv
 ## from scratch (1 autoencoder epoch, 18 fine-tuning epochs, Adam 1.5e-3 with cosine decay),
 ## then 21 more epochs from its float16 file (Adam 5e-4 with cosine decay). The shipped file
 ## was made on a lent H200 with KERAS_BACKEND=jax (about 10 min); on 2 CPU cores this takes
-## many hours (BENCHMARKS.md).
+## about 16 hours (BENCHMARKS.md).
 train-default: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --train-split train+valid \
 	  --pretrain-epochs 1 --epochs 18 --steps-per-epoch 100 --batch-size 32 \

@@ -37,20 +37,20 @@ import numpy as np
 from . import pipeline
 from .datasets import DatasetError, discover, select_split
 from .datasets.splits import split_file_for
-from .models import (bin_accuracy, bin_cross_entropy, build_model, magnitude_weights,
-                     phase_sensitive_error, power_weights, set_input_statistics,
-                     weighted_bin_cross_entropy)
-from .models.losses import WEIGHT_EPS
+from .models import (bin_accuracy, bin_cross_entropy, build_model, phase_sensitive_error,
+                     set_input_statistics, weighted_bin_cross_entropy)
+from .models.losses import WEIGHT_EPS, relative_weights
 from .models.presets import Preset, get_preset
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-#: Fine-tuning loss -> (loss function, weights added to the targets or None, target kind):
-#: ``ce`` the per-bin cross-entropy against the IBM (the paper); ``weighted`` the same with
-#: each bin weighted by its mixture magnitude (:func:`magnitude_weights`); ``psa`` the
-#: power-weighted squared error against the phase-sensitive mask (:func:`power_weights`).
+#: Fine-tuning loss -> (loss function, exponent of the bin weights added to the targets
+#: (:func:`~keras_svs.models.losses.relative_weights`) or None, target kind): ``ce`` the
+#: per-bin cross-entropy against the IBM (the paper); ``weighted`` the same with each bin
+#: weighted by its mixture magnitude (:func:`magnitude_weights`); ``psa`` the power-weighted
+#: squared error against the phase-sensitive mask (:func:`power_weights`).
 _LOSS_PARTS = {"ce": (bin_cross_entropy, None, "ibm"),
-               "weighted": (weighted_bin_cross_entropy, magnitude_weights, "ibm"),
-               "psa": (phase_sensitive_error, power_weights, "psa")}
+               "weighted": (weighted_bin_cross_entropy, 1, "ibm"),
+               "psa": (phase_sensitive_error, 2, "psa")}
 LOSSES = tuple(_LOSS_PARTS)
 
 
@@ -294,31 +294,29 @@ def _data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig, sta
     """Training stream or validation data of the configured loader; with a weighted loss
     (``weighted``, ``psa``) the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
     data = _loader_data(audio, preset, config, stage, training)
-    weigh = _LOSS_PARTS[config.loss][1]
-    if weigh is None or stage != "finetune":
+    exponent = _LOSS_PARTS[config.loss][1]
+    if exponent is None or stage != "finetune":
         return data
     if isinstance(data, tuple):  # NumPy validation arrays
-        return data[0], _with_weights(*data, weigh)
+        return data[0], _with_weights(*data, exponent)
     if hasattr(data, "map"):  # tf.data
-        return data.map(lambda x, y: (x, _with_weights(x, y, weigh)))
-    return ((x, _with_weights(x, y, weigh)) for x, y in data)  # NumPy stream
+        return data.map(lambda x, y: (x, _with_weights(x, y, exponent)))
+    return ((x, _with_weights(x, y, exponent)) for x, y in data)  # NumPy stream
 
 
-def _with_weights(magnitude, target, weigh=magnitude_weights):
+def _with_weights(magnitude, target, exponent: int = 1):
     """``(batch, frames, bins)`` target -> ``(batch, frames, bins, 2)`` target and the
-    weights ``weigh`` (:func:`magnitude_weights` or :func:`power_weights`) gives the input
-    magnitude (NumPy arrays, or tf.data tensors: these stay in TensorFlow whatever the Keras
-    backend)."""
+    :func:`~keras_svs.models.losses.relative_weights` of the input magnitude with this
+    exponent (NumPy arrays, or tf.data tensors: these stay in TensorFlow, where the same
+    formula is written in ``tf``, whatever the Keras backend)."""
     if isinstance(magnitude, np.ndarray):
-        weights = keras.ops.convert_to_numpy(weigh(magnitude))
+        weights = keras.ops.convert_to_numpy(relative_weights(magnitude, exponent))
         return np.stack([target, weights.astype(target.dtype)], axis=-1)
     import tensorflow as tf
 
-    eps = WEIGHT_EPS
-    if weigh is power_weights:
-        magnitude, eps = tf.square(magnitude), WEIGHT_EPS ** 2
-    mean = tf.reduce_mean(magnitude, axis=(1, 2), keepdims=True)
-    return tf.stack([target, magnitude / (mean + eps)], axis=-1)
+    level = magnitude if exponent == 1 else tf.pow(magnitude, float(exponent))
+    mean = tf.reduce_mean(level, axis=(1, 2), keepdims=True)
+    return tf.stack([target, level / (mean + WEIGHT_EPS ** exponent)], axis=-1)
 
 
 def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,

@@ -60,20 +60,27 @@ def phase_sensitive_error(target, probabilities):
     return ops.mean(ops.square(error) * target[..., 1], axis=(1, 2))
 
 
+def relative_weights(magnitude, exponent: int = 1):
+    """Each bin's ``|X| ** exponent`` over the patch's mean of it, so a patch's weights
+    average 1 (``WEIGHT_EPS ** exponent`` guards a silent patch). ``(batch, frames, bins)``
+    -> same shape."""
+    level = ops.cast(magnitude, "float32")
+    if exponent != 1:
+        level = ops.power(level, exponent)
+    return level / (ops.mean(level, axis=(1, 2), keepdims=True) + WEIGHT_EPS ** exponent)
+
+
 def power_weights(magnitude):
     """Weights of :func:`phase_sensitive_error`: each bin's mixture power over the patch's
-    mean power (a patch's weights average 1; ``WEIGHT_EPS ** 2`` guards a silent patch).
-    ``(batch, frames, bins)`` -> same shape."""
-    power = ops.square(ops.cast(magnitude, "float32"))
-    return power / (ops.mean(power, axis=(1, 2), keepdims=True) + WEIGHT_EPS ** 2)
+    mean power. ``(batch, frames, bins)`` -> same shape."""
+    return relative_weights(magnitude, 2)
 
 
 def magnitude_weights(magnitude):
     """Weights of :func:`weighted_bin_cross_entropy`: each bin's mixture magnitude over the
     patch's mean magnitude, so loud bins (where a wrong mask costs the most signal) count
-    more and a patch's weights average 1. ``(batch, frames, bins)`` -> same shape."""
-    magnitude = ops.cast(magnitude, "float32")
-    return magnitude / (ops.mean(magnitude, axis=(1, 2), keepdims=True) + WEIGHT_EPS)
+    more. ``(batch, frames, bins)`` -> same shape."""
+    return relative_weights(magnitude, 1)
 
 
 def _cross_entropy(target, probabilities):

@@ -31,24 +31,18 @@ bench: venv
 	$(BIN)/python benchmarks/separate_speed.py
 	$(BIN)/python benchmarks/long_file.py
 
-## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/): two
-## `keras-svs train` runs on all 175 clips of the two training singers, batch 32, the
-## magnitude-weighted cross-entropy, each keeping the mean of its last 3 epochs' weights:
-## from scratch (1 autoencoder epoch, 18 fine-tuning epochs, Adam 1.5e-3 with cosine decay),
-## then 21 more epochs from its float16 file (Adam 5e-4 with cosine decay). The shipped file
-## was made on a lent H200 with KERAS_BACKEND=jax (about 10 min); on 2 CPU cores this takes
-## about 16 hours (BENCHMARKS.md).
+## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/): one
+## `keras-svs train` run on all 175 clips of the two training singers, from scratch: 1
+## autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted cross-entropy,
+## batch 32, Adam 1.5e-3 with cosine decay, keeping the mean of the last 3 epochs' weights.
+## The shipped file was made on a lent H200 with KERAS_BACKEND=jax (about 9 min); on 2 CPU
+## cores this takes about 19 hours (BENCHMARKS.md).
 train-default: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --train-split train+valid \
-	  --pretrain-epochs 1 --epochs 18 --steps-per-epoch 100 --batch-size 32 \
+	  --pretrain-epochs 1 --epochs 47 --steps-per-epoch 100 --batch-size 32 \
 	  --learning-rate 1.5e-3 --cosine --precision mixed_bfloat16 --pitch 0.75 --loss weighted \
 	  --average-last 3 --gnsdr-clips 0 --seed 0 --workers 3 -o runs/default
-	$(BIN)/keras-svs shrink runs/default/model.keras runs/default/model16.keras
-	$(BIN)/keras-svs train --data $(DATA) --preset unet --train-split train+valid \
-	  --init runs/default/model16.keras --pretrain-epochs 0 --epochs 21 --steps-per-epoch 100 \
-	  --batch-size 32 --learning-rate 5e-4 --cosine --precision mixed_bfloat16 --pitch 0.75 \
-	  --loss weighted --average-last 3 --gnsdr-clips 0 --seed 1 --workers 8 -o runs/default-cont
-	$(BIN)/keras-svs shrink runs/default-cont/model.keras keras_svs/assets/default.keras
+	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

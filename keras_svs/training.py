@@ -5,8 +5,8 @@ Stage 1 (``pretrain``) fits the network to map the voice's share of the mixture 
 the IBM with per-bin cross-entropy. Each stage keeps, in ``OUT/<stage>/``:
 
 * ``best.weights.h5``: weights of the best validation loss so far;
-* ``epochNN.weights.h5`` (fine-tuning with ``average_last``): the weights after each epoch,
-  and ``averaged.weights.h5``, the mean of the last ``average_last`` of them;
+* ``epochNN.weights.h5`` (fine-tuning with ``average_last``): the weights after epoch NN
+  (from 01), and ``averaged.weights.h5``, the mean of the last ``average_last`` of them;
 * ``log.csv``: one row per epoch (loss, val_loss, patches/s, ...);
 * ``backup/``: Keras ``BackupAndRestore`` state, so the same command resumes after a kill.
 
@@ -376,7 +376,8 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
         callbacks.append(ValidationGnsdr(valid_audio, config.gnsdr_clips, config.gnsdr_every))
     callbacks += [checkpoint, keras.callbacks.CSVLogger(folder / "log.csv", append=True)]
     if averaging:
-        callbacks.append(Snapshots(folder))
+        callbacks.append(keras.callbacks.ModelCheckpoint(  # epoch01, epoch02, ...
+            str(folder / "epoch{epoch:02d}.weights.h5"), save_weights_only=True))
     if config.verbose:
         print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
@@ -396,19 +397,8 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     done.touch()
 
 
-class Snapshots(keras.callbacks.Callback):
-    """Saves the weights after every epoch as ``folder/epochNN.weights.h5`` (NN from 00)."""
-
-    def __init__(self, folder: Path):
-        super().__init__()
-        self.folder = Path(folder)
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        self.model.save_weights(self.folder / f"epoch{epoch:02d}.weights.h5")
-
-
 def snapshots(folder: str | os.PathLike) -> list[Path]:
-    """A stage's :class:`Snapshots` files, in epoch order."""
+    """A stage's per-epoch weight files (``epochNN.weights.h5``), in epoch order."""
     return sorted(Path(folder).glob("epoch*.weights.h5"),
                   key=lambda path: int(path.name[len("epoch"):-len(".weights.h5")]))
 

@@ -577,7 +577,7 @@ def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
     path = train(data, tmp_path / "run", config)
     folder = tmp_path / "run" / "finetune"
     assert [p.name for p in training.snapshots(folder)] == [
-        "epoch00.weights.h5", "epoch01.weights.h5", "epoch02.weights.h5"]
+        "epoch01.weights.h5", "epoch02.weights.h5", "epoch03.weights.h5"]
     expected = build_model("tiny")
     training.average_snapshots(expected, training.snapshots(folder)[1:])
     got = load_model(path).get_weights()
@@ -585,7 +585,7 @@ def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
     for a, b in zip(got, expected.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     last = build_model("tiny")
-    last.load_weights(folder / "epoch02.weights.h5")
+    last.load_weights(folder / "epoch03.weights.h5")
     assert any(not np.allclose(a, b) for a, b in zip(got, last.get_weights()))
     assert json.loads((tmp_path / "run" / "training.json").read_text())[
         "config"]["average_last"] == 2

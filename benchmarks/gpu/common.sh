@@ -11,3 +11,9 @@ smoke() {  # the carried packages import, and the GPU is there
         || exit 3
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc
 }
+tails() {  # LINES NAME...: the last LINES lines of each $RUNS/NAME.log, progress bars unrolled
+    local lines=$1 name; shift
+    for name in "$@"; do
+        echo "== $name"; tr '\r' '\n' < "$RUNS/$name.log" | grep -v "^ *$" | tail -n "$lines"
+    done
+}

@@ -34,9 +34,7 @@ train b_all --frames "$LONG" --train-split train+valid
 stamp "4 runs started"
 wait
 stamp "training done"
-for name in a_train a_all b_train b_all; do
-    echo "== $name"; tr '\r' '\n' < "$RUNS/$name.log" | grep -v "^ *$" | tail -n 4
-done
+tails 4 a_train a_all b_train b_all
 
 # The ship candidates first (float16 files; at most 16 MiB a file comes back).
 for name in a_all b_all; do

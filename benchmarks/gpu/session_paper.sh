@@ -26,9 +26,7 @@ done
 stamp "2 runs started"
 wait
 stamp "training done"
-for precision in float32 mixed_bfloat16; do
-    echo "== $precision"; tr '\r' '\n' < "$RUNS/$precision.log" | grep -v "^ *$" | tail -n 6
-done
+tails 6 float32 mixed_bfloat16
 tar czf "$OUT/logs.tgz" "$RUNS"/*.log "$RUNS"/*/training.json "$RUNS"/*/*/log.csv 2>/dev/null
 cli shrink "$RUNS/float32/model.keras" "$RUNS/float32/model16.keras" \
     && split -b 15m "$RUNS/float32/model16.keras" "$OUT/float32_model16.keras.part-"

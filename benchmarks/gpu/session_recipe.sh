@@ -30,9 +30,7 @@ done
 stamp "2 runs started"
 wait
 stamp "training done"
-for name in r1 r2; do
-    echo "== $name"; tr '\r' '\n' < "$RUNS/$name.log" | grep -v "^ *$" | tail -n 3
-done
+tails 3 r1 r2
 tar cf - "$RUNS"/*/model16.keras 2>/dev/null | split -b 15m - "$OUT/models.tar.part-"
 tar czf "$OUT/logs.tgz" "$RUNS"/*.log "$RUNS"/*/training.json "$RUNS"/*/*/log.csv 2>/dev/null
 stamp "packed: $(ls "$OUT" | tr '\n' ' ')"

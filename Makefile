@@ -34,14 +34,15 @@ bench: venv
 ## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/): one
 ## `keras-svs train` run on all 175 clips of the two training singers, from scratch: 1
 ## autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted cross-entropy,
-## batch 32, Adam 1.5e-3 with cosine decay, keeping the mean of the last 3 epochs' weights.
-## The shipped file was made on a lent H200 with KERAS_BACKEND=jax (about 9 min); on 2 CPU
-## cores this takes about 19 hours (BENCHMARKS.md).
+## batch 32, Adam 1.5e-3 with cosine decay, keeping the mean of the last 3 epochs' weights;
+## the NumPy loader, as in the shipped run (the same batches for the same seed). The shipped
+## file was made on a lent H200 with KERAS_BACKEND=jax (about 9 min); on 2 CPU cores this
+## takes about 19 hours (BENCHMARKS.md).
 train-default: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --train-split train+valid \
 	  --pretrain-epochs 1 --epochs 47 --steps-per-epoch 100 --batch-size 32 \
 	  --learning-rate 1.5e-3 --cosine --precision mixed_bfloat16 --pitch 0.75 --loss weighted \
-	  --average-last 3 --gnsdr-clips 0 --seed 0 --workers 3 -o runs/default
+	  --average-last 3 --gnsdr-clips 0 --seed 0 --loader numpy --workers 3 -o runs/default
 	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
 
 clean:

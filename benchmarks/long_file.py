@@ -133,7 +133,8 @@ def main() -> None:
                "real_time_factor": seconds / wall, "separate_seconds": separate_seconds,
                "separate_real_time_factor": seconds / separate_seconds if separate_seconds else None,
                "check": checked, "check_seconds": check_seconds}
-    print(f"machine: {host['cpu']}, {host['cores']} cores, {host['platform']}; date {host['date']}; "
+    print(f"machine: {host['cpu']} ({' '.join(host['simd']) or 'no AVX2'}), {host['cores']} cores, "
+          f"{host['platform']}; date {host['date']}; "
           f"1-min load average {host['load_average_1min']}")
     print(f"input: {seconds / 60:.2f} min stereo 44.1 kHz 16-bit WAV ({frames:,} frames); "
           + ("keras-svs separate (default settings)" if args.block_seconds is None

@@ -56,7 +56,7 @@ def main() -> None:
     from keras_svs.models import bin_cross_entropy, build_model
 
     m = machine()
-    print(f"machine: {m['cpu']}, {m['cores']} cores; {m['date']}; load {m['load_average_1min']}")
+    print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; {m['date']}; load {m['load_average_1min']}")
     print(f"{'width':>6} {'filters':>28} {'params':>11} {'inference':>12} {'training':>14}")
     for width in (float(w) for w in args.widths.split(",")):
         preset = scaled_preset(width)

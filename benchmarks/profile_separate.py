@@ -78,7 +78,7 @@ def main() -> None:
     best = {k: min(r[k] for r in runs) for k in runs[0]}
     total = sum(best.values())
     m = machine()
-    print(f"machine: {m['cpu']}, {m['cores']} cores; {m['date']}")
+    print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; {m['date']}")
     print(f"input: {args.seconds:.0f} s stereo {RATE / 1000:g} kHz; model "
           f"{separator.settings['preset']}; best of {args.repeats}")
     for name, seconds in best.items():

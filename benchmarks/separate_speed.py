@@ -1,7 +1,8 @@
 """Separation speed of keras-svs and Open-Unmix (UMX-L) on one stereo 44.1 kHz file (issue 5).
 
     python benchmarks/separate_speed.py [--seconds 180] [--repeats 3] [--model PATH]
-        [--mode average|centre] [--threads N] [--no-openunmix] [--json OUT]
+        [--mode average|centre] [--precision float32|bfloat16] [--threads N] [--no-openunmix]
+        [--json OUT]
 
 Synthesises a stereo 44.1 kHz 16-bit WAV, then times the whole file -> files path of each tool
 on it: keras-svs `Separator.separate_file` (default model and settings: decode, resample, STFT,
@@ -69,13 +70,21 @@ def synthesize(path: Path, seconds: float, rate: int = RATE, block_seconds: floa
     return total
 
 
+#: CPU features that decide the speed of the convolutions: the vector width (AVX2 or
+#: AVX-512) and native bfloat16 / int8 dot products
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+
+
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
+    """The machine a benchmark ran on: CPU model and features, cores, memory, load, date."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
@@ -92,7 +101,8 @@ def machine() -> dict:
         load = os.getloadavg()[0]
     except OSError:
         load = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory_gb": mem_gb,
+    return {"cpu": cpu, "simd": [f for f in SIMD_FLAGS if f in flags],
+            "cores": os.cpu_count(), "usable_cores": usable, "memory_gb": mem_gb,
             "load_average_1min": load,
             "platform": platform.platform(), "python": platform.python_version(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -129,7 +139,7 @@ def child_keras_svs(args) -> dict:
     from keras_svs import Separator, __version__
 
     began = time.perf_counter()
-    separator = Separator(args.model, mode=args.mode)
+    separator = Separator(args.model, mode=args.mode, precision=args.precision)
     load = time.perf_counter() - began
     separator.separate_file(args.input, args.out)  # warm-up: tracing, caches
     began = time.perf_counter()
@@ -139,7 +149,7 @@ def child_keras_svs(args) -> dict:
             "outputs": {k: str(v) for k, v in written.items() if k != "plot"},
             "model": f"{separator.settings['preset']} "
                      f"({separator.model.count_params():,} parameters), mode {args.mode}, "
-                     f"mask {separator.mask}",
+                     f"mask {separator.mask}, {args.precision}",
             "versions": {"keras-svs": __version__, "keras": keras.__version__,
                          "tensorflow": tf.__version__}}
 
@@ -243,6 +253,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None, help="keras-svs model (default: the shipped one)")
     parser.add_argument("--mode", default="average", choices=["average", "centre"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                        help="keras-svs model arithmetic (default float32, as `separate`)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for both tools (TensorFlow intra/inter-op, torch); "
                              "default: each library's own (all cores)")
@@ -280,7 +292,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             for tool in tools:
                 argv = [sys.executable, str(Path(__file__).resolve()), "--child", tool,
-                        "--input", str(song), "--out", str(Path(tmp) / tool), "--mode", args.mode]
+                        "--input", str(song), "--out", str(Path(tmp) / tool), "--mode", args.mode,
+                        "--precision", args.precision]
                 if args.threads:
                     argv += ["--threads", str(args.threads)]
                 if args.model:
@@ -318,7 +331,8 @@ def main() -> None:
             summary["tools"]["open-unmix"]["median_seconds"]
             / summary["tools"]["keras-svs"]["median_seconds"])
 
-    print(f"machine: {host['cpu']}, {host['cores']} cores ({host['usable_cores']} usable), "
+    print(f"machine: {host['cpu']} ({' '.join(host['simd']) or 'no AVX2'}), "
+          f"{host['cores']} cores ({host['usable_cores']} usable), "
           f"{host['memory_gb']:.0f} GB RAM, {host['platform']}, Python {host['python']}"
           if host["memory_gb"] else f"machine: {host['cpu']}, {host['cores']} cores")
     print(f"date: {host['date']}; 1-min load average at start: {host['load_average_1min']}"

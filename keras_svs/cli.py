@@ -73,6 +73,9 @@ def _parse_stems(ctx, param, value: str) -> tuple[str, ...]:
 #: ``--filename`` placeholders.
 PLACEHOLDERS = ("track", "stem", "codec")
 DEFAULT_FILENAME = "{track}/{stem}.{codec}"
+PRECISION_HELP = ("Model arithmetic. bfloat16: faster on CPUs with bfloat16 instructions "
+                  "(AVX-512 BF16, AMX) and on GPUs, several times slower on other CPUs; "
+                  "results differ slightly from float32 (BENCHMARKS.md).")
 
 
 def _parse_filename(ctx, param, value: str) -> str:
@@ -158,6 +161,8 @@ def _stderr_is_terminal() -> bool:
 @click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
               show_default=True, help="Patch models: average overlapping patches, or the "
                                       "paper's hop-1 centre-frame slide (slower).")
+@click.option("--precision", "inference_precision", type=click.Choice(["float32", "bfloat16"]),
+              default="float32", show_default=True, help=PRECISION_HELP)
 @click.option("--stems", default="vocals,accompaniment", show_default=True,
               callback=_parse_stems, help="Stems to write, comma-separated.")
 @click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
@@ -182,8 +187,8 @@ def _stderr_is_terminal() -> bool:
                    "separation, {codec} = png): mixture spectrogram, voice mask and the "
                    "stems' spectrograms (needs matplotlib).")
 @_clean_errors
-def separate(files, out_dir, model, mask, threshold, mode, stems, filename, codec, bit_depth,
-             overwrite, fail_fast, block_seconds, plot):
+def separate(files, out_dir, model, mask, threshold, mode, inference_precision, stems, filename,
+             codec, bit_depth, overwrite, fail_fast, block_seconds, plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
@@ -199,7 +204,8 @@ def separate(files, out_dir, model, mask, threshold, mode, stems, filename, code
 
         require_matplotlib()
     began = time.perf_counter()
-    separator = Separator(model, mask=mask, threshold=threshold, mode=mode)
+    separator = Separator(model, mask=mask, threshold=threshold, mode=mode,
+                          precision=inference_precision)
     failures = done = 0
     audio_seconds = 0.0
     bar = None
@@ -439,11 +445,13 @@ def prepare(data, output, preset, splits, split_file):
               help="--method model: threshold of binary/thresholded masks.")
 @click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
               show_default=True, help="--method model: patch averaging or centre frames.")
+@click.option("--precision", "inference_precision", type=click.Choice(["float32", "bfloat16"]),
+              default="float32", show_default=True, help="--method model: " + PRECISION_HELP)
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Score only the split's first N clips (quick checks).")
 @_clean_errors
 def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, split_file,
-             mask, threshold, mode, limit):
+             mask, threshold, mode, inference_precision, limit):
     """Score a method with BSS-Eval v3: GNSDR, GSIR, GSAR of voice and accompaniment.
 
     NSDR is the SDR gain over the unprocessed mixture; G-metrics are means weighted by
@@ -458,7 +466,7 @@ def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, s
             raise click.ClickException(str(error)) from None
     result = evaluation.evaluate(data, split, method, model=model, jobs=jobs,
                                  split_file=split_file, mask=mask, threshold=threshold,
-                                 mode=mode, limit=limit)
+                                 mode=mode, limit=limit, precision=inference_precision)
     for path, write in ((json_path, evaluation.write_json), (csv_path, evaluation.write_csv),
                         (plot_path, evaluation.plot_nsdr)):
         if path is not None:

@@ -377,7 +377,8 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
              model: str | os.PathLike | None = None, jobs: int | None = None,
              split_file: str | os.PathLike | None = None, mask: str | None = None,
              threshold: float | None = None, mode: str = "average",
-             limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+             limit: int | None = None, progress: bool = True,
+             precision: str = "float32") -> dict[str, Any]:
     """Score a separation method on a dataset split with BSS-Eval v3.
 
     Args:
@@ -389,7 +390,8 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
             16 kHz, :data:`DEFAULT_STFT`).
         jobs: scoring processes (default ``os.cpu_count()``; 1 scores in this process).
         split_file: JSON split file (default: the dataset's, see ``split_file_for``).
-        mask, threshold, mode: the :class:`~keras_svs.separation.Separator`'s, for ``model``.
+        mask, threshold, mode, precision: the :class:`~keras_svs.separation.Separator`'s,
+            for ``model``.
         limit: score only the split's first ``limit`` clips (quick checks).
         progress: show a progress bar on stderr.
 
@@ -416,7 +418,8 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
         from .separation import Separator, default_model_path
 
         model_path = Path(model) if model is not None else default_model_path()
-        separator = Separator(model_path, mask=mask, threshold=threshold, mode=mode)
+        separator = Separator(model_path, mask=mask, threshold=threshold, mode=mode,
+                              precision=precision)
         config = separator.config
     elif model is not None:
         from .models import load_model, stft_config
@@ -502,7 +505,8 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
         "per_clip": per_clip,
     }
     if separator is not None:
-        out.update(mask=separator.mask, threshold=separator.threshold, mode=separator.mode)
+        out.update(mask=separator.mask, threshold=separator.threshold, mode=separator.mode,
+                   precision=separator.precision)
     return out
 
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 from . import audio, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
 from .models import load_model, settings, stft_config
-from .models.inference import inference_model
+from .models.inference import at_precision, inference_model
 
 MODES = ("average", "centre")
 STEMS = ("vocals", "accompaniment")
@@ -114,18 +114,25 @@ class Separator:
         threshold: for ``binary``/``thresholded``; default: the model's own.
         mode: patch models only: ``average`` (default; hop ``ceil(P/3)``, all predicted
             frames averaged) or ``centre`` (the paper: hop 1, centre frame only).
+        precision: ``float32`` (default: the trained function, the same result on every
+            machine) or ``bfloat16`` (faster on CPUs with bfloat16 dot products, such as
+            AVX-512 BF16 or AMX, and on GPUs; several times slower on CPUs without them;
+            probabilities within a few hundredths: see
+            :func:`keras_svs.models.inference.at_precision`).
     """
 
     def __init__(self, model: str | os.PathLike | keras.Model | None = None,
                  mask: str | None = None, threshold: float | None = None,
-                 mode: str = "average"):
+                 mode: str = "average", precision: str = "float32"):
         loaded = model if isinstance(model, keras.Model) else load_model(
             model if model is not None else default_model_path())
         #: the Keras model that computes the probabilities: for a U-Net its inference form
         #: (:func:`keras_svs.models.inference.inference_model`: the same function; the
-        #: training form is not kept, which saves its weights' memory), else ``model``
-        self.model = inference_model(loaded)
+        #: training form is not kept, which saves its weights' memory), else ``model``; in
+        #: ``precision``
+        self.model = at_precision(inference_model(loaded), precision)
         del loaded
+        self.precision = precision
         self.settings = settings(self.model)
         self.config = stft_config(self.model)
         self.mask = mask or self.settings["mask"]

@@ -83,6 +83,28 @@ def test_separate_options(tiny_model_path, inputs, tmp_path):
     assert audio.info(written) == (rate, channels, frames)
 
 
+def test_separate_in_bfloat16(tiny_model_path, inputs, tmp_path):
+    path, rate, channels, frames = inputs["cd.wav"]
+    stems = {}
+    for precision in ("float32", "bfloat16"):
+        result = run("separate", path, "--model", tiny_model_path, "-o", tmp_path / precision,
+                     "--precision", precision, "--bit-depth", "32")
+        assert result.exit_code == 0, result.output
+        stems[precision] = {stem: audio.read(tmp_path / precision / "cd" / f"{stem}.wav")[0]
+                            for stem in ("vocals", "accompaniment")}
+    half, full = stems["bfloat16"], stems["float32"]
+    mixture = audio.read(path)[0]
+    np.testing.assert_allclose(half["vocals"] + half["accompaniment"], mixture, atol=1e-4)
+    assert 0 < np.abs(half["vocals"] - full["vocals"]).max() < 0.05 * np.abs(mixture).max()
+
+
+def test_separate_unknown_precision(tiny_model_path, inputs, tmp_path):
+    result = run("separate", inputs["cd.wav"][0], "--model", tiny_model_path,
+                 "-o", tmp_path / "out", "--precision", "float16")
+    assert result.exit_code == 2 and "float16" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_separate_missing_input(tiny_model_path, tmp_path):
     out = tmp_path / "out"
     result = run("separate", tmp_path / "missing.wav", "--model", tiny_model_path, "-o", out)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_svs.models import build_model, get_preset
-from keras_svs.models.inference import _subpixel_kernel, inference_model
+from keras_svs.models.inference import _subpixel_kernel, at_precision, inference_model
 
 
 def _small_unet(filters=(4, 8, 16)) -> keras.Model:
@@ -71,3 +71,33 @@ def test_subpixel_kernel_equals_a_transposed_convolution(size):
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(ValueError, match="5 x 5"):
         _subpixel_kernel(kernel[:3, :3])
+
+
+def test_bfloat16_precision_rounds_the_network_but_not_its_ends():
+    fast = inference_model(_small_unet())
+    assert at_precision(fast, "float32") is fast
+    half = at_precision(fast, "bfloat16")
+    policies = {layer.name: layer.dtype_policy.name for layer in half.layers}
+    assert policies["spectrogram_input"] == policies["probabilities"] == "float32"
+    assert policies["enc0_conv"] == policies["dec0_conv"] == "bfloat16"
+    x = np.abs(np.random.default_rng(1).normal(0, 0.05, (2, 64, 64))).astype(np.float32)
+    want = keras.ops.convert_to_numpy(fast(x, training=False))
+    got = keras.ops.convert_to_numpy(half(x, training=False))
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got.sum(axis=-1), 1.0, atol=1e-6)
+    error = np.abs(got - want)
+    assert 0 < error.max() < 0.05 and error.mean() < 0.01  # rounded, yet close
+
+
+def test_bfloat16_precision_of_a_patch_model():
+    paper = build_model("tiny")
+    half = at_precision(paper, "bfloat16")
+    assert half.get_layer("probabilities").dtype_policy.name == "float32"
+    x = np.random.default_rng(2).random((3, 9, 129)).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(half(x)),
+                               keras.ops.convert_to_numpy(paper(x)), atol=0.05)
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="float16"):
+        at_precision(build_model("tiny"), "float16")

@@ -17,6 +17,9 @@ Three exact rewrites (equal up to float32 rounding, ~1e-6 on the probabilities):
 Built with Keras layers only, from the weights of a model made by
 :func:`keras_svs.models.unet.unet_body`; used by :class:`keras_svs.separation.Separator`.
 Never saved: the ``.keras`` file keeps the training-time form.
+
+:func:`at_precision` runs any model in ``bfloat16`` instead (not exact: faster where the
+hardware has bfloat16 dot products, slower where it has not).
 """
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ from .layers import BinSoftmax, SpectrogramInput
 #: transposed convolution: output 2j takes inputs j-1 (tap 3) and j (tap 1); output 2j+1
 #: takes j-1 (tap 4), j (tap 2) and j+1 (tap 0).
 _TAPS = {0: {-1: 3, 0: 1}, 1: {-1: 4, 0: 2, 1: 0}}
+
+#: inference precisions: ``float32`` (the trained function, the same on every machine) or
+#: ``bfloat16`` (weights and activations rounded to bfloat16, sums in float32; the input
+#: front end and the softmax stay float32)
+PRECISIONS = ("float32", "bfloat16")
 
 
 def inference_model(model: keras.Model) -> keras.Model:
@@ -70,6 +78,31 @@ def inference_model(model: keras.Model) -> keras.Model:
     logits = _single_output_conv(x, *model.get_layer("logits").get_weights(), name="logits")
     return keras.Model(magnitude, BinSoftmax(name="probabilities")(logits),
                        name=f"{model.name}_inference")
+
+
+def at_precision(model: keras.Model, precision: str = "float32") -> keras.Model:
+    """``model`` computing in ``precision`` (one of :data:`PRECISIONS`): ``float32`` returns
+    it as it is; ``bfloat16`` returns a copy whose layers compute in bfloat16, except those
+    pinned to float32 (:class:`SpectrogramInput`, :class:`BinSoftmax`), so the output is
+    still float32 probabilities ``(batch, frames, bins, 2)``.
+
+    bfloat16 keeps 8 bits of mantissa: probabilities move by ~1e-3 on average (a few
+    hundredths at most), BENCHMARKS.md has what it does to separation quality and speed.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "float32":
+        return model
+
+    def in_bfloat16(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "bfloat16"})
+
+    copy = keras.models.clone_model(model, clone_function=in_bfloat16)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _fold(model: keras.Model, conv_name: str, bn_name: str,

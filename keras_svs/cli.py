@@ -21,11 +21,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, FloatingPointError)
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
+
+    TensorFlow 2.21 logs "oneDNN custom operations are on" (on CPUs where it enables oneDNN,
+    such as those with AVX-512 VNNI) through absl before ``TF_CPP_MIN_LOG_LEVEL`` takes
+    effect (tensorflow/tensorflow#100442), so a command's single ``Error:`` line would come
+    after four lines of start-up noise. Skipped when the user set ``TF_CPP_MIN_LOG_LEVEL``
+    to 0 (asking for TensorFlow's log) or TensorFlow is already imported. A failing import
+    still raises: its traceback is printed after stderr is restored.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _clean_errors(command):
-    """Turn expected exceptions into one ``Error:`` line and exit status 1."""
+    """Import TensorFlow quietly, run the command, and turn expected exceptions into one
+    ``Error:`` line and exit status 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        _import_tensorflow_quietly()
         try:
             return command(*args, **kwargs)
         except click.ClickException:
@@ -58,6 +83,7 @@ def main() -> None:
 
 def _parse_stems(ctx, param, value: str) -> tuple[str, ...]:
     """``--stems``: a comma list of stem names, deduplicated, in the order given."""
+    _import_tensorflow_quietly()  # parsed before the command runs; .separation imports it
     from .separation import STEMS
 
     names = [name.strip() for name in value.split(",") if name.strip()]

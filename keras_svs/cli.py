@@ -208,32 +208,51 @@ def _stderr_is_terminal() -> bool:
                    "memory that does not grow with the file's length (same result; not "
                    "with --plot). Default: files over 5 minutes in 10 s blocks, shorter "
                    "ones whole.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Files separated at once, each job in its own process with its share of "
+                   "the CPU cores and its own copy of the model (N times the memory). For "
+                   "machines with many cores: on 2 cores, 2 jobs were slower than 1 "
+                   "(BENCHMARKS.md).")
 @click.option("--plot", is_flag=True,
               help="Also write a separation.png beside the stems (--filename with {stem} = "
                    "separation, {codec} = png): mixture spectrogram, voice mask and the "
                    "stems' spectrograms (needs matplotlib).")
 @_clean_errors
 def separate(files, out_dir, model, mask, threshold, mode, inference_precision, stems, filename,
-             codec, bit_depth, overwrite, fail_fast, block_seconds, plot):
+             codec, bit_depth, overwrite, fail_fast, block_seconds, jobs, plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
-    Several FILES share one model load; a file that fails is reported and the others go
-    on (exit status 1 if any failed), or with --fail-fast the run stops there.
+    Several FILES share one model load (one per job with --jobs); a file that fails is
+    reported and the others go on (exit status 1 if any failed), or with --fail-fast the
+    run stops there (with --jobs, the files already started are finished).
     """
-    from . import audio
-    from .separation import Separator
-
     plans = _output_paths(files, out_dir, filename, stems, codec, plot)  # before any work
     if plot:
         from .plotting import require_matplotlib
 
         require_matplotlib()
     began = time.perf_counter()
-    separator = Separator(model, mask=mask, threshold=threshold, mode=mode,
-                          precision=inference_precision)
+    separator = dict(model=model, mask=mask, threshold=threshold, mode=mode,
+                     precision=inference_precision)
+    work = dict(out_dir=out_dir, codec=codec, bit_depth=int(bit_depth), stems=stems,
+                block_seconds=block_seconds, plot=plot, overwrite=overwrite)
+    jobs = min(jobs, len(files))
+    if jobs == 1:
+        one = _make_separator(**separator)
+        results = (_attempt(one, path, plan, work) for path, plan in zip(files, plans))
+        pool = contextlib.nullcontext()
+    else:
+        from concurrent import futures
+        import multiprocessing
+
+        pool = futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_job,
+            initargs=(separator, work, max(1, (os.cpu_count() or 1) // jobs)))
+        results = _in_pool(pool, jobs, zip(files, plans), lambda: stopping)
     failures = done = 0
     audio_seconds = 0.0
+    stopping = False  # --fail-fast after a failure: no new file is started
     bar = None
     if len(files) > 1 and _stderr_is_terminal():
         bar = click.progressbar(length=len(files), label="separating", show_pos=True,
@@ -244,44 +263,25 @@ def separate(files, out_dir, model, mask, threshold, mode, inference_precision, 
             click.echo("\r\033[K", nl=False, err=True)  # clear the bar's line
         click.echo(line, err=True)
 
-    with bar if bar is not None else contextlib.nullcontext():
-        for path, plan in zip(files, plans):
-            targets = [plan[stem] for stem in stems]
-            existing = [t for t in targets if t.exists()]
-            try:
-                if existing and not overwrite:
-                    raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
-                started = time.perf_counter()
-                block = _block_seconds(block_seconds, path)
-                if block is not None and not plot:
-                    from .streaming import separate_file_stream
-
-                    written = separate_file_stream(separator, path, out_dir, codec,
-                                                   int(bit_depth), stems=stems,
-                                                   block_seconds=block, paths=plan)
-                else:
-                    written = separator.separate_file(path, out_dir, codec, int(bit_depth),
-                                                      stems=stems, plot=plot, paths=plan)
-                seconds = time.perf_counter() - started
-                rate, _, frames = audio.info(written[stems[0]])
-                folders = {written[stem].parent for stem in stems}
-                where = (f"{folders.pop()}/" if len(folders) == 1 and len(stems) > 1
-                         else ", ".join(str(written[stem]) for stem in stems))
-                report(f"{path} -> {where} ({frames / rate:.1f} s of audio in "
-                       f"{seconds:.1f} s, {_speed(frames / rate / seconds)} real time)")
-                done += 1
-                audio_seconds += frames / rate
-            except EXPECTED_ERRORS as error:
+    with pool, bar if bar is not None else contextlib.nullcontext():
+        for path, outcome in results:
+            if isinstance(outcome, BaseException):
                 if len(files) == 1:
-                    raise
+                    raise outcome
                 failures += 1
-                lines = str(error).strip().splitlines()
-                line = lines[0].strip("'\"") if lines else type(error).__name__
+                lines = str(outcome).strip().splitlines()
+                line = lines[0].strip("'\"") if lines else type(outcome).__name__
                 if str(path) not in line:  # say which input failed
                     line = f"{path}: {line}"
                 report(f"Error: {line}")
                 if fail_fast:
-                    break
+                    stopping = True  # with --jobs, the files already started finish
+                    if jobs == 1:
+                        break
+            else:
+                report(_done_line(path, *outcome))
+                done += 1
+                audio_seconds += outcome[1]
             if bar is not None:
                 bar.update(1)
     if done:
@@ -295,6 +295,100 @@ def separate(files, out_dir, model, mask, threshold, mode, inference_precision, 
             f"separated, {len(files) - done - failures} not tried")
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} files failed")
+
+
+#: A ``--jobs`` worker process's separator and settings (`keras-svs separate`).
+_JOB: dict = {}
+
+
+def _make_separator(**options):
+    from .separation import Separator
+
+    return Separator(options.pop("model"), **options)
+
+
+def _start_job(separator: dict, work: dict, threads: int) -> None:
+    """Initialise a ``--jobs`` worker process: ``threads`` CPU threads, its own model."""
+    _import_tensorflow_quietly()
+    import tensorflow as tf
+
+    from . import separation, streaming
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    separation._WORKERS = streaming._WORKERS = threads  # the STFTs' FFT threads
+    _JOB.update(separator=_make_separator(**separator), work=work)
+
+
+def _run_job(path: Path, plan: dict) -> tuple[Path, tuple | BaseException]:
+    """:func:`_attempt` with this worker process's separator and settings."""
+    return _attempt(_JOB["separator"], path, plan, _JOB["work"])
+
+
+def _attempt(separator, path: Path, plan: dict, work: dict) -> tuple[Path, tuple | BaseException]:
+    """Separate one file: ``(path, (where, audio seconds, seconds))``, or ``(path, error)``
+    for an expected error (any other exception propagates)."""
+    try:
+        return path, _separate_one(separator, path, plan, **work)
+    except EXPECTED_ERRORS as error:
+        return path, error
+
+
+def _in_pool(pool, jobs: int, tasks, stop):
+    """Run ``tasks`` (``(path, plan)`` pairs) with :func:`_run_job` in ``pool``, at most
+    ``jobs`` at a time; yield their ``(path, outcome)`` as they complete. No task is started
+    once ``stop()`` is true (the executor's own queue would start them all)."""
+    from concurrent import futures
+
+    tasks, running = iter(tasks), set()
+
+    def fill() -> None:
+        while len(running) < jobs and not stop():
+            task = next(tasks, None)
+            if task is None:
+                return
+            running.add(pool.submit(_run_job, *task))
+
+    fill()
+    while running:
+        finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+        for future in finished:
+            running.remove(future)
+            yield future.result()
+        fill()
+
+
+def _separate_one(separator, path: Path, plan: dict, out_dir: Path, codec: str,
+                  bit_depth: int, stems: tuple[str, ...], block_seconds: float | None,
+                  plot: bool, overwrite: bool) -> tuple[str, float, float]:
+    """Separate one file to the paths ``plan``: ``(where it went, seconds of audio,
+    seconds taken)``; raises the expected errors."""
+    from . import audio
+
+    existing = [t for t in (plan[stem] for stem in stems) if t.exists()]
+    if existing and not overwrite:
+        raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
+    started = time.perf_counter()
+    block = _block_seconds(block_seconds, path)
+    if block is not None and not plot:
+        from .streaming import separate_file_stream
+
+        written = separate_file_stream(separator, path, out_dir, codec, bit_depth,
+                                       stems=stems, block_seconds=block, paths=plan)
+    else:
+        written = separator.separate_file(path, out_dir, codec, bit_depth, stems=stems,
+                                          plot=plot, paths=plan)
+    seconds = time.perf_counter() - started
+    rate, _, frames = audio.info(written[stems[0]])
+    folders = {written[stem].parent for stem in stems}
+    where = (f"{folders.pop()}/" if len(folders) == 1 and len(stems) > 1
+             else ", ".join(str(written[stem]) for stem in stems))
+    return where, frames / rate, seconds
+
+
+def _done_line(path: Path, where: str, audio_seconds: float, seconds: float) -> str:
+    return (f"{path} -> {where} ({audio_seconds:.1f} s of audio in {seconds:.1f} s, "
+            f"{_speed(audio_seconds / max(seconds, 1e-9))} real time)")
 
 
 #: Without --block-seconds, files longer than this many seconds are streamed ...

@@ -482,3 +482,39 @@ def test_train_names_a_bad_clip_and_skip_bad_skips_it(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
     assert any("clip_3" in line for line in warnings), result.stderr
     assert json.loads((tmp_path / "skipped" / "training.json").read_text())["train_tracks"] == 2
+
+
+def test_jobs_separate_a_batch_in_parallel_like_one_job(tiny_model_path, short_inputs, tmp_path):
+    """--jobs 2: two worker processes, the same stems as one job, one line per file."""
+    missing = tmp_path / "batch" / "missing.wav"
+    outputs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        result = run("separate", short_inputs[0], missing, *short_inputs[1:], "--model",
+                     tiny_model_path, "-o", out, "--jobs", jobs, "--bit-depth", "32")
+        assert result.exit_code == 1, result.output
+        assert files_under(out) == [f"{t}/{s}.wav" for t in "abc"
+                                    for s in ("accompaniment", "vocals")]
+        lines = result.stderr.splitlines()
+        assert sorted(line.split(" -> ")[0] for line in lines if " -> " in line) == sorted(
+            str(p) for p in short_inputs)
+        assert f"Error: {missing}: no such file" in lines
+        assert lines[-2].startswith("3 files, ") and lines[-1] == "Error: 1 of 4 files failed"
+        assert len(lines) == 6, result.stderr
+        outputs[jobs] = {p: audio.read(out / p)[0] for p in files_under(out)}
+    for name, data in outputs["1"].items():
+        np.testing.assert_allclose(outputs["2"][name], data, atol=1e-5)
+
+
+def test_jobs_with_fail_fast_start_no_new_file(tiny_model_path, short_inputs, tmp_path):
+    missing = tmp_path / "batch" / "missing.wav"
+    out = tmp_path / "out"
+    result = run("separate", missing, *short_inputs, "--model", tiny_model_path, "-o", out,
+                 "--jobs", "2", "--fail-fast")
+    assert result.exit_code == 1
+    assert error_lines(result.stderr)[-1].startswith(
+        "Error: stopped at the first failure (--fail-fast): ")
+    done = [p for p in files_under(out)]
+    tracks = {p.split("/")[0] for p in done}
+    assert len(tracks) < 3  # the files not yet started when it failed were not separated
+    assert done == [f"{t}/{s}.wav" for t in sorted(tracks) for s in ("accompaniment", "vocals")]

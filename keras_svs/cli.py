@@ -99,6 +99,7 @@ def _parse_stems(ctx, param, value: str) -> tuple[str, ...]:
 #: ``--filename`` placeholders.
 PLACEHOLDERS = ("track", "stem", "codec")
 DEFAULT_FILENAME = "{track}/{stem}.{codec}"
+# the choices are keras_svs.models.inference.PRECISIONS (not imported: --help stays fast)
 PRECISION_HELP = ("Model arithmetic. bfloat16: faster on CPUs with bfloat16 instructions "
                   "(AVX-512 BF16, AMX) and on GPUs, several times slower on other CPUs; "
                   "results differ slightly from float32 (BENCHMARKS.md).")
@@ -302,6 +303,8 @@ _JOB: dict = {}
 
 
 def _make_separator(**options):
+    """A :class:`~keras_svs.separation.Separator` from the command's options (``model``,
+    ``mask``, ``threshold``, ``mode``, ``precision``)."""
     from .separation import Separator
 
     return Separator(options.pop("model"), **options)

@@ -376,8 +376,10 @@ def _separate_one(separator, path: Path, plan: dict, out_dir: Path, codec: str,
     if block is not None and not plot:
         from .streaming import separate_file_stream
 
-        written = separate_file_stream(separator, path, out_dir, codec, bit_depth,
-                                       stems=stems, block_seconds=block, paths=plan)
+        with _file_bar(path) as bar:
+            written = separate_file_stream(separator, path, out_dir, codec, bit_depth,
+                                           stems=stems, block_seconds=block, paths=plan,
+                                           progress=bar.update if bar is not None else None)
     else:
         written = separator.separate_file(path, out_dir, codec, bit_depth, stems=stems,
                                           plot=plot, paths=plan)
@@ -387,6 +389,18 @@ def _separate_one(separator, path: Path, plan: dict, out_dir: Path, codec: str,
     where = (f"{folders.pop()}/" if len(folders) == 1 and len(stems) > 1
              else ", ".join(str(written[stem]) for stem in stems))
     return where, frames / rate, seconds
+
+
+def _file_bar(path: Path):
+    """A progress bar over ``path``'s frames for a streamed file, drawn on a terminal (and
+    not in ``--jobs`` workers, whose bars would overwrite each other); else a null context
+    that gives None."""
+    if _JOB or not _stderr_is_terminal():
+        return contextlib.nullcontext()
+    from . import audio
+
+    return click.progressbar(length=audio.info(path)[2], label=f"streaming {path.name}",
+                             file=sys.stderr)
 
 
 def _done_line(path: Path, where: str, audio_seconds: float, seconds: float) -> str:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,8 @@ def _mask_blocks(separator: Separator, read, total: int, block: int, context: in
 def separate_stream(separator: Separator, in_path: str | os.PathLike,
                     out_paths: dict[str, str | os.PathLike],
                     block_seconds: float = DEFAULT_BLOCK_SECONDS, bit_depth: int = 16,
-                    context: int | None = None) -> dict[str, Path]:
+                    context: int | None = None,
+                    progress: Callable[[int], object] | None = None) -> dict[str, Path]:
     """Separate an audio file block by block, in memory bounded by ``block_seconds``.
 
     The stems equal :meth:`Separator.separate` of the whole file (float32 rounding) and
@@ -173,6 +175,9 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
         bit_depth: 16, 24 (PCM) or 32 (float WAV).
         context: model frames of context on each side of a model block; ``None`` (default)
             = :func:`model_blocking`'s (exact); smaller values are for tests only.
+        progress: called after each block with the number of input frames (samples per
+            channel) just written; the calls add up to the file's length (e.g. a
+            ``click.progressbar``'s ``update``).
 
     Returns:
         ``{stem: written path}``.
@@ -191,7 +196,7 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
     with audio.BlockReader(in_path) as reader, audio.BlockReader(in_path) as model_reader:
         writers = audio.BlockWriters(paths, reader.rate, reader.channels, bit_depth)
         try:
-            _run(separator, reader, model_reader, writers, block_seconds, context)
+            _run(separator, reader, model_reader, writers, block_seconds, context, progress)
         except BaseException:
             writers.abort()
             raise
@@ -202,10 +207,11 @@ def separate_file_stream(separator: Separator, path: str | os.PathLike,
                          out_dir: str | os.PathLike, codec: str = "wav", bit_depth: int = 16,
                          stems: tuple[str, ...] = STEMS,
                          block_seconds: float = DEFAULT_BLOCK_SECONDS,
-                         paths: dict[str, str | os.PathLike] | None = None) -> dict[str, Path]:
+                         paths: dict[str, str | os.PathLike] | None = None,
+                         progress: Callable[[int], object] | None = None) -> dict[str, Path]:
     """:meth:`Separator.separate_file` (same layout ``OUT_DIR/<file stem>/<stem>.<codec>``,
     or ``paths``: destinations ``{stem: path}`` naming every stem of ``stems``) with
-    :func:`separate_stream` (no plot)."""
+    :func:`separate_stream` (no plot; ``progress`` as there)."""
     if paths is None:
         folder = Path(out_dir) / Path(path).stem
         paths = {s: folder / f"{s}.{codec}" for s in stems}
@@ -214,11 +220,12 @@ def separate_file_stream(separator: Separator, path: str | os.PathLike,
         if missing:
             raise ValueError(f"paths lacks {missing}")
     return separate_stream(separator, path, {s: paths[s] for s in stems},
-                           block_seconds, bit_depth)
+                           block_seconds, bit_depth, progress=progress)
 
 
 def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.BlockReader,
-         writers: audio.BlockWriters, block_seconds: float, context: int | None) -> None:
+         writers: audio.BlockWriters, block_seconds: float, context: int | None,
+         progress: Callable[[int], object] | None) -> None:
     config = separator.config
     rate, n = reader.rate, reader.length
     native = config.at_rate(rate)
@@ -278,4 +285,6 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
             v = vocals[:, a - start:b - start]
             writers.write("vocals", v)
             writers.write("accompaniment", segment[:, a - start:b - start] - v)
+            if progress is not None:
+                progress(b - a)
         release_free_memory()

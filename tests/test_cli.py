@@ -518,3 +518,17 @@ def test_jobs_with_fail_fast_start_no_new_file(tiny_model_path, short_inputs, tm
     tracks = {p.split("/")[0] for p in done}
     assert len(tracks) < 3  # the files not yet started when it failed were not separated
     assert done == [f"{t}/{s}.wav" for t in sorted(tracks) for s in ("accompaniment", "vocals")]
+
+
+def test_streamed_file_has_its_own_progress_bar_on_a_terminal(tiny_model_path, short_inputs,
+                                                             tmp_path, monkeypatch):
+    import keras_svs.cli
+
+    args = ("separate", short_inputs[0], "--model", tiny_model_path, "--block-seconds", "0.1",
+            "--overwrite", "-o", tmp_path / "out")
+    assert "streaming a.wav" not in run(*args).stderr  # not a terminal: no bar
+    monkeypatch.setattr(keras_svs.cli, "_stderr_is_terminal", lambda: True)
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "streaming a.wav" in result.stderr  # click draws it (here as its bare label)
+    assert "streaming" not in run(*args[:4], *args[-3:]).stderr  # a whole file: no bar

@@ -268,3 +268,11 @@ def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
     assert cli_module.AUTO_BLOCK_SECONDS == streaming.DEFAULT_BLOCK_SECONDS
     result = CliRunner().invoke(main, ["separate", str(long), "--block-seconds", "0"])
     assert result.exit_code != 0
+
+
+def test_progress_adds_up_to_the_length(tiny_separator, tmp_path):
+    path = tmp_path / "in.wav"
+    x = _write_input(path, TINY_RATE, 3.0)
+    steps = []
+    _stream(tiny_separator, path, tmp_path / "out", block_seconds=0.5, progress=steps.append)
+    assert len(steps) >= 6 and all(s > 0 for s in steps) and sum(steps) == x.shape[1]

@@ -37,7 +37,7 @@ bench: venv
 ## batch 32, Adam 1.5e-3 with cosine decay, keeping the mean of the last 3 epochs' weights;
 ## the NumPy loader, as in the shipped run (the same batches for the same seed). The shipped
 ## file was made on a lent H200 with KERAS_BACKEND=jax (about 9 min); on 2 CPU cores it
-## takes about 19 hours, or 3-4 hours on one with AVX-512 BF16 (BENCHMARKS.md).
+## takes about 19 hours, or at least 3 hours on one with AVX-512 BF16 (BENCHMARKS.md).
 train-default: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --train-split train+valid \
 	  --pretrain-epochs 1 --epochs 47 --steps-per-epoch 100 --batch-size 32 \

@@ -101,7 +101,7 @@ PLACEHOLDERS = ("track", "stem", "codec")
 DEFAULT_FILENAME = "{track}/{stem}.{codec}"
 # the choices are keras_svs.models.inference.PRECISIONS (not imported: --help stays fast)
 PRECISION_HELP = ("Model arithmetic. bfloat16: faster on CPUs with bfloat16 instructions "
-                  "(AVX-512 BF16, AMX) and on GPUs, several times slower on other CPUs; "
+                  "(AVX-512 BF16, AMX) and on GPUs, likely much slower on other CPUs; "
                   "results differ slightly from float32 (BENCHMARKS.md).")
 
 

@@ -116,8 +116,8 @@ class Separator:
             frames averaged) or ``centre`` (the paper: hop 1, centre frame only).
         precision: ``float32`` (default: the trained function, the same result on every
             machine) or ``bfloat16`` (faster on CPUs with bfloat16 dot products, such as
-            AVX-512 BF16 or AMX, and on GPUs; several times slower on CPUs without them;
-            probabilities within a few hundredths: see
+            AVX-512 BF16 or AMX, and on GPUs; on a CPU without them a bfloat16 training
+            step was 5x slower; probabilities within a few hundredths: see
             :func:`keras_svs.models.inference.at_precision`).
     """
 

@@ -53,7 +53,7 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from keras_svs.models import bin_cross_entropy, build_model
+    from keras_svs.models import bin_cross_entropy, build_model, logits_model
 
     m = machine()
     print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; {m['date']}; load {m['load_average_1min']}")
@@ -67,11 +67,12 @@ def main() -> None:
                             input_signature=[tf.TensorSpec(x.shape, tf.float32)])
         seconds = best_of(lambda: infer(x).numpy(), args.repeats)
         realtime = args.frames / (preset.stft.sample_rate / preset.stft.hop_length) / seconds
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=bin_cross_entropy)
+        trainable = logits_model(model)
+        trainable.compile(optimizer=keras.optimizers.Adam(1e-3), loss=bin_cross_entropy)
         batch = np.random.default_rng(0).random((preset.batch_size, preset.frames, preset.bins),
                                                 dtype=np.float32)
         target = (batch > 0.5).astype(np.float32)
-        step = best_of(lambda: model.train_on_batch(batch, target), args.repeats)
+        step = best_of(lambda: trainable.train_on_batch(batch, target), args.repeats)
         print(f"{width:6g} {str(preset.arch['filters']):>28} {model.count_params():11,} "
               f"{realtime:10.1f}x {preset.batch_size / step:10.1f} p/s")
 

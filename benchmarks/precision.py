@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from keras_svs.models import bin_cross_entropy, build_model, get_preset
+from keras_svs.models import bin_cross_entropy, build_model, get_preset, logits_model
 
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
@@ -29,7 +29,7 @@ def throughput(preset_name: str, policy: str, steps: int, repeats: int,
     batch = batch_size or preset.batch_size
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = build_model(preset)
+        model = logits_model(build_model(preset))
         model.compile(optimizer=keras.optimizers.Adam(preset.learning_rate),
                       loss=bin_cross_entropy)
         rng = np.random.default_rng(0)

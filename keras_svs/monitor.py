@@ -129,10 +129,17 @@ def gnsdr(model: keras.Model, decoded: DecodedAudio, clips: int | None = None,
 
 class ValidationGnsdr(keras.callbacks.Callback):
     """Adds ``val_gnsdr`` (voice GNSDR in dB on the first ``clips`` validation clips) to the
-    logs every ``every`` epochs, and ``gnsdr_s`` (seconds it took)."""
+    logs every ``every`` epochs, and ``gnsdr_s`` (seconds it took).
 
-    def __init__(self, decoded: DecodedAudio, clips: int = 3, every: int = 1):
+    Args:
+        separating: the probability model to score (it shares its weights with the model
+            being fitted, which may be its logits view).
+    """
+
+    def __init__(self, separating: keras.Model, decoded: DecodedAudio, clips: int = 3,
+                 every: int = 1):
         super().__init__()
+        self.separating = separating
         self.decoded, self.clips, self.every = decoded, clips, max(1, every)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -142,7 +149,7 @@ class ValidationGnsdr(keras.callbacks.Callback):
             logs["val_gnsdr"] = logs["gnsdr_s"] = float("nan")
             return
         start = time.time()
-        scores = gnsdr(self.model, self.decoded, self.clips)
+        scores = gnsdr(self.separating, self.decoded, self.clips)
         logs["val_gnsdr"] = scores.get("voice_gnsdr", float("nan"))
         logs["gnsdr_s"] = time.time() - start
 

@@ -37,8 +37,8 @@ import numpy as np
 from . import pipeline
 from .datasets import DatasetError, discover, select_split
 from .datasets.splits import split_file_for
-from .models import (bin_accuracy, bin_cross_entropy, build_model, phase_sensitive_error,
-                     set_input_statistics, weighted_bin_cross_entropy)
+from .models import (bin_accuracy, bin_cross_entropy, build_model, logits_model,
+                     phase_sensitive_error, set_input_statistics, weighted_bin_cross_entropy)
 from .models.losses import WEIGHT_EPS, relative_weights
 from .models.presets import Preset, get_preset
 
@@ -346,7 +346,11 @@ def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConf
 def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudio,
                valid_audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
                steps: int, out: Path, epochs: int, deadline: float | None = None) -> None:
-    """Fit one stage, resuming from its backup; leaves the best weights in ``model``."""
+    """Fit one stage, resuming from its backup; leaves the best weights in ``model``.
+
+    What is fitted is ``model``'s logits view (:func:`~keras_svs.models.logits_model`, the
+    same weights): every loss is computed from the logits."""
+    view = logits_model(model)
     folder = out / stage
     folder.mkdir(exist_ok=True)
     best = folder / "best.weights.h5"
@@ -354,10 +358,10 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     final = folder / "averaged.weights.h5" if averaging else best
     done = folder / "done"
     if done.exists() and final.exists():
-        model.load_weights(final)
+        view.load_weights(final)
         return
     loss = _LOSS_PARTS[config.loss][0] if stage == "finetune" else bin_cross_entropy
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss,
+    view.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss,
                   metrics=[bin_accuracy] if stage == "finetune" else None)
     train_ds = _data(train_audio, preset, config, stage, training=True)
     valid_ds = _data(valid_audio, preset, config, stage, training=False)
@@ -373,7 +377,8 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     if stage == "finetune" and config.gnsdr_clips > 0:
         from .monitor import ValidationGnsdr
 
-        callbacks.append(ValidationGnsdr(valid_audio, config.gnsdr_clips, config.gnsdr_every))
+        callbacks.append(ValidationGnsdr(model, valid_audio, config.gnsdr_clips,
+                                         config.gnsdr_every))
     callbacks += [checkpoint, keras.callbacks.CSVLogger(folder / "log.csv", append=True)]
     if averaging:
         callbacks.append(keras.callbacks.ModelCheckpoint(  # epoch01, epoch02, ...
@@ -382,18 +387,18 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
         print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
     arrays = isinstance(valid_ds, tuple)  # NumPy loader: Keras batches the arrays itself
-    history = model.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
+    history = view.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
                         validation_batch_size=config.batch_size if arrays else None,
                         callbacks=callbacks, verbose=config.verbose, shuffle=False)
     losses = history.history.get("loss", [])
-    if model.stop_training and losses and not np.isfinite(losses[-1]):
+    if view.stop_training and losses and not np.isfinite(losses[-1]):
         raise FloatingPointError(f"{stage}: the loss became NaN; training stopped "
                                  "(try a lower --learning-rate or --precision float32)")
     if averaging:
-        average_snapshots(model, snapshots(folder)[-config.average_last:])
-        model.save_weights(final)
+        average_snapshots(view, snapshots(folder)[-config.average_last:])
+        view.save_weights(final)
     elif best.exists():
-        model.load_weights(best)
+        view.load_weights(best)
     done.touch()
 
 

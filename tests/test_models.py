@@ -227,33 +227,117 @@ def test_load_model_refuses_a_tampered_config(tiny_model_path, tmp_path, tamper)
         load_model(path)
 
 
-def test_bin_cross_entropy_matches_numpy():
+def _logit(p):
+    p = np.asarray(p, np.float64)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+def test_bin_cross_entropy_from_logits_matches_numpy():
     rng = np.random.default_rng(0)
     target = rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)
     target[0] = np.where(target[0] > 0.5, 0.98, 0.02)
-    p = rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)
-    p[1, 0, 0], p[1, 0, 1] = 0.0, 1.0  # clipped, not infinite
-    probabilities = np.stack([p, 1 - p], axis=-1)
-    q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
-    q1 = np.clip(1 - p.astype(np.float64), 1e-7, 1 - 1e-7)
-    expected = -(target * np.log(q) + (1 - target) * np.log(q1)).mean(axis=(1, 2))
-    got = np.asarray(bin_cross_entropy(target, probabilities))
+    z = rng.normal(0, 4, (3, 4, 5)).astype(np.float32)
+    z[1, 0, 0], z[1, 0, 1] = -500.0, 500.0  # saturated: finite, exact
+    q = 1 / (1 + np.exp(-z.astype(np.float64)))
+    with np.errstate(divide="ignore"):
+        ce = -(target * np.log(q) + (1 - target) * np.log1p(-q))
+    ce[1, 0, 0] = target[1, 0, 0] * 500.0
+    ce[1, 0, 1] = (1 - target[1, 0, 1]) * 500.0
+    got = np.asarray(bin_cross_entropy(target, z))
     assert got.shape == (3,)
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    np.testing.assert_allclose(got, ce.mean(axis=(1, 2)), rtol=1e-5)
     assert np.all(np.isfinite(got))
+
+
+def test_logits_loss_equals_the_probability_loss_inside_the_clip():
+    """Where the voice probability lies in [1e-7, 1 - 1e-7], the cross-entropy from the
+    logits is the cross-entropy of the clipped probabilities (the loss before logits)."""
+    rng = np.random.default_rng(1)
+    target = np.where(rng.random((4, 9, 7)) > 0.5, 0.98, 0.02).astype(np.float32)
+    p = rng.uniform(1e-6, 1 - 1e-6, target.shape)
+    q = np.clip(p, 1e-7, 1 - 1e-7)
+    before = -(target * np.log(q) + (1 - target) * np.log(1 - q)).mean(axis=(1, 2))
+    np.testing.assert_allclose(np.asarray(bin_cross_entropy(target, _logit(p))), before,
+                               rtol=1e-5)
+
+
+def _gradient(loss, target, z):
+    """d loss / d z (summed over the batch's per-example losses), on the active backend."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        z = tf.constant(z)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            value = tf.reduce_sum(loss(target, z))
+        return tape.gradient(value, z).numpy()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda v: loss(target, v).sum())(z))
+    pytest.skip(f"no gradient helper for the {backend} backend")
+
+
+@pytest.mark.parametrize("loss_name", ["bin_cross_entropy", "weighted_bin_cross_entropy"])
+def test_logits_gradient_does_not_vanish_at_a_saturated_logit(loss_name):
+    """At logit -60 with target 0.98 the gradient is sigmoid(z) - t = -0.98 per bin (over
+    the bins averaged); a loss of clipped probabilities gives ~0 there (BENCHMARKS.md:
+    why the paper network froze)."""
+    from keras_svs.models import losses
+
+    loss = getattr(losses, loss_name)
+    bins = 6
+    z = np.full((1, 1, bins), -60.0, np.float32)
+    voice = np.full((1, 1, bins), 0.98, np.float32)
+    target = voice if loss_name == "bin_cross_entropy" else np.stack(
+        [voice, np.ones_like(voice)], axis=-1)
+    gradient = _gradient(loss, target, z) * bins  # the loss is a mean over the bins
+    np.testing.assert_allclose(gradient, -0.98, rtol=1e-6)
+
+
+def test_logits_gradient_on_jax_too():
+    """The same gradient computed by JAX, where JAX is installed (lent GPUs run it)."""
+    jax = pytest.importorskip("jax")
+    from keras_svs.models import losses
+
+    z = np.full((1, 1, 4), -60.0, np.float32)
+    target = np.full((1, 1, 4), 0.98, np.float32)
+
+    def ce(v):  # the loss's formula with jax.numpy, as the JAX backend computes it
+        return (target * jax.nn.softplus(-v) + (1 - target) * jax.nn.softplus(v)).mean()
+
+    np.testing.assert_allclose(np.asarray(jax.grad(ce)(z)) * 4, -0.98, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(losses.bin_cross_entropy(target, z)),
+                               np.asarray(ce(z)), rtol=1e-6)
+
+
+def test_logits_model_shares_the_weights_and_ends_before_the_head():
+    from keras_svs.models import logits_model
+
+    model = build_model("tiny")
+    view = logits_model(model)
+    assert len(view.weights) == len(model.weights)
+    assert all(a is b for a, b in zip(view.weights, model.weights))
+    x = np.random.default_rng(2).random((2, 9, 129)).astype(np.float32) * 0.1
+    z = np.asarray(view(x))
+    p = np.asarray(model(x))
+    assert z.shape == (2, 9, 129)
+    np.testing.assert_allclose(1 / (1 + np.exp(-z)), p[..., 0], atol=1e-6)
+    with pytest.raises(ValueError, match="logits_grid"):
+        logits_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
 
 
 def test_bin_cross_entropy_is_minimal_at_the_target():
     target = np.array([[[0.98, 0.02]]], np.float32)
-    right = np.stack([target, 1 - target], -1)
-    wrong = np.stack([1 - target, target], -1)
+    right, wrong = _logit(target), _logit(1 - target)
     assert float(bin_cross_entropy(target, right)[0]) < float(bin_cross_entropy(target, wrong)[0])
 
 
 def test_bin_accuracy():
     target = np.array([[[0.98, 0.02, 0.98, 0.02]]], np.float32)
     p = np.array([[[0.9, 0.1, 0.2, 0.7]]], np.float32)
-    acc = np.asarray(bin_accuracy(target, np.stack([p, 1 - p], -1)))
+    acc = np.asarray(bin_accuracy(target, _logit(p)))
     np.testing.assert_allclose(acc, [0.5])
 
 

@@ -200,8 +200,8 @@ def test_gnsdr_of_all_voice_and_no_voice_estimates():
 # -- ValidationGnsdr --------------------------------------------------------------------------
 def test_validation_gnsdr_callback(tiny_model):
     decoded = decoded_from(synth_clips((0.4, 0.3)))
-    callback = monitor.ValidationGnsdr(decoded, clips=1, every=2)
-    callback.set_model(tiny_model)
+    callback = monitor.ValidationGnsdr(tiny_model, decoded, clips=1, every=2)
+    callback.set_model(keras.Sequential([keras.Input((1,))]))  # the fitted model (unused)
     callback.on_epoch_end(0, None)  # no logs: nothing to do, no error
     logs = {"loss": 0.5}
     callback.on_epoch_end(0, logs)  # not a GNSDR epoch: NaN keeps the CSV columns fixed
@@ -214,8 +214,8 @@ def test_validation_gnsdr_callback(tiny_model):
     assert logs["gnsdr_s"] >= 0.0
     # every=0 counts as 1; nothing to score (a silent voice) gives NaN, not an error
     silent = decoded_from([(np.zeros(2000, np.float32), decoded.track(0)[1][:2000])])
-    every = monitor.ValidationGnsdr(silent, clips=1, every=0)
-    every.set_model(tiny_model)
+    every = monitor.ValidationGnsdr(tiny_model, silent, clips=1, every=0)
+    
     logs = {}
     every.on_epoch_end(0, logs)
     assert math.isnan(logs["val_gnsdr"]) and logs["gnsdr_s"] >= 0.0

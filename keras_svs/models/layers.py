@@ -16,10 +16,14 @@ class SpectrogramInput(keras.layers.Layer):
     """Turns mixture magnitudes into network input, and carries the model's STFT settings.
 
     Input ``(batch, frames, bins)`` magnitudes (linear, in [0, 1]); output
-    ``(batch, frames, bins, 1)``: optionally ``log(|X| + 1e-6)``, optionally standardised
-    per bin by the stored training-set ``mean``/``std`` (non-trainable weights, present
-    only when ``standardize``). Computes
+    ``(batch, frames, bins, 1)``: optionally scaled by ``input_scale``, optionally
+    ``log(|X| + 1e-6)``, optionally standardised per bin by the stored training-set
+    ``mean``/``std`` (non-trainable weights, present only when ``standardize``). Computes
     in float32 whatever the global precision policy.
+
+    With ``channels > 1`` (e.g. the two stereo channels of ``spleeter``) the input is
+    ``(batch, frames, bins, channels)`` magnitudes, one spectrogram per audio channel, and
+    the output has the same shape (the channels are the network's input channels).
 
     Args:
         preset: name of the recipe the model was built from.
@@ -30,12 +34,19 @@ class SpectrogramInput(keras.layers.Layer):
         log_input: take the log of the magnitude first.
         standardize: apply the stored per-bin mean/std.
         mask: default separation mask, ``"binary"`` or ``"soft"``; threshold: its threshold.
+        channels: audio channels of the input (1: a mono mix, no channel axis in the input).
+        input_scale: factor applied to the magnitudes first: a network trained on another
+            STFT normalisation sees its own. keras-svs magnitudes use a window divided by
+            its sum (full scale ~0.5); ``spleeter`` was trained on an unnormalised periodic
+            Hann window of 4096 samples, so its magnitudes are keras-svs's times the
+            window's sum, 2048. 1.0 (the default, no operation) for the other presets.
     """
 
     def __init__(self, preset: str, sample_rate: int, n_fft: int, win_length: int,
                  hop_length: int, bins: int, frames: int | None = None,
                  time_multiple: int = 1, log_input: bool = False, standardize: bool = False,
-                 mask: str = "binary", threshold: float = 0.5, **kwargs):
+                 mask: str = "binary", threshold: float = 0.5, channels: int = 1,
+                 input_scale: float = 1.0, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.settings = dict(preset=preset, sample_rate=int(sample_rate), n_fft=int(n_fft),
@@ -43,7 +54,10 @@ class SpectrogramInput(keras.layers.Layer):
                              bins=int(bins), frames=None if frames is None else int(frames),
                              time_multiple=int(time_multiple), log_input=bool(log_input),
                              standardize=bool(standardize), mask=str(mask),
-                             threshold=float(threshold))
+                             threshold=float(threshold), channels=int(channels),
+                             input_scale=float(input_scale))
+        if self.settings["channels"] < 1:
+            raise ValueError(f"channels must be >= 1, not {channels}")
         self.mean = self.std = None
         if standardize:  # only then: the paper's network keeps its exact parameter count
             self.mean = self.add_weight(shape=(bins,), initializer="zeros", trainable=False,
@@ -60,13 +74,22 @@ class SpectrogramInput(keras.layers.Layer):
 
     def call(self, magnitude):
         x = magnitude
+        if self.settings["input_scale"] != 1.0:
+            x = x * self.settings["input_scale"]
         if self.settings["log_input"]:
             x = ops.log(x + LOG_EPS)
         if self.settings["standardize"]:
-            x = (x - self.mean) / self.std
+            mean, std = self.mean, self.std
+            if self.settings["channels"] > 1:  # per bin, the same for every channel
+                mean, std = mean[:, None], std[:, None]
+            x = (x - mean) / std
+        if self.settings["channels"] > 1:
+            return x
         return ops.expand_dims(x, -1)
 
     def compute_output_shape(self, input_shape):
+        if self.settings["channels"] > 1:
+            return tuple(input_shape)
         return (*input_shape, 1)
 
     def get_config(self):

@@ -16,7 +16,8 @@ class Preset:
 
     Attributes:
         name: the preset's name.
-        architecture: ``"paper"`` (Lin et al. 2018 CNN on fixed patches) or ``"unet"``.
+        architecture: ``"paper"`` (Lin et al. 2018 CNN on fixed patches), ``"unet"`` or
+            ``"spleeter"`` (Deezer's 2stems pair of U-Nets, on stereo magnitudes).
         stft: STFT settings (the model's sample rate among them).
         bins: frequency bins the network sees (the lowest ``bins`` of ``stft.bins``).
         frames: frames per training patch (and per inference patch for ``paper``).
@@ -29,6 +30,10 @@ class Preset:
         mask: default separation mask, ``"binary"`` (thresholded, the paper) or ``"soft"``.
         threshold: voice-probability threshold of the binary mask.
         remix: probability that a training patch remixes voice and accompaniment of two clips.
+        channels: audio channels the model takes, one magnitude spectrogram each (1: the
+            mono mix, input ``(batch, frames, bins)``; 2: ``(batch, frames, bins, 2)``).
+        input_scale: factor on the input magnitudes (see
+            :class:`keras_svs.models.layers.SpectrogramInput`).
     """
 
     name: str
@@ -47,6 +52,8 @@ class Preset:
     mask: str = "binary"
     threshold: float = 0.35
     remix: float = 0.5
+    channels: int = 1
+    input_scale: float = 1.0
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -70,6 +77,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            arch=dict(filters=(16, 32, 64, 128, 256, 512), dropout=0.2),
            batch_size=8, learning_rate=1e-3, pretrain_epochs=2, epochs=40,
            mask="soft", threshold=0.5, remix=0.75),
+    # Deezer's Spleeter 2stems (MIT licence): two U-Nets on the stereo magnitudes of the
+    # lowest 1024 bins (11 kHz) of a 4096 / hop 1024 STFT at 44.1 kHz; its weights come
+    # from `keras-svs import-spleeter` (keras_svs.models.spleeter_import). Spleeter's
+    # magnitudes are of an unnormalised Hann window: 2048 (the window's sum) times ours.
+    Preset("spleeter", "spleeter", StftConfig(44100, 4096, 4096, 1024), bins=1024,
+           frames=512, batch_size=4, mask="soft", threshold=0.5, channels=2,
+           input_scale=2048.0),
 ]}
 
 

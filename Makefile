@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/mir1k
 
-.PHONY: venv demo test bench train-default clean
+.PHONY: venv demo test bench train-default train-paper clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,16 @@ train-default: venv
 	  --learning-rate 1.5e-3 --cosine --precision mixed_bfloat16 --pitch 0.75 --loss weighted \
 	  --average-last 3 --gnsdr-clips 0 --seed 0 --loader numpy --workers 3 -o runs/default
 	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
+
+## The faithful `paper` preset (Lin et al. 2018: 22.05 kHz, 9 x 2049 patches, 19,489,049
+## parameters) on MUSDB18-7 train with the paper's Adam 1e-4 and batch 107, scaled to a
+## 2-core CPU: 4 x 50 autoencoder steps, then 8 x 50 fine-tuning steps (the paper: 300 + 300
+## epochs). About 45 minutes on a 2-core AVX-512 CPU (BENCHMARKS.md).
+MUSDB ?= ../shared/data/musdb7
+train-paper: venv
+	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \
+	  --pretrain-epochs 4 --epochs 8 --steps-per-epoch 50 --batch-size 107 --learning-rate 1e-4 \
+	  --precision float32 --seed 0 --gnsdr-clips 3 -o runs/paper_musdb7
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

@@ -6,6 +6,7 @@ nominally in [-1, 1]. This is the only module that touches audio files.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -302,10 +303,49 @@ class BlockReader:
         self.close()
 
 
+def _temporary_prefix(path: Path, pid: int | None = None) -> str:
+    """Prefix of the temporary files written for ``path``: ``.<stem>.<writer's pid>-``."""
+    return f".{path.stem}.{os.getpid() if pid is None else pid}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writers of ``path`` left behind when they were
+    killed outright (SIGKILL, a power cut: no handler ran): files named as
+    :class:`BlockWriters` names them, ``.<stem>.<pid>-<random><suffix>`` beside ``path``,
+    whose writing process no longer runs. A running writer's files are left alone.
+
+    Returns:
+        the files removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for candidate in path.parent.glob(f".{glob.escape(path.stem)}.*-*{path.suffix}"):
+        pid = candidate.name[len(path.stem) + 2:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
 class BlockWriters:
     """Several audio files written block by block, all or nothing (as :func:`write_all`):
     to temporary files beside their destinations, renamed into place by :meth:`commit`;
     :meth:`abort` (or any failure) removes the temporary files and the folders made.
+    Temporary files that a killed earlier writer of the same destination left behind are
+    removed first (:func:`remove_stale_temporaries`).
 
     Args:
         paths: ``{key: destination}``; the extension picks the format as in :func:`write`.
@@ -330,7 +370,8 @@ class BlockWriters:
         try:
             for key, path in self.paths.items():
                 _make_dirs(path.parent, self.made)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix,
+                remove_stale_temporaries(path)
+                fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=path.suffix,
                                            dir=path.parent)
                 os.close(fd)
                 self.temps[key] = Path(tmp)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +53,7 @@ def _clean_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         _import_tensorflow_quietly()
+        previous = _terminate_as_interrupt()
         try:
             return command(*args, **kwargs)
         except click.ClickException:
@@ -59,10 +62,26 @@ def _clean_errors(command):
             message = str(error).strip().splitlines()
             text = message[0] if message else type(error).__name__
             raise click.ClickException(text.strip("'\"")) from None
-        except KeyboardInterrupt:
-            raise click.ClickException("interrupted") from None
+        except KeyboardInterrupt as interrupt:
+            raise click.ClickException(str(interrupt) or "interrupted") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM (a container stop, a scheduler's kill) end the command as Ctrl-C does:
+    the writers' clean-up runs and no partial file is left. Returns the previous handler
+    (``None`` where no handler can be set: outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt("terminated")
+
+    return signal.signal(signal.SIGTERM, terminated)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

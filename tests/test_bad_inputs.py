@@ -573,3 +573,71 @@ def test_console_script_batch_and_full_disk(tiny_model_path, tmp_path):
         f"Error: {full_out / 'good' / 'vocals.wav'}: cannot be written (the system refused "
         f"the write; is the disk full?)"], full_stderr
     assert tree(full_out) == {}
+
+
+def _long_input(folder: Path, seconds: float = 600.0) -> Path:
+    """A mono file long enough to be mid-write for a while (streamed in 1 s blocks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "long.wav"
+    rng = np.random.default_rng(0)
+    sf.write(path, (rng.standard_normal(int(seconds * TINY_RATE)) * 0.1).astype(np.float32),
+             TINY_RATE, subtype="PCM_16")
+    return path
+
+
+def _wait_for_temporaries(folder: Path, process: subprocess.Popen, timeout: float = 240.0):
+    """Poll until a writer's temporary file exists under ``folder``; its paths."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [p for p in folder.rglob(".*") if p.is_file()] if folder.exists() else []
+        if found:
+            return found
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("no temporary file appeared")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_mid_file_leaves_nothing(tiny_model_path, tmp_path):
+    """A container stop or a scheduler's kill (SIGTERM) mid-file ends the run as Ctrl-C
+    does: exit 1, one Error line, no file (temporary or not) in the output folder."""
+    import signal
+
+    path = _long_input(tmp_path / "in")
+    out = tmp_path / "out"
+    process = console("separate", path, "--model", tiny_model_path, "-o", out,
+                      "--block-seconds", "1")
+    _wait_for_temporaries(out, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    assert error_lines(stderr) == ["Error: terminated"], stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() or [p for p in out.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_next_run_removes_what_a_killed_run_left(tiny_model_path, tmp_path):
+    """After SIGKILL no handler runs and temporary files stay; the next run into that folder
+    removes them (their writer's process is gone), and leaves a running writer's alone."""
+    import signal
+
+    path = _long_input(tmp_path / "in")
+    out = tmp_path / "out"
+    process = console("separate", path, "--model", tiny_model_path, "-o", out,
+                      "--block-seconds", "1")
+    _wait_for_temporaries(out, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    left = [p for p in out.rglob(".*") if p.is_file()]
+    assert left and all(p.parent == out / "long" for p in left)
+    alive = out / "long" / f".vocals.{os.getppid()}-keep.wav"  # a live process's (pytest's parent)
+    alive.write_bytes(b"")
+    short = _long_input(tmp_path / "again", seconds=1.0)
+    result = run_cli("separate", short, "--model", tiny_model_path, "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "long").iterdir()) == sorted(
+        [alive.name, *STEM_FILES])

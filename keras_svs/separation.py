@@ -134,6 +134,10 @@ class Separator:
         del loaded
         self.precision = precision
         self.settings = settings(self.model)
+        if self.settings.get("channels", 1) != 1:
+            raise ValueError(f"{self.settings['preset']!r} models take "
+                             f"{self.settings['channels']} audio channels; this engine "
+                             "separates with mono-input models only for now")
         self.config = stft_config(self.model)
         self.mask = mask or self.settings["mask"]
         self.threshold = self.settings["threshold"] if threshold is None else float(threshold)

@@ -504,3 +504,10 @@ def test_import_spleeter_writes_a_loadable_model(tmp_path):
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(again(x)))
     with pytest.raises(ValueError, match=r"\.keras"):
         import_spleeter(SOURCE, tmp_path / "model.h5")
+
+
+def test_separator_refuses_a_two_channel_model_with_a_clear_error(random_spleeter):
+    from keras_svs.separation import Separator
+
+    with pytest.raises(ValueError, match="2 audio channels"):
+        Separator(random_spleeter)

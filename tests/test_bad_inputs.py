@@ -600,18 +600,24 @@ def _wait_for_temporaries(folder: Path, process: subprocess.Popen, timeout: floa
     pytest.fail("no temporary file appeared")
 
 
+def _signalled_mid_file(model, tmp_path: Path, out: Path, signum) -> subprocess.Popen:
+    """Start ``keras-svs separate`` on a long file into ``out`` and send it ``signum`` once
+    its first temporary file exists."""
+    process = console("separate", _long_input(tmp_path / "in"), "--model", model, "-o", out,
+                      "--block-seconds", "1")
+    _wait_for_temporaries(out, process)
+    process.send_signal(signum)
+    return process
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_mid_file_leaves_nothing(tiny_model_path, tmp_path):
     """A container stop or a scheduler's kill (SIGTERM) mid-file ends the run as Ctrl-C
     does: exit 1, one Error line, no file (temporary or not) in the output folder."""
     import signal
 
-    path = _long_input(tmp_path / "in")
     out = tmp_path / "out"
-    process = console("separate", path, "--model", tiny_model_path, "-o", out,
-                      "--block-seconds", "1")
-    _wait_for_temporaries(out, process)
-    process.send_signal(signal.SIGTERM)
+    process = _signalled_mid_file(tiny_model_path, tmp_path, out, signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     assert error_lines(stderr) == ["Error: terminated"], stderr
@@ -625,16 +631,12 @@ def test_next_run_removes_what_a_killed_run_left(tiny_model_path, tmp_path):
     removes them (their writer's process is gone), and leaves a running writer's alone."""
     import signal
 
-    path = _long_input(tmp_path / "in")
     out = tmp_path / "out"
-    process = console("separate", path, "--model", tiny_model_path, "-o", out,
-                      "--block-seconds", "1")
-    _wait_for_temporaries(out, process)
-    process.send_signal(signal.SIGKILL)
+    process = _signalled_mid_file(tiny_model_path, tmp_path, out, signal.SIGKILL)
     process.communicate(timeout=60)
     left = [p for p in out.rglob(".*") if p.is_file()]
     assert left and all(p.parent == out / "long" for p in left)
-    alive = out / "long" / f".vocals.{os.getppid()}-keep.wav"  # a live process's (pytest's parent)
+    alive = out / "long" / f".vocals.{os.getppid()}-keep.wav"  # pytest's parent: running
     alive.write_bytes(b"")
     short = _long_input(tmp_path / "again", seconds=1.0)
     result = run_cli("separate", short, "--model", tiny_model_path, "-o", out, "--overwrite")

@@ -48,7 +48,7 @@ train-default: venv
 ## The faithful `paper` preset (Lin et al. 2018: 22.05 kHz, 9 x 2049 patches, 19,489,049
 ## parameters) on MUSDB18-7 train with the paper's Adam 1e-4 and batch 107, scaled to a
 ## 2-core CPU: 4 x 50 autoencoder steps, then 8 x 50 fine-tuning steps (the paper: 300 + 300
-## epochs). About 45 minutes on a 2-core AVX-512 CPU (BENCHMARKS.md).
+## epochs). 32 minutes on a 2-core AVX-512 CPU on 2026-12-01 (BENCHMARKS.md, "Issue 21").
 MUSDB ?= ../shared/data/musdb7
 train-paper: venv
 	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \

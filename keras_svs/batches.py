@@ -7,7 +7,9 @@ once, vectorised: random crops, remix of two clips' sources with random gains, p
 shift of the voice by linear resampling, STFT (:func:`keras_svs.spectral.stft_numpy`) and
 the IBM or autoencoder target. Batch ``k`` of a stream depends only on ``(seed, k)``.
 
-Shapes: inputs and targets are float32 ``(batch, preset.frames, preset.bins)``.
+Shapes: inputs and targets are float32 ``(batch, preset.frames, preset.bins)``, or
+``(batch, preset.frames, preset.bins, channels)`` for multichannel audio (a ``spleeter``
+model's stereo input: the IBM of each channel).
 """
 from __future__ import annotations
 
@@ -54,9 +56,9 @@ class PatchSampler:
         self.pitch, self.gain_db = pitch, gain_db
         self.segment = patch_samples(preset)
         reach = int(np.ceil(self.segment * 2 ** (MAX_PITCH_SEMITONES / 12))) + 2
-        pad = np.zeros(reach, np.float32)
-        self.voice = np.concatenate([decoded.voice, pad])
-        self.accompaniment = np.concatenate([decoded.accompaniment, pad])
+        pad = [(0, 0)] * (decoded.voice.ndim - 1) + [(0, reach)]
+        self.voice = np.pad(decoded.voice, pad)
+        self.accompaniment = np.pad(decoded.accompaniment, pad)
         self.starts, self.lengths = decoded.starts, decoded.lengths
         self.weights = decoded.lengths / decoded.lengths.sum()
 
@@ -77,9 +79,10 @@ class PatchSampler:
             voice_offset)
         gains = np.where(remixed[:, None], 10.0 ** (rng.uniform(-self.gain_db, self.gain_db,
                                                                 (n, 2)) / 20.0), 1.0)
-        v = self._read(self.voice, voice_clip, voice_offset, rate) * gains[:, :1]
+        gains = gains.reshape(n, 2, *[1] * self.voice.ndim)  # over channels, samples
+        v = self._read(self.voice, voice_clip, voice_offset, rate) * gains[:, 0]
         a = self._read(self.accompaniment, accompaniment_clip, accompaniment_offset,
-                       np.ones(n)) * gains[:, 1:]
+                       np.ones(n)) * gains[:, 1]
         return examples(v.astype(np.float32), a.astype(np.float32), self.preset, self.stage,
                         self.target)
 
@@ -90,27 +93,37 @@ class PatchSampler:
 
     def _read(self, source: np.ndarray, clip: np.ndarray, offset: np.ndarray,
               rate: np.ndarray) -> np.ndarray:
-        """``(n, segment)`` samples from each clip at ``offset``, read at ``rate`` samples
-        per output sample (linear interpolation); zeros past the clip's end (no bleed)."""
+        """``(n, segment)`` samples (``(n, channels, segment)``) from each clip at
+        ``offset``, read at ``rate`` samples per output sample (linear interpolation); zeros
+        past the clip's end (no bleed)."""
+        def take(index):  # (n, segment) -> (n, [channels,] segment)
+            return source[index] if source.ndim == 1 else np.moveaxis(source[:, index], 0, 1)
+
+        def over_channels(x):
+            return x if source.ndim == 1 else x[:, None]
+
         if np.all(rate == 1.0):  # no shift: a plain crop
             index = (self.starts[clip] + offset)[:, None] + np.arange(self.segment)
             inside = (offset[:, None] + np.arange(self.segment)) < self.lengths[clip][:, None]
-            return source[index] * inside
+            return take(index) * over_channels(inside)
         position = np.arange(self.segment, dtype=np.float64)[None, :] * rate[:, None]
         low = position.astype(np.int64)
-        frac = (position - low).astype(np.float32)
+        frac = over_channels((position - low).astype(np.float32))
         index = (self.starts[clip] + offset)[:, None] + low
-        inside = (offset[:, None] + low + 1) < self.lengths[clip][:, None]
-        left = source[index]
-        return (left + (source[index + 1] - left) * frac) * inside
+        inside = over_channels((offset[:, None] + low + 1) < self.lengths[clip][:, None])
+        left = take(index)
+        return (left + (take(index + 1) - left) * frac) * inside
 
 
 def examples(voice: np.ndarray, accompaniment: np.ndarray, preset: Preset,
              stage: str, target: str = "ibm") -> tuple[np.ndarray, np.ndarray]:
     """Source segments ``(n, patch_samples)`` -> float32 ``(input, target)``
-    ``(n, frames, bins)`` (as :func:`keras_svs.pipeline._example`)."""
+    ``(n, frames, bins)`` (as :func:`keras_svs.pipeline._example`); multichannel segments
+    ``(n, channels, patch_samples)`` -> ``(n, frames, bins, channels)``."""
     sv = spectral.stft_numpy(voice, preset.stft, padded=False)[..., :preset.bins]
     sa = spectral.stft_numpy(accompaniment, preset.stft, padded=False)[..., :preset.bins]
+    if sv.ndim == 4:  # (n, channels, frames, bins): channels last, as the model takes them
+        sv, sa = np.moveaxis(sv, 1, -1), np.moveaxis(sa, 1, -1)
     mixture = np.abs(sv + sa)
     dominates = _power(sv) > _power(sa)
     if stage == "pretrain":

@@ -207,6 +207,10 @@ def _stderr_is_terminal() -> bool:
 @click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
               show_default=True, help="Patch models: average overlapping patches, or the "
                                       "paper's hop-1 centre-frame slide (slower).")
+@click.option("--extension", type=click.Choice(["top", "zero", "mean"]), default=None,
+              help="Mask of the band above the model's: top repeats its top bin, zero "
+                   "gives the vocals none of it, mean repeats the mean of its top quarter "
+                   "(default: the model's own).")
 @click.option("--precision", "inference_precision", type=click.Choice(["float32", "bfloat16"]),
               default="float32", show_default=True, help=PRECISION_HELP)
 @click.option("--stems", default="vocals,accompaniment", show_default=True,
@@ -238,8 +242,9 @@ def _stderr_is_terminal() -> bool:
                    "separation, {codec} = png): mixture spectrogram, voice mask and the "
                    "stems' spectrograms (needs matplotlib).")
 @_clean_errors
-def separate(files, out_dir, model, mask, threshold, mode, inference_precision, stems, filename,
-             codec, bit_depth, overwrite, fail_fast, block_seconds, jobs, plot):
+def separate(files, out_dir, model, mask, threshold, mode, extension, inference_precision,
+             stems, filename, codec, bit_depth, overwrite, fail_fast, block_seconds, jobs,
+             plot):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it.
@@ -254,7 +259,7 @@ def separate(files, out_dir, model, mask, threshold, mode, inference_precision, 
         require_matplotlib()
     began = time.perf_counter()
     separator = dict(model=model, mask=mask, threshold=threshold, mode=mode,
-                     precision=inference_precision)
+                     precision=inference_precision, extension=extension)
     work = dict(out_dir=out_dir, codec=codec, bit_depth=int(bit_depth), stems=stems,
                 block_seconds=block_seconds, plot=plot, overwrite=overwrite)
     jobs = min(jobs, len(files))
@@ -323,7 +328,7 @@ _JOB: dict = {}
 
 def _make_separator(**options):
     """A :class:`~keras_svs.separation.Separator` from the command's options (``model``,
-    ``mask``, ``threshold``, ``mode``, ``precision``)."""
+    ``mask``, ``threshold``, ``mode``, ``precision``, ``extension``)."""
     from .separation import Separator
 
     return Separator(options.pop("model"), **options)
@@ -392,6 +397,8 @@ def _separate_one(separator, path: Path, plan: dict, out_dir: Path, codec: str,
         raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
     started = time.perf_counter()
     block = _block_seconds(block_seconds, path)
+    if block is not None and separator.channels != 1 and block_seconds is None:
+        block = None  # streaming is for mono models: a stereo model separates whole files
     if block is not None and not plot:
         from .streaming import separate_file_stream
 
@@ -453,13 +460,14 @@ def _seconds(path: Path) -> float:
 
 
 @main.command()
-@click.option("-d", "--data", required=True, type=click.Path(path_type=Path),
+@click.option("-d", "--data", required=True, multiple=True, type=click.Path(path_type=Path),
               help="Dataset root: stereo pair files (MIR-1K, iKala), MUSDB18-HQ/DSD100 "
-                   "folders, or folders with vocals.* and accompaniment.*.")
+                   "folders, or folders with vocals.* and accompaniment.*. Repeat to join "
+                   "several datasets' splits.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Run folder: checkpoints, logs, and the final model.keras.")
 @click.option("-p", "--preset", default="small", show_default=True,
-              help="Recipe: paper, paper16k, small, tiny or unet.")
+              help="Recipe: paper, paper16k, small, tiny, unet or spleeter.")
 @click.option("--epochs", type=click.IntRange(0), default=None,
               help="Fine-tuning epochs (default: the preset's).")
 @click.option("--pretrain-epochs", type=click.IntRange(0), default=None,
@@ -520,11 +528,14 @@ def _seconds(path: Path) -> float:
 @click.option("--frames", type=click.IntRange(1), default=None,
               help="Frames per training patch (default: the preset's; unet: a multiple "
                    "of 64). Longer patches give the network more context while training.")
+@click.option("--freeze-batch-norm", is_flag=True,
+              help="Keep batch norms in inference mode, statistics fixed (those of "
+                   "--init): fine-tuning a trained network with small batches.")
 @_clean_errors
 def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
           learning_rate, cosine, precision, remix, pitch, gain_db, seed, cache, split_file,
           train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every,
-          init, skip_bad, loss, average_last, frames):
+          init, skip_bad, loss, average_last, frames, freeze_batch_norm):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
@@ -537,11 +548,12 @@ def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch
                          train_split, valid_split, loader=loader, workers=workers,
                          time_budget=time_budget, gnsdr_clips=gnsdr_clips,
                          gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad, loss=loss,
-                         average_last=average_last, gain_db=gain_db, frames=frames)
+                         average_last=average_last, gain_db=gain_db, frames=frames,
+                         freeze_batch_norm=freeze_batch_norm)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _warning_line
-        path = run(data, out_dir, config, cache=cache, split_file=split_file)
+        path = run(list(data), out_dir, config, cache=cache, split_file=split_file)
     click.echo(f"model written to {path}", err=True)
 
 
@@ -601,17 +613,22 @@ def prepare(data, output, preset, splits, split_file):
               help="--method model: threshold of binary/thresholded masks.")
 @click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
               show_default=True, help="--method model: patch averaging or centre frames.")
+@click.option("--extension", type=click.Choice(["top", "zero", "mean"]), default=None,
+              help="--method model: the mask of the band above the model's: top repeats its top bin, zero "
+                   "gives the vocals none of it, mean repeats the mean of its top quarter "
+                   "(default: the model's own).")
 @click.option("--precision", "inference_precision", type=click.Choice(["float32", "bfloat16"]),
               default="float32", show_default=True, help="--method model: " + PRECISION_HELP)
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Score only the split's first N clips (quick checks).")
 @_clean_errors
 def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, split_file,
-             mask, threshold, mode, inference_precision, limit):
+             mask, threshold, mode, extension, inference_precision, limit):
     """Score a method with BSS-Eval v3: GNSDR, GSIR, GSAR of voice and accompaniment.
 
     NSDR is the SDR gain over the unprocessed mixture; G-metrics are means weighted by
-    clip length. MUSDB-style datasets also get a museval-style framewise SDR.
+    clip length. Clips are scored at their own rate; MUSDB-style datasets' stereo images
+    also get the SiSEC 2018 SDR (museval v4 where museval is installed).
     """
     from . import evaluation
 
@@ -622,7 +639,8 @@ def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, s
             raise click.ClickException(str(error)) from None
     result = evaluation.evaluate(data, split, method, model=model, jobs=jobs,
                                  split_file=split_file, mask=mask, threshold=threshold,
-                                 mode=mode, limit=limit, precision=inference_precision)
+                                 mode=mode, limit=limit, precision=inference_precision,
+                                 extension=extension)
     for path, write in ((json_path, evaluation.write_json), (csv_path, evaluation.write_csv),
                         (plot_path, evaluation.plot_nsdr)):
         if path is not None:
@@ -636,8 +654,10 @@ def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, s
 @click.option("--threshold", type=click.FloatRange(0, 1), default=None)
 @click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
               show_default=True)
+@click.option("--extension", type=click.Choice(["top", "zero", "mean"]), default=None,
+              help="Mask of the band above the model's (default: the model's own).")
 @_clean_errors
-def export_command(paths, mask, threshold, mode):
+def export_command(paths, mask, threshold, mode, extension):
     """Write a TensorFlow SavedModel: `keras-svs export [MODEL] OUTDIR`.
 
     Without MODEL, the model shipped in the package is exported. The SavedModel's `serve`
@@ -649,7 +669,8 @@ def export_command(paths, mask, threshold, mode):
     if len(paths) > 2:
         raise click.UsageError("give at most MODEL and OUTDIR")
     model, out_dir = (paths if len(paths) == 2 else (default_model_path(), paths[0]))
-    path = export(model, out_dir, mask=mask, threshold=threshold, mode=mode)
+    path = export(model, out_dir, mask=mask, threshold=threshold, mode=mode,
+                  extension=extension)
     click.echo(f"SavedModel written to {path}", err=True)
 
 

@@ -2,17 +2,19 @@
 
 For every clip of a split (:func:`evaluate`):
 
-1. the two sources are decoded at the evaluation rate ``SR`` (the model's; 16 kHz for
-   the reference methods without a model) and mixed to mono (``pairs``: voice + accompaniment,
-   the right and left channels; folder layouts: channels averaged);
+1. the two sources are decoded at their files' own rate (a model or method resamples what
+   it needs internally): ``pairs`` (MIR-1K) as mono clips (voice + accompaniment, the right
+   and left channels); MUSDB-style folders (``musdb``/``stems`` layouts) with their
+   channels, the stereo images;
 2. a method estimates both sources from the mixture (:func:`estimate`): the model, the
    oracle masks ``ibm``/``irm``, the unprocessed ``mixture``, or the training-free ``repet``
-   (REPET-SIM) baseline; the estimates always sum to the mixture;
+   (REPET-SIM) baseline; the estimates always sum to the mixture; a stereo mixture is
+   separated once, and its mono estimates are the channel means;
 3. BSS-Eval v3 (``mir_eval.separation.bss_eval_sources``, no permutation) scores both
-   estimates: SDR, SIR, SAR in dB, and NSDR = SDR(estimate) - SDR(mixture as the estimate)
-   (:func:`clip_metrics`); MUSDB-style folders (``musdb``/``stems`` layouts) also get a
-   museval-style SDR: the median over 1-second frames of the framewise SDR of the stereo
-   images (:func:`museval_sdr`).
+   mono estimates: SDR, SIR, SAR in dB, and NSDR = SDR(estimate) - SDR(mixture as the
+   estimate) (:func:`clip_metrics`); the stereo images of MUSDB-style folders also get the
+   SiSEC 2018 SDR: BSS-Eval v4 over 1-second frames, their median (:func:`museval_sdr`,
+   by the ``museval`` package where it is installed).
 
 The scores are pooled by :func:`global_metrics`: GNSDR/GSIR/GSAR (means weighted by clip
 length), plain means and medians. Separation runs in the calling process (the model is
@@ -121,14 +123,48 @@ def clip_metrics(voice: np.ndarray, accompaniment: np.ndarray, voice_estimate: n
             for j, source in enumerate(SOURCES)}
 
 
+def museval_scorer() -> str:
+    """What :func:`museval_sdr` scores with: ``"museval <version> v4"`` where the
+    ``museval`` package is installed (``pip install keras-svs[bench]``), else
+    ``"mir_eval framewise"`` (its approximation)."""
+    metrics = _museval_metrics()
+    return f"museval {metrics.VERSION} v4" if metrics is not None else "mir_eval framewise"
+
+
+def _museval_metrics():
+    """museval's ``metrics`` module, or None. Loaded from its file: ``import museval``
+    imports ``musdb``/``stempeg``, which refuse to load without ffmpeg, and the metrics
+    need neither."""
+    global _MUSEVAL
+    if _MUSEVAL is None:
+        import importlib.metadata
+        import importlib.util
+
+        _MUSEVAL = False
+        spec = importlib.util.find_spec("museval")
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(next(iter(spec.submodule_search_locations))) / "metrics.py"
+            module_spec = importlib.util.spec_from_file_location("_museval_metrics", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            module.VERSION = importlib.metadata.version("museval")
+            _MUSEVAL = module
+    return _MUSEVAL or None
+
+
+_MUSEVAL = None
+
+
 def museval_sdr(references: np.ndarray, estimates: np.ndarray,
                 sample_rate: int) -> np.ndarray:
-    """museval-style SDR of stereo images: the median over 1-second frames.
+    """SiSEC 2018 (museval v4) SDR of stereo images: the median over 1-second frames.
 
-    ``mir_eval.separation.bss_eval_images_framewise`` with window = hop = 1 s; frames where
-    a reference or an estimate is silent are NaN and left out. This follows the SiSEC 2018
-    (museval) reporting; museval's v4 also fits its distortion filters once per track,
-    which mir_eval does per frame, so the numbers are close to museval's, not identical.
+    With the ``museval`` package: ``museval.metrics.bss_eval`` as ``museval.evaluate``
+    calls it (window = hop = 1 s, distortion filters fitted once per track: v4). Without
+    it: ``mir_eval.separation.bss_eval_images_framewise`` with the same frames, which fits
+    the filters per frame, so the numbers are close to museval's, not identical
+    (:func:`museval_scorer` says which). Frames where a reference or an estimate is silent
+    are NaN and left out.
 
     Args:
         references: float ``(sources, channels, samples)``.
@@ -140,11 +176,17 @@ def museval_sdr(references: np.ndarray, estimates: np.ndarray,
     """
     refs = np.moveaxis(np.asarray(references, np.float64), -1, 1)  # (src, samples, ch)
     ests = np.moveaxis(np.asarray(estimates, np.float64), -1, 1)
-    with _quiet_mir_eval():
-        import mir_eval.separation
+    metrics = _museval_metrics()
+    with _quiet_mir_eval(), np.errstate(divide="ignore", invalid="ignore"):
+        if metrics is not None:
+            sdr = metrics.bss_eval(refs, ests, compute_permutation=False,
+                                   window=int(sample_rate), hop=int(sample_rate),
+                                   framewise_filters=False, bsseval_sources_version=False)[0]
+        else:
+            import mir_eval.separation
 
-        sdr = mir_eval.separation.bss_eval_images_framewise(
-            refs, ests, window=int(sample_rate), hop=int(sample_rate))[0]
+            sdr = mir_eval.separation.bss_eval_images_framewise(
+                refs, ests, window=int(sample_rate), hop=int(sample_rate))[0]
     sdr = np.asarray(sdr, np.float64).reshape(len(refs), -1)
     out = np.full(len(refs), np.nan)
     for j, frames in enumerate(sdr):
@@ -163,7 +205,7 @@ def _score_clip(job: dict[str, Any]) -> dict[str, Any]:
     refs, ests = job["references"], job["estimates"]
     try:
         entry = {"name": job["name"], "samples": int(refs.shape[-1]),
-                 "seconds": refs.shape[-1] / job["rate"]}
+                 "seconds": refs.shape[-1] / job["rate"], "rate": int(job["rate"])}
         entry.update(clip_metrics(refs[0], refs[1], ests[0], ests[1]))
         if job.get("images") is not None:
             v4 = museval_sdr(job["images"], job["image_estimates"], job["rate"])
@@ -344,14 +386,15 @@ def _tracks(data: str | os.PathLike, split: str, split_file: str | os.PathLike |
     return chosen, (Path(split_file) if split_file else None)
 
 
-def _scoring_jobs(tracks: list[Track], method: str, sr: int, config, separator,
-          warn) -> Iterable[dict[str, Any]]:
-    """Decode and separate each track (in this process): the pool's scoring jobs."""
+def _scoring_jobs(tracks: list[Track], method: str, config, separator,
+                  warn) -> Iterable[dict[str, Any]]:
+    """Decode and separate each track at its own rate (in this process): the pool's
+    scoring jobs."""
     for track in tracks:
         musdb = track.layout in MUSDB_LAYOUTS
-        voice, accompaniment, rate = track.load(sample_rate=sr, mono=not musdb)
-        # (channels, samples); MUSDB-style: stereo images for the v4 SDR, and the mono
-        # clip is their channel mean (what ``load(mono=True)`` gives)
+        voice, accompaniment, rate = track.load(sample_rate=None, mono=not musdb)
+        # (channels, samples); MUSDB-style: the stereo images for the v4 SDR, separated
+        # once, and the mono clip is their channel mean (what ``load(mono=True)`` gives)
         images = np.stack([voice, accompaniment]) if musdb else None
         voice, accompaniment = voice.mean(axis=0), accompaniment.mean(axis=0)
         silent = [s for s, x in zip(SOURCES, (voice, accompaniment)) if not np.any(x)]
@@ -360,14 +403,17 @@ def _scoring_jobs(tracks: list[Track], method: str, sr: int, config, separator,
                  "(BSS-Eval needs both sources)")
             yield {"name": track.name, "skipped": True}
             continue
-        v_est, a_est = estimate(method, voice, accompaniment, sr, config, separator)
+        if images is not None:
+            iv, ia = estimate(method, images[0], images[1], rate, config, separator)
+            v_est, a_est = iv.mean(axis=0), ia.mean(axis=0)
+        else:
+            v_est, a_est = estimate(method, voice, accompaniment, rate, config, separator)
         job = {"name": track.name, "rate": rate,
                "references": np.stack([voice, accompaniment]),
                "estimates": np.stack([_audible(v_est, f"{track.name}: the voice estimate", warn),
                                       _audible(a_est, f"{track.name}: the accompaniment "
                                                       "estimate", warn)])}
         if images is not None:
-            iv, ia = estimate(method, images[0], images[1], sr, config, separator)
             job["images"] = images
             job["image_estimates"] = np.stack([iv, ia])
         yield job
@@ -378,7 +424,8 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
              split_file: str | os.PathLike | None = None, mask: str | None = None,
              threshold: float | None = None, mode: str = "average",
              limit: int | None = None, progress: bool = True,
-             precision: str = "float32") -> dict[str, Any]:
+             precision: str = "float32", separator=None,
+             extension: str | None = None) -> dict[str, Any]:
     """Score a separation method on a dataset split with BSS-Eval v3.
 
     Args:
@@ -390,10 +437,14 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
             16 kHz, :data:`DEFAULT_STFT`).
         jobs: scoring processes (default ``os.cpu_count()``; 1 scores in this process).
         split_file: JSON split file (default: the dataset's, see ``split_file_for``).
-        mask, threshold, mode, precision: the :class:`~keras_svs.separation.Separator`'s,
-            for ``model``.
+        mask, threshold, mode, precision, extension: the
+            :class:`~keras_svs.separation.Separator`'s, for ``model``.
         limit: score only the split's first ``limit`` clips (quick checks).
         progress: show a progress bar on stderr.
+        separator: for ``model``, a separator to use instead of one built from ``model``:
+            any object with ``config`` (its :class:`~keras_svs.spectral.StftConfig`) and
+            ``separate(waveform, rate) -> {"vocals", "accompaniment"}`` (a peer system
+            scored by the same code, as ``benchmarks/vs_spleeter.py`` does).
 
     Returns:
         ``{"method", "model", "split", "clips", "seconds", "voice": {"GNSDR", "GSIR",
@@ -413,13 +464,16 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
     started = time.perf_counter()
     tracks, split_path = _tracks(data, split, split_file, limit)
 
-    separator, model_path = None, None
-    if method == "model":
+    model_path = None
+    if method == "model" and separator is not None:
+        model_path = Path(model) if model is not None else None
+        config = separator.config
+    elif method == "model":
         from .separation import Separator, default_model_path
 
         model_path = Path(model) if model is not None else default_model_path()
         separator = Separator(model_path, mask=mask, threshold=threshold, mode=mode,
-                              precision=precision)
+                              precision=precision, extension=extension)
         config = separator.config
     elif model is not None:
         from .models import load_model, stft_config
@@ -428,7 +482,6 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
         config = stft_config(load_model(model_path))
     else:
         config = default_config()
-    sr = config.sample_rate
 
     jobs = (os.cpu_count() or 1) if jobs is None else int(jobs)
     if jobs < 1:
@@ -444,7 +497,7 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
         results[entry["name"]] = entry
         bar.update(1)
 
-    work = _scoring_jobs(tracks, method, sr, config, separator, warn)
+    work = _scoring_jobs(tracks, method, config, separator, warn)
     try:
         if jobs == 1:
             for job in work:
@@ -483,6 +536,7 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
         raise DatasetError(f"no clip of split {split!r} could be scored "
                            f"({len(skipped)} skipped: a silent voice or accompaniment)")
     summary = global_metrics(per_clip)
+    rates = sorted({clip["rate"] for clip in per_clip})  # the files' own
     out: dict[str, Any] = {
         "method": method,
         "model": str(model_path) if model_path is not None else None,
@@ -496,17 +550,19 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
         "data": str(data),
         "split_file": str(split_path) if split_path else None,
         "layouts": sorted({t.layout for t in tracks}),
-        "sample_rate": sr,
+        "sample_rate": rates[0] if len(rates) == 1 else rates,
         "stft": {"sample_rate": config.sample_rate, "n_fft": config.n_fft,
                  "win_length": config.win_length, "hop_length": config.hop_length},
         "metrics": "BSS-Eval v3 (mir_eval.separation.bss_eval_sources, mono, 512-tap "
                    "filters); NSDR = SDR - SDR(mixture); G* = length-weighted means",
+        "museval_scorer": museval_scorer() if "museval_SDR" in summary["voice"] else None,
         "elapsed_s": time.perf_counter() - started,
         "per_clip": per_clip,
     }
     if separator is not None:
-        out.update(mask=separator.mask, threshold=separator.threshold, mode=separator.mode,
-                   precision=separator.precision)
+        out.update({key: getattr(separator, key) for key in
+                    ("mask", "threshold", "mode", "precision", "extension")
+                    if hasattr(separator, key)})
     return out
 
 

@@ -10,6 +10,9 @@ The SavedModel has two endpoints and needs neither Python keras_svs nor Keras to
 
 ``serve`` is also the default serving signature. Inputs must be at the model's sample rate
 (``sample_rate`` in ``assets/keras_svs.json`` of the export); resample before calling.
+A stereo model's (``channels`` 2 there, ``spleeter``) ``spectrogram`` takes and gives
+``(channels, frames, bins)``, and ``serve`` masks each of the first two channels with its
+own mask, as :class:`keras_svs.Separator` does.
 """
 from __future__ import annotations
 
@@ -28,8 +31,16 @@ from .models import load_model, settings, stft_config
 
 def whole_probability(model: keras.Model, magnitude: tf.Tensor, mode: str = "average"):
     """Voice probability ``(frames, model bins)`` of a whole magnitude ``(frames, >= bins)``
-    in one model call (the graph that :meth:`Separator.voice_probability` computes in blocks)."""
+    in one model call (the graph that :meth:`Separator.voice_probability` computes in blocks);
+    a stereo model's ``(channels, frames, model bins)`` of ``(channels, frames, >= bins)``."""
     s = settings(model)
+    if s.get("channels", 1) != 1:
+        mag = tf.transpose(magnitude[..., :s["bins"]], [1, 2, 0])  # (frames, bins, channels)
+        total = tf.shape(mag)[0]
+        padded = tf.pad(mag, [[0, -total % s["time_multiple"]], [0, 0], [0, 0]])
+        out = model(padded[tf.newaxis], training=False)[0, :total, ..., 0]
+        out = tf.ensure_shape(out, [None, s["bins"], s["channels"]])  # transposed convs
+        return tf.transpose(tf.cast(out, tf.float32), [2, 0, 1])
     mag = magnitude[:, :s["bins"]]
     total = tf.shape(mag)[0]
     if s["frames"] is None:
@@ -45,13 +56,14 @@ def whole_probability(model: keras.Model, magnitude: tf.Tensor, mode: str = "ave
 
 def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
            mask: str | None = None, threshold: float | None = None,
-           mode: str = "average") -> Path:
+           mode: str = "average", extension: str | None = None) -> Path:
     """Write a SavedModel with ``serve`` (waveform) and ``spectrogram`` endpoints.
 
     Args:
         model: ``.keras`` path or loaded model.
         out_dir: destination folder (replaced if it exists).
-        mask, threshold, mode: as for :class:`keras_svs.Separator` (defaults: the model's).
+        mask, threshold, mode, extension: as for :class:`keras_svs.Separator` (defaults:
+            the model's).
 
     Returns:
         ``out_dir``.
@@ -62,19 +74,30 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
     mask = mask or s["mask"]
     threshold = s["threshold"] if threshold is None else float(threshold)
     make_mask(tf.zeros([1]), mask, threshold)  # validates `mask`
-    bins = s["bins"]
+    extension = extension or s.get("extension", "top")
+    spectral.fit_bins(tf.zeros([1]), 2, extension)  # validates `extension`
+    bins, channels = s["bins"], s.get("channels", 1)
 
     def separation_mask(magnitude):
         probability = whole_probability(model, magnitude, mode)
         return probability, spectral.fit_bins(make_mask(probability, mask, threshold),
-                                              config.bins)
+                                              config.bins, extension)
 
     def serve(waveform):
-        mono = tf.reduce_mean(waveform, axis=0)
-        magnitude = spectral.magnitude(spectral.stft(mono, config))
-        _, m = separation_mask(magnitude)
-        spectrum = spectral.stft(waveform, config)
-        vocals = spectral.istft(spectrum * tf.cast(m, tf.complex64)[tf.newaxis], config,
+        spectrum = spectral.stft(waveform, config)  # (channels, frames, bins)
+        if channels == 1:
+            mono = tf.reduce_mean(waveform, axis=0)
+            _, m = separation_mask(spectral.magnitude(spectral.stft(mono, config)))
+            m = m[tf.newaxis]
+        else:  # the first two channels (a mono input in both); the others the mean mask
+            have = tf.shape(waveform)[0]
+            picked = tf.minimum(tf.range(channels), have - 1)
+            _, masks = separation_mask(spectral.magnitude(tf.gather(spectrum, picked)))
+            own = tf.logical_and(tf.range(have) < channels, have >= channels)
+            index = tf.where(own, tf.range(have), channels)
+            m = tf.gather(tf.concat([masks, tf.reduce_mean(masks, 0, keepdims=True)], 0),
+                          index)
+        vocals = spectral.istft(spectrum * tf.cast(m, tf.complex64), config,
                                 tf.shape(waveform)[-1])
         return {"vocals": vocals, "accompaniment": waveform - vocals}
 
@@ -87,12 +110,13 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
     archive.add_endpoint("serve", serve, input_signature=[
         tf.TensorSpec([None, None], tf.float32, name="waveform")])
     archive.add_endpoint("spectrogram", spectrogram, input_signature=[
-        tf.TensorSpec([None, config.bins], tf.float32, name="magnitude")])
+        tf.TensorSpec([None, config.bins] if channels == 1 else [channels, None, config.bins],
+                      tf.float32, name="magnitude")])
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     archive.write_out(str(tmp), verbose=False)
-    meta = {**s, "mask": mask, "threshold": threshold, "mode": mode,
+    meta = {**s, "mask": mask, "threshold": threshold, "mode": mode, "extension": extension,
             "model_bins": bins, "spectrum_bins": config.bins,
             "endpoints": {"serve": "waveform (channels, samples) -> vocals, accompaniment",
                           "spectrogram": "magnitude (frames, bins) -> voice_probability, mask"}}

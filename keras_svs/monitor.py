@@ -28,12 +28,18 @@ def voice_probability(model: keras.Model, magnitude: np.ndarray, mode: str = "av
 
     Fully convolutional models see the whole clip (time padded to their multiple); patch
     models slide with hop ``ceil(P / 3)`` averaging every frame (``average``) or hop 1
-    keeping the centre frame (``centre``).
+    keeping the centre frame (``centre``). A stereo model takes and gives ``(channels,
+    frames, bins)``.
     """
     if mode not in ("average", "centre"):
         raise ValueError(f"mode must be average or centre, not {mode!r}")
     cfg = settings(model)
-    mag = np.asarray(magnitude, np.float32)[:, :cfg["bins"]]
+    mag = np.asarray(magnitude, np.float32)[..., :cfg["bins"]]
+    if cfg.get("channels", 1) != 1:
+        total = mag.shape[1]
+        x = np.pad(np.moveaxis(mag, 0, -1), ((0, -total % cfg["time_multiple"]), (0, 0), (0, 0)))
+        out = keras.ops.convert_to_numpy(model(x[None], training=False))[0, :total, ..., 0]
+        return np.moveaxis(out, -1, 0).astype(np.float32)
     total = mag.shape[0]
     if cfg["frames"] is None:
         padded = np.pad(mag, ((0, -total % cfg["time_multiple"]), (0, 0)))
@@ -64,16 +70,18 @@ def voice_probability(model: keras.Model, magnitude: np.ndarray, mode: str = "av
 
 def separate_voice(model: keras.Model, mixture: np.ndarray, mask: str | None = None,
                    threshold: float | None = None, mode: str = "average") -> np.ndarray:
-    """Vocals ``(samples,)`` of a mono mixture at the model's rate (mask: ``soft``,
-    ``binary`` or ``thresholded``; default the model's own)."""
+    """Vocals ``(samples,)`` of a mono mixture at the model's rate (a stereo model's
+    ``(channels, samples)`` of a stereo one; mask: ``soft``, ``binary`` or
+    ``thresholded``; default the model's own, as its band extension)."""
     cfg = settings(model)
     config = stft_config(model)
     mask = mask or cfg["mask"]
     threshold = cfg["threshold"] if threshold is None else threshold
     spectrum = spectral.stft_numpy(mixture, config)
     p = voice_probability(model, np.abs(spectrum), mode)
-    full = spectral.fit_bins(spectral.make_mask(p, mask, threshold), config.bins)
-    return spectral.istft_numpy(spectrum * full, config, len(mixture))
+    full = spectral.fit_bins(spectral.make_mask(p, mask, threshold), config.bins,
+                             cfg.get("extension", "top"))
+    return spectral.istft_numpy(spectrum * full, config, np.shape(mixture)[-1])
 
 
 def _audible(x: np.ndarray) -> np.ndarray:
@@ -105,10 +113,12 @@ def gnsdr(model: keras.Model, decoded: DecodedAudio, clips: int | None = None,
             continue
         x = v + a
         vocals = separate_voice(model, x, mask, threshold, mode)
+        if x.ndim == 2:  # a stereo model's: BSS-Eval v3 of the mono mixes
+            v, a, x, vocals = (y.mean(axis=0) for y in (v, a, x, vocals))
         reference.append(np.stack([v, a]))
         estimate.append(np.stack([_audible(vocals), _audible(x - vocals)]))
         mixture.append(np.stack([x, x]))
-        lengths.append(len(x))
+        lengths.append(x.shape[-1])
     if not lengths:
         return {}
     pairs = list(zip(reference + reference, estimate + mixture))

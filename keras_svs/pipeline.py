@@ -38,11 +38,12 @@ MAX_PITCH_SEMITONES = 3.0
 
 @dataclasses.dataclass
 class DecodedAudio:
-    """Mono sources of many tracks at one rate, concatenated (the decode cache).
+    """The sources of many tracks at one rate, concatenated along time (the decode cache).
 
     Attributes:
         names: track names.
-        voice, accompaniment: float32 ``(total_samples,)``.
+        voice, accompaniment: float32 ``(total_samples,)`` (mono) or ``(channels,
+            total_samples)`` (for a model of ``channels > 1``: see :func:`decode`).
         starts, lengths: int64 ``(tracks,)``: where each track lies in the arrays.
         sample_rate: Hz.
     """
@@ -55,9 +56,15 @@ class DecodedAudio:
     sample_rate: int
 
     def track(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(voice, accompaniment)`` of track ``i``, each ``(samples,)``."""
+        """``(voice, accompaniment)`` of track ``i``, each ``(samples,)`` or ``(channels,
+        samples)``."""
         s = slice(self.starts[i], self.starts[i] + self.lengths[i])
-        return self.voice[s], self.accompaniment[s]
+        return self.voice[..., s], self.accompaniment[..., s]
+
+    @property
+    def channels(self) -> int:
+        """Audio channels of the sources (1: mono arrays without a channel axis)."""
+        return 1 if self.voice.ndim == 1 else self.voice.shape[0]
 
     @property
     def seconds(self) -> float:
@@ -66,8 +73,8 @@ class DecodedAudio:
 
 
 def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None,
-           skip_bad: bool = False) -> DecodedAudio:
-    """Decode and resample every track's two sources to mono at ``sample_rate``.
+           skip_bad: bool = False, channels: int = 1) -> DecodedAudio:
+    """Decode and resample every track's two sources at ``sample_rate``.
 
     Args:
         tracks: the tracks to decode.
@@ -75,6 +82,8 @@ def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None,
         jobs: decoding threads (default: one per CPU).
         skip_bad: skip a track that cannot be used (unreadable, stems of different
             lengths, non-finite samples) with a warning on stderr, instead of failing.
+        channels: 1: the mono mix of each source; 2: its first two channels, a mono
+            source (MIR-1K's) in both (what a stereo model sees of a mono song).
 
     Raises:
         DatasetError: naming the first track that cannot be used (or, with ``skip_bad``,
@@ -85,7 +94,8 @@ def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None,
 
     def load(track: Track):  # audio.read, under Track.load, refuses NaN/Inf samples too
         try:
-            return track.load(sample_rate, mono=True)[:2]
+            voice, accompaniment, _ = track.load(sample_rate, mono=channels == 1)
+            return _with_channels(voice, channels), _with_channels(accompaniment, channels)
         except DatasetError as error:
             return error
 
@@ -106,9 +116,41 @@ def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None,
     lengths = np.array([v.shape[-1] for v, _ in loaded], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     return DecodedAudio([t.name for t in kept],
-                        np.concatenate([v[0] for v, _ in loaded]),
-                        np.concatenate([a[0] for _, a in loaded]),
+                        np.concatenate([v for v, _ in loaded], axis=-1),
+                        np.concatenate([a for _, a in loaded], axis=-1),
                         starts, lengths, sample_rate)
+
+
+def _with_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """``(c, samples)`` -> ``(samples,)`` for 1 channel, else ``(channels, samples)`` (the
+    first ``channels``; a mono source repeated)."""
+    if channels == 1:
+        return x[0]
+    if x.shape[0] == 1:
+        return np.repeat(x, channels, axis=0)
+    if x.shape[0] < channels:
+        raise DatasetError(f"{x.shape[0]} channels, the model takes {channels}")
+    return np.ascontiguousarray(x[:channels])
+
+
+def concatenate(parts: list[DecodedAudio]) -> DecodedAudio:
+    """One decode cache of several (same rate and channels), tracks in order.
+
+    Raises:
+        ValueError: the parts differ in rate or channels, or there are none.
+    """
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    if len({(p.sample_rate, p.channels) for p in parts}) > 1:
+        raise ValueError("decoded audio of different rates or channels cannot be joined")
+    if len(parts) == 1:
+        return parts[0]
+    lengths = np.concatenate([p.lengths for p in parts])
+    return DecodedAudio([n for p in parts for n in p.names],
+                        np.concatenate([p.voice for p in parts], axis=-1),
+                        np.concatenate([p.accompaniment for p in parts], axis=-1),
+                        np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+                        lengths, parts[0].sample_rate)
 
 
 def save_hdf5(decoded: DecodedAudio, path: str | os.PathLike,
@@ -153,13 +195,13 @@ def load_hdf5(path: str | os.PathLike, names: list[str] | None = None) -> Decode
             raise DatasetError(f"{path}: cache lacks {len(missing)} tracks, e.g. "
                                f"{sorted(missing)[0]!r}; run keras-svs prepare again")
         voice, accompaniment = f["voice"], f["accompaniment"]
-        pieces = [(voice[starts[i]:starts[i] + lengths[i]],
-                   accompaniment[starts[i]:starts[i] + lengths[i]]) for i in keep]
+        pieces = [(voice[..., starts[i]:starts[i] + lengths[i]],
+                   accompaniment[..., starts[i]:starts[i] + lengths[i]]) for i in keep]
         rate = int(f.attrs["sample_rate"])
     sel_lengths = np.array([lengths[i] for i in keep], np.int64)
     return DecodedAudio([all_names[i] for i in keep],
-                        np.concatenate([v for v, _ in pieces]),
-                        np.concatenate([a for _, a in pieces]),
+                        np.concatenate([v for v, _ in pieces], axis=-1),
+                        np.concatenate([a for _, a in pieces], axis=-1),
                         np.concatenate([[0], np.cumsum(sel_lengths)[:-1]]).astype(np.int64),
                         sel_lengths, rate)
 
@@ -174,7 +216,8 @@ def input_statistics(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray,
     count = 0
     for i in range(len(decoded.names)):
         v, a = decoded.track(i)
-        x = np.abs(spectral.stft_numpy(v + a, preset.stft))[:, :preset.bins]
+        x = np.abs(spectral.stft_numpy(v + a, preset.stft))[..., :preset.bins]
+        x = x.reshape(-1, preset.bins)  # the frames of every channel
         if preset.log_input:
             x = np.log(x + LOG_EPS)
         total += x.sum(0)
@@ -225,6 +268,9 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
     import tensorflow as tf
 
     _check_stage(stage, target)
+    if decoded.channels != 1:
+        raise ValueError("tf.data batches are mono; multichannel audio takes the NumPy "
+                         "loader (keras_svs.batches)")
     batch_size = batch_size or preset.batch_size
     remix = preset.remix if remix is None else remix
     seg = patch_samples(preset)
@@ -268,15 +314,21 @@ def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetu
 
 def validation_segments(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
     """Every non-overlapping patch-long segment of every clip (the last zero-padded when a
-    clip is shorter than a patch): voice and accompaniment, float32 ``(n, patch_samples)``."""
+    clip is shorter than a patch): voice and accompaniment, float32 ``(n, patch_samples)``
+    (``(n, channels, patch_samples)`` for multichannel audio)."""
     seg = patch_samples(preset)
     step = preset.frames * preset.stft.hop_length
     voices, accompaniments = [], []
+
+    def cut(x, begin):
+        piece = x[..., begin:begin + seg]
+        return np.pad(piece, [(0, 0)] * (x.ndim - 1) + [(0, seg - piece.shape[-1])])
+
     for i in range(len(decoded.names)):
         v, a = decoded.track(i)
-        for begin in range(0, max(len(v) - seg, 0) + 1, step):
-            voices.append(np.pad(v[begin:begin + seg], (0, max(0, seg - len(v)))))
-            accompaniments.append(np.pad(a[begin:begin + seg], (0, max(0, seg - len(a)))))
+        for begin in range(0, max(v.shape[-1] - seg, 0) + 1, step):
+            voices.append(cut(v, begin))
+            accompaniments.append(cut(a, begin))
     return np.stack(voices), np.stack(accompaniments)
 
 

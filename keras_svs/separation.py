@@ -2,15 +2,19 @@
 
 Steps (:meth:`Separator.separate`):
 
-1. mix the input's channels to mono and resample it to the model's rate;
+1. resample the input to the model's rate; a mono model (``channels == 1``) sees the mono
+   mix, a stereo model (``spleeter``) its first two channels (a mono input in both);
 2. magnitude STFT at the model's settings; the model's voice probability for every bin
    (patch models slide over time, see :func:`patch_probabilities`; fully convolutional
-   models see the whole spectrogram at once);
+   models see the whole spectrogram at once, stereo ones in blocks of
+   :data:`BLOCK_FRAMES` with up to :data:`BLOCK_CONTEXT` frames of the song on each side);
 3. the mask: ``soft`` (the probability), ``binary`` (probability > threshold) or
-   ``thresholded`` (the paper: probabilities below the threshold set to 0);
-4. the mask is carried to an STFT of the *input* at its own rate (bins above the model's
-   band take the top bin's mask) and applied to every channel with the mixture's phase;
-   vocals = inverse STFT, accompaniment = mixture - vocals, so the stems sum to the input.
+   ``thresholded`` (the paper: probabilities below the threshold set to 0); the bins above
+   the model's band get the model's ``extension`` (:func:`keras_svs.spectral.fit_bins`);
+4. the mask is carried to an STFT of the *input* at its own rate and applied with the
+   mixture's phase: a mono model's mask to every channel, a stereo model's to its own
+   channel (further channels take the mean mask); vocals = inverse STFT, accompaniment =
+   mixture - vocals, so the stems sum to the input.
 """
 from __future__ import annotations
 
@@ -34,6 +38,10 @@ DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 _BLOCK_BUDGET = 2 ** 21
 #: Threads for the STFTs of :meth:`Separator.separate` (scipy.fft ``workers``).
 _WORKERS = os.cpu_count() or 1
+#: Frames a multichannel fully convolutional model predicts per call (Spleeter's segment)
+#: and the input frames of context it sees on each side (multiples of its time multiple),
+#: so that its memory does not grow with the song.
+BLOCK_FRAMES, BLOCK_CONTEXT = 512, 128
 
 
 def default_model_path() -> Path:
@@ -95,6 +103,12 @@ def patch_weights(frames: int, mode: str) -> tuple[int, np.ndarray]:
     return max(1, math.ceil(frames / 3)), np.ones(frames, np.float32)
 
 
+def _pick_channels(have: int, want: int) -> list[int]:
+    """The input channels a ``want``-channel model sees of a ``have``-channel input: the
+    first ``want``, the last repeated where the input has fewer (mono: in every one)."""
+    return [min(c, have - 1) for c in range(want)]
+
+
 class Separator:
     """Separate singing voice from accompaniment.
 
@@ -114,6 +128,8 @@ class Separator:
         threshold: for ``binary``/``thresholded``; default: the model's own.
         mode: patch models only: ``average`` (default; hop ``ceil(P/3)``, all predicted
             frames averaged) or ``centre`` (the paper: hop 1, centre frame only).
+        extension: the mask of the bins above the model's band, one of
+            :data:`keras_svs.spectral.EXTENSIONS`; default: the model's own.
         precision: ``float32`` (default: the trained function, the same result on every
             machine) or ``bfloat16`` (faster on CPUs with bfloat16 dot products, such as
             AVX-512 BF16 or AMX, and on GPUs; on a CPU without them a bfloat16 training
@@ -123,7 +139,8 @@ class Separator:
 
     def __init__(self, model: str | os.PathLike | keras.Model | None = None,
                  mask: str | None = None, threshold: float | None = None,
-                 mode: str = "average", precision: str = "float32"):
+                 mode: str = "average", precision: str = "float32",
+                 extension: str | None = None):
         loaded = model if isinstance(model, keras.Model) else load_model(
             model if model is not None else default_model_path())
         #: the Keras model that computes the probabilities: for a U-Net its inference form
@@ -134,19 +151,21 @@ class Separator:
         del loaded
         self.precision = precision
         self.settings = settings(self.model)
-        if self.settings.get("channels", 1) != 1:
-            raise ValueError(f"{self.settings['preset']!r} models take "
-                             f"{self.settings['channels']} audio channels; this engine "
-                             "separates with mono-input models only for now")
+        #: audio channels the model takes (1: the mono mix; 2: stereo, ``spleeter``)
+        self.channels = self.settings.get("channels", 1)
         self.config = stft_config(self.model)
+        self.extension = extension or self.settings.get("extension", "top")
+        spectral.fit_bins(np.zeros(1, np.float32), 2, self.extension)  # validates it
         self.mask = mask or self.settings["mask"]
         self.threshold = self.settings["threshold"] if threshold is None else float(threshold)
         make_mask(np.zeros(1, np.float32), self.mask, self.threshold)  # validates `mask`
         self.mode = mode
         #: the voice mask ``(frames, config.bins)`` of the last :meth:`separate` call, on the
-        #: model's STFT grid (what ``--plot`` draws)
+        #: model's STFT grid (what ``--plot`` draws; a stereo model's: the channels' mean)
         self.last_mask: np.ndarray | None = None
         bins, frames = self.settings["bins"], self.settings["frames"]
+        if frames is not None and self.channels != 1:
+            raise ValueError("patch models take the mono mix (channels 1)")
         if frames is not None:  # a patch model
             self.hop, weights = patch_weights(frames, mode)
             batch = max(8, _BLOCK_BUDGET // (frames * bins * 4))
@@ -157,10 +176,11 @@ class Separator:
                 lambda x: patch_probabilities(self.model, x, self.hop, self._weights),
                 input_signature=[tf.TensorSpec([segment, bins], tf.float32)])
         else:  # fully convolutional: any number of frames (a multiple of time_multiple)
+            shape = [None, bins] if self.channels == 1 else [None, bins, self.channels]
             self._predict = tf.function(
                 lambda x: tf.cast(self.model(x[tf.newaxis], training=False)[0, ..., 0],
                                   tf.float32),
-                input_signature=[tf.TensorSpec([None, bins], tf.float32)], reduce_retracing=True)
+                input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)
         release_free_memory()  # loading leaves freed but resident heap behind
 
     # -- spectrogram level ------------------------------------------------------------
@@ -169,12 +189,18 @@ class Separator:
 
         Args:
             magnitude: ``(frames, bins)`` mixture magnitude at the model's STFT settings
-                (extra bins above the model's are ignored).
+                (extra bins above the model's are ignored); a stereo model's ``(channels,
+                frames, bins)``, one spectrogram per channel.
 
         Returns:
-            float32 ``(frames, model bins)`` in [0, 1].
+            float32 ``(frames, model bins)`` in [0, 1] (``(channels, frames, model bins)``).
         """
-        mag = np.asarray(magnitude, np.float32)[:, :self.settings["bins"]]
+        mag = np.asarray(magnitude, np.float32)[..., :self.settings["bins"]]
+        if self.channels != 1:
+            if mag.ndim != 3 or mag.shape[0] != self.channels:
+                raise ValueError(f"a {self.channels}-channel model takes ({self.channels}, "
+                                 f"frames, bins) magnitudes, not {mag.shape}")
+            return np.moveaxis(self._blocks(np.moveaxis(mag, 0, -1)), -1, 0)
         total = mag.shape[0]
         frames = self.settings["frames"]
         if frames is None:
@@ -188,11 +214,32 @@ class Separator:
                [edge:edge + self.block] for k in range(blocks)]
         return np.concatenate(out)[:total]
 
+    def _blocks(self, mag: np.ndarray) -> np.ndarray:
+        """A fully convolutional model over ``(frames, bins, ...)`` in blocks of
+        :data:`BLOCK_FRAMES`, each seeing up to :data:`BLOCK_CONTEXT` frames of the song on
+        either side: the same call as on the whole spectrogram (zeros after its end, to the
+        model's time multiple) for songs of up to ``BLOCK_FRAMES + BLOCK_CONTEXT`` frames,
+        and memory that does not grow with longer ones. Blocks start on multiples of the
+        model's time multiple."""
+        total = mag.shape[0]
+        multiple = self.settings["time_multiple"]
+        size = math.ceil(BLOCK_FRAMES / multiple) * multiple
+        context = math.ceil(BLOCK_CONTEXT / multiple) * multiple
+        end = total + (-total % multiple)
+        padded = np.pad(mag, [(0, end - total)] + [(0, 0)] * (mag.ndim - 1))
+        out = []
+        for s in range(0, end, size):
+            lo, hi = max(0, s - context), min(end, s + size + context)
+            out.append(self._predict(padded[lo:hi]).numpy()[s - lo:min(s + size, end) - lo])
+        return np.concatenate(out)[:total]
+
     def voice_mask(self, magnitude: np.ndarray) -> np.ndarray:
-        """The separation mask ``(frames, config.bins)`` for a model-rate magnitude."""
+        """The separation mask ``(frames, config.bins)`` (a stereo model's ``(channels,
+        frames, config.bins)``) for a model-rate magnitude, as :meth:`voice_probability`
+        takes it."""
         probability = self.voice_probability(magnitude)
         return spectral.fit_bins(make_mask(probability, self.mask, self.threshold),
-                                 self.config.bins)
+                                 self.config.bins, self.extension)
 
     # -- waveform level ---------------------------------------------------------------
     def separate(self, waveform: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
@@ -218,14 +265,35 @@ class Separator:
         native = self.config.at_rate(sample_rate)
         # the STFTs in NumPy/SciPy on every core: twice as fast as tf.signal here
         spectrum = spectral.stft_numpy(x, native, workers=_WORKERS)  # (channels, frames, bins)
-        if native == self.config:  # the STFT is linear: the mono mix's is the channels' mean
-            mono_spectrum = spectrum.mean(axis=0)
+        if self.channels == 1:
+            if native == self.config:  # the STFT is linear: the mono mix's is the mean
+                model_spectrum = spectrum.mean(axis=0)
+            else:
+                mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
+                model_spectrum = spectral.stft_numpy(mono, self.config, workers=_WORKERS)
         else:
-            mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
-            mono_spectrum = spectral.stft_numpy(mono, self.config, workers=_WORKERS)
-        model_mask = self.voice_mask(np.abs(mono_spectrum))
-        self.last_mask = model_mask
-        spectrum *= spectral.mask_to_grid(model_mask, self.config, native, spectrum.shape[1])
+            picked = _pick_channels(x.shape[0], self.channels)
+            if native == self.config:
+                model_spectrum = spectrum[picked]
+            else:
+                resampled = audio.resample(x[sorted(set(picked))], sample_rate,
+                                           self.config.sample_rate)
+                model_spectrum = spectral.stft_numpy(resampled, self.config,
+                                                     workers=_WORKERS)
+                model_spectrum = model_spectrum[[sorted(set(picked)).index(c) for c in picked]]
+        model_mask = self.voice_mask(np.abs(model_spectrum))
+        if self.channels == 1:
+            self.last_mask = model_mask
+            spectrum *= spectral.mask_to_grid(model_mask, self.config, native,
+                                              spectrum.shape[1])
+        else:
+            self.last_mask = model_mask.mean(axis=0)
+            grids = [spectral.mask_to_grid(m, self.config, native, spectrum.shape[1])
+                     for m in model_mask]
+            mean = sum(grids) / len(grids)
+            for c in range(x.shape[0]):  # a mono input: both channels' mean
+                spectrum[c] *= grids[c] if x.shape[0] >= self.channels and c < len(grids) \
+                    else mean
         vocals = spectral.istft_numpy(spectrum, native, x.shape[-1], workers=_WORKERS)
         stems = {"vocals": vocals, "accompaniment": x - vocals}
         return {k: v[0] if squeeze else v for k, v in stems.items()}

@@ -27,6 +27,10 @@ import scipy.fft
 _CHUNK = 512
 #: Separation masks made from voice probabilities (:func:`make_mask`).
 MASKS = ("soft", "binary", "thresholded")
+#: How :func:`fit_bins` fills the bins above a model's band: ``top`` repeats the top bin's
+#: mask, ``zero`` gives them none of the voice (Spleeter's), ``mean`` the mean of the
+#: band's top quarter in each frame.
+EXTENSIONS = ("top", "zero", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,24 +318,43 @@ def make_mask(probability: np.ndarray | tf.Tensor, kind: str, threshold: float):
     return above if kind == "binary" else probability * above
 
 
-def fit_bins(mask: tf.Tensor | np.ndarray, bins: int) -> tf.Tensor | np.ndarray:
-    """Give a ``(..., b)`` mask exactly ``bins`` bins: crop, or repeat its top bin (which
-    extends a model's mask to the bins above its band). Float32, of the input's kind: a
-    NumPy array for a NumPy array, else a tensor."""
+def fit_bins(mask: tf.Tensor | np.ndarray, bins: int,
+             extension: str = "top") -> tf.Tensor | np.ndarray:
+    """Give a ``(..., b)`` mask exactly ``bins`` bins: crop, or extend it above its band as
+    ``extension`` says (one of :data:`EXTENSIONS`: ``top`` repeats its top bin, ``zero``
+    adds zeros, ``mean`` repeats the mean of its top quarter of bins, frame by frame).
+    Float32, of the input's kind: a NumPy array for a NumPy array, else a tensor.
+
+    Raises:
+        ValueError: an unknown extension.
+    """
+    if extension not in EXTENSIONS:
+        raise ValueError(f"extension must be one of {EXTENSIONS}, not {extension!r}")
     if isinstance(mask, np.ndarray):
         mask = mask.astype(np.float32, copy=False)
         have = mask.shape[-1]
         if have >= bins:
             return mask[..., :bins]
-        return np.concatenate([mask, np.repeat(mask[..., -1:], bins - have, axis=-1)], axis=-1)
+        if extension == "zero":
+            fill = np.zeros_like(mask[..., -1:])
+        elif extension == "mean":
+            fill = mask[..., have - max(1, have // 4):].mean(axis=-1, keepdims=True)
+        else:
+            fill = mask[..., -1:]
+        return np.concatenate([mask, np.repeat(fill, bins - have, axis=-1)], axis=-1)
     import tensorflow as tf
 
     mask = tf.convert_to_tensor(mask, tf.float32)
     have = mask.shape[-1]
     if have >= bins:
         return mask[..., :bins]
-    top = mask[..., -1:]
-    return tf.concat([mask, tf.repeat(top, bins - have, axis=-1)], axis=-1)
+    if extension == "zero":
+        fill = tf.zeros_like(mask[..., -1:])
+    elif extension == "mean":
+        fill = tf.reduce_mean(mask[..., have - max(1, have // 4):], axis=-1, keepdims=True)
+    else:
+        fill = mask[..., -1:]
+    return tf.concat([mask, tf.repeat(fill, bins - have, axis=-1)], axis=-1)
 
 
 def mask_to_grid(mask: np.ndarray, source: StftConfig, target: StftConfig,

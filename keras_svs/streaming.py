@@ -185,7 +185,13 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
     Raises:
         audio.AudioError: unreadable or empty input, or an unwritable output format; no
             output file is left behind after any error.
+        ValueError: a stereo (``channels > 1``) model: those separate whole files
+            (:meth:`Separator.separate_file`), in model blocks of bounded memory.
     """
+    if separator.channels != 1:
+        raise ValueError(f"block streaming separates with mono models; this "
+                         f"{separator.settings['preset']!r} model takes {separator.channels} "
+                         "channels: separate the file whole (no --block-seconds)")
     in_path = Path(in_path)
     paths = {stem: Path(p) for stem, p in out_paths.items()}
     unknown = set(paths) - set(STEMS)

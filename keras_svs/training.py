@@ -91,8 +91,10 @@ class TrainConfig:
             keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
             (stochastic weight averaging; fewer if fewer epochs ran).
         frames: frames per training patch; ``None``: the preset's. Only fully convolutional
-            presets (``unet``) take another length, a multiple of ``2 ** levels``; the model
-            itself takes any length at separation time.
+            presets (``unet``, ``spleeter``) take another length, a multiple of
+            ``2 ** levels``; the model itself takes any length at separation time.
+        freeze_batch_norm: keep every batch norm in inference mode with its statistics
+            fixed (those of ``init``): fine-tuning a trained network with small batches.
     """
 
     preset: str = "small"
@@ -120,6 +122,7 @@ class TrainConfig:
     average_last: int = 0
     gain_db: float = 6.0
     frames: int | None = None
+    freeze_batch_norm: bool = False
 
     def resolved(self) -> "TrainConfig":
         """A copy with every ``None`` replaced by the preset's default."""
@@ -142,10 +145,13 @@ def with_patch_frames(preset: Preset, frames: int | None) -> Preset:
     """
     if frames is None or frames == preset.frames:
         return preset
-    if preset.architecture != "unet":
+    if preset.architecture == "unet":
+        multiple = 2 ** len(preset.arch["filters"])
+    elif preset.architecture == "spleeter":
+        from .models.spleeter import TIME_MULTIPLE as multiple
+    else:
         raise ValueError(f"the {preset.name} preset's network takes patches of exactly "
                          f"{preset.frames} frames, not {frames}")
-    multiple = 2 ** len(preset.arch["filters"])
     if frames <= 0 or frames % multiple:
         raise ValueError(f"frames must be a positive multiple of {multiple} for the "
                          f"{preset.name} preset, not {frames}")
@@ -178,21 +184,40 @@ def _has_gpu() -> bool:
     return False
 
 
-def resolve_loader(loader: str) -> str:
-    """``auto`` -> ``tf`` on the TensorFlow backend, else ``numpy``."""
+def resolve_loader(loader: str, channels: int = 1) -> str:
+    """``auto`` -> ``tf`` on the TensorFlow backend for mono models, else ``numpy`` (the
+    only loader of multichannel batches).
+
+    Raises:
+        ValueError: an unknown loader, or ``tf`` for a model of ``channels > 1``.
+    """
     if loader not in ("auto", "tf", "numpy"):
         raise ValueError(f"loader must be auto, tf or numpy, not {loader!r}")
+    if loader == "tf" and channels > 1:
+        raise ValueError(f"the tf loader makes mono batches; a {channels}-channel model "
+                         "takes --loader numpy (or auto)")
     if loader != "auto":
         return loader
-    return "tf" if keras.backend.backend() == "tensorflow" else "numpy"
+    return "tf" if keras.backend.backend() == "tensorflow" and channels == 1 else "numpy"
 
 
-def load_splits(data: str | os.PathLike, cache: str | os.PathLike | None, preset: Preset,
+def load_splits(data, cache: str | os.PathLike | None, preset: Preset,
                 splits: tuple[str, ...] = ("train", "valid"),
                 split_file: str | os.PathLike | None = None,
                 skip_bad: bool = False) -> list[pipeline.DecodedAudio]:
     """Decode (or read from an HDF5 ``cache``) the tracks of each split at the preset's rate
-    (``skip_bad``: see :func:`pipeline.decode`)."""
+    and channels (``skip_bad``: see :func:`pipeline.decode`).
+
+    ``data`` is a dataset root or a list of them: each split is then the union of that
+    split of every root (by its own split file; ``cache`` and ``split_file`` need one
+    root)."""
+    if isinstance(data, (list, tuple)):
+        if len(data) > 1:
+            if cache is not None or split_file is not None:
+                raise ValueError("a cache or split file goes with one dataset, not several")
+            parts = [load_splits(root, None, preset, splits, None, skip_bad) for root in data]
+            return [pipeline.concatenate(list(split)) for split in zip(*parts)]
+        data = data[0]
     tracks = discover(data)
     split_file = split_file or split_file_for(data)
     decoded = []
@@ -204,7 +229,11 @@ def load_splits(data: str | os.PathLike, cache: str | os.PathLike | None, preset
                 raise DatasetError(f"{cache}: cached at {d.sample_rate} Hz, the preset needs "
                                    f"{preset.stft.sample_rate} Hz")
         else:
-            d = pipeline.decode(chosen, preset.stft.sample_rate, skip_bad=skip_bad)
+            d = pipeline.decode(chosen, preset.stft.sample_rate, skip_bad=skip_bad,
+                                channels=preset.channels)
+        if d.channels != preset.channels:
+            raise DatasetError(f"{cache}: cached with {d.channels} channels, the preset "
+                               f"takes {preset.channels}")
         decoded.append(d)
     return decoded
 
@@ -215,7 +244,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
     """Run both stages and write ``OUT/model.keras``; rerunning the same call resumes.
 
     Args:
-        data: dataset root (any layout :func:`keras_svs.datasets.discover` knows).
+        data: dataset root (any layout :func:`keras_svs.datasets.discover` knows), or a
+            list of roots whose splits are joined (see :func:`load_splits`).
         out_dir: output folder (created).
         config: the run's settings.
         cache: optional HDF5 decode cache written by ``keras-svs prepare``.
@@ -249,6 +279,10 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
             set_input_statistics(model, *stats)
         if config.init is not None:
             _initialise(model, config.init)
+        if config.freeze_batch_norm:
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False  # Keras: inference mode, statistics fixed
         if config.pretrain_epochs > 0:
             autoencoder = build_model(preset, shortcuts=False)
             if stats is not None:
@@ -323,7 +357,7 @@ def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConf
                  stage: str, training: bool):
     """Training stream or validation data of the configured loader."""
     target = _LOSS_PARTS[config.loss][2]
-    if resolve_loader(config.loader) == "tf":
+    if resolve_loader(config.loader, preset.channels) == "tf":
         if training:
             return pipeline.training_dataset(audio, preset, stage, config.batch_size,
                                              config.remix, config.pitch,
@@ -502,7 +536,8 @@ def _write_record(out: Path, config: TrainConfig, precision: str, steps: int,
                   started: float, data) -> None:
     record = {
         "config": dataclasses.asdict(config), "precision": precision, "steps_per_epoch": steps,
-        "data": str(data), "train_tracks": len(train_audio.names),
+        "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data),
+        "train_tracks": len(train_audio.names),
         "train_seconds": round(train_audio.seconds, 1), "valid_tracks": len(valid_audio.names),
         "wall_seconds_this_run": round(time.time() - started, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",

@@ -59,7 +59,8 @@ def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:
     front = SpectrogramInput(p.name, p.stft.sample_rate, p.stft.n_fft, p.stft.win_length,
                              p.stft.hop_length, p.bins, frames, multiple, p.log_input,
                              p.standardize, p.mask, p.threshold, channels=p.channels,
-                             input_scale=p.input_scale, name="spectrogram_input")
+                             input_scale=p.input_scale, extension=p.extension,
+                             name="spectrogram_input")
     x = front(magnitude)
     if p.architecture == "paper":
         logits = paper_body(x, p.frames, p.bins, **p.arch)

@@ -40,13 +40,15 @@ class SpectrogramInput(keras.layers.Layer):
             its sum (full scale ~0.5); ``spleeter`` was trained on an unnormalised periodic
             Hann window of 4096 samples, so its magnitudes are keras-svs's times the
             window's sum, 2048. 1.0 (the default, no operation) for the other presets.
+        extension: default mask of the bins above ``bins`` (see
+            :data:`keras_svs.spectral.EXTENSIONS`).
     """
 
     def __init__(self, preset: str, sample_rate: int, n_fft: int, win_length: int,
                  hop_length: int, bins: int, frames: int | None = None,
                  time_multiple: int = 1, log_input: bool = False, standardize: bool = False,
                  mask: str = "binary", threshold: float = 0.5, channels: int = 1,
-                 input_scale: float = 1.0, **kwargs):
+                 input_scale: float = 1.0, extension: str = "top", **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.settings = dict(preset=preset, sample_rate=int(sample_rate), n_fft=int(n_fft),
@@ -55,7 +57,7 @@ class SpectrogramInput(keras.layers.Layer):
                              time_multiple=int(time_multiple), log_input=bool(log_input),
                              standardize=bool(standardize), mask=str(mask),
                              threshold=float(threshold), channels=int(channels),
-                             input_scale=float(input_scale))
+                             input_scale=float(input_scale), extension=str(extension))
         if self.settings["channels"] < 1:
             raise ValueError(f"channels must be >= 1, not {channels}")
         self.mean = self.std = None

@@ -103,9 +103,10 @@ def _cross_entropy(target, logits):
 def bin_accuracy(target, logits):
     """Fraction of bins whose voice/accompaniment decision (voice probability > 0.5, i.e.
     logit > 0) matches ``target > 0.5`` (``target`` ``(batch, frames, bins)``, or with a
-    weight channel as in :func:`weighted_bin_cross_entropy`)."""
+    weight channel as in :func:`weighted_bin_cross_entropy`; a multichannel model's
+    ``(batch, frames, bins, channels)``, as its logits)."""
     target = ops.cast(target, "float32")
-    if len(target.shape) == 4:
+    if len(target.shape) == len(logits.shape) + 1:  # a weight channel
         target = target[..., 0]
     target = target > 0.5
     predicted = ops.cast(logits, "float32") > 0.0

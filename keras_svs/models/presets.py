@@ -34,6 +34,8 @@ class Preset:
             mono mix, input ``(batch, frames, bins)``; 2: ``(batch, frames, bins, 2)``).
         input_scale: factor on the input magnitudes (see
             :class:`keras_svs.models.layers.SpectrogramInput`).
+        extension: default mask of the bins above ``bins`` (see
+            :data:`keras_svs.spectral.EXTENSIONS`).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Preset:
     remix: float = 0.5
     channels: int = 1
     input_scale: float = 1.0
+    extension: str = "top"
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -84,6 +87,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("spleeter", "spleeter", StftConfig(44100, 4096, 4096, 1024), bins=1024,
            frames=512, batch_size=4, mask="soft", threshold=0.5, channels=2,
            input_scale=2048.0),
+    # For tests: the spleeter architecture, stereo, with 2 filters a level, at 8 kHz.
+    Preset("tinystereo", "spleeter", StftConfig(8000, 256, 256, 64), bins=64, frames=64,
+           arch=dict(filters=(2, 2, 2, 2, 2, 2)), batch_size=4, learning_rate=1e-3,
+           pretrain_epochs=1, epochs=1, mask="soft", threshold=0.5, channels=2, remix=0.5),
 ]}
 
 

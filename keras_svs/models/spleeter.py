@@ -96,7 +96,7 @@ class PairRatioLogit(keras.layers.Layer):
         return tuple(input_shape[0])
 
 
-def spleeter_unet(x, name_prefix: str = ""):
+def spleeter_unet(x, name_prefix: str = "", filters: tuple[int, ...] = ENCODER_FILTERS):
     """One Spleeter U-Net: magnitudes ``(batch, frames, bins, channels)`` (channels last;
     Spleeter: bins 1024, channels 2 = left/right, magnitudes of an unnormalised Hann-window
     STFT) -> pre-sigmoid mask logits of the same shape, one per channel.
@@ -109,43 +109,50 @@ def spleeter_unet(x, name_prefix: str = ""):
     Args:
         x: input tensor; frames and bins multiples of :data:`TIME_MULTIPLE`.
         name_prefix: prefix of every layer name (``"vocals_"``, ``"accompaniment_"``).
+        filters: the six encoder levels' filters (Spleeter's :data:`ENCODER_FILTERS`; the
+            decoder mirrors them, :data:`DECODER_FILTERS`); smaller ones make test models.
     """
+    if len(filters) != len(ENCODER_FILTERS):
+        raise ValueError(f"a Spleeter U-Net has {len(ENCODER_FILTERS)} levels, not "
+                         f"{len(filters)}")
     p = name_prefix
     channels = x.shape[-1]
     convs = []
-    for i, filters in enumerate(ENCODER_FILTERS, 1):
-        conv = layers.Conv2D(filters, 5, strides=2, padding="same", name=f"{p}down{i}_conv")(x)
+    decoder = (*filters[-2::-1], 1)
+    for i, level in enumerate(filters, 1):
+        conv = layers.Conv2D(level, 5, strides=2, padding="same", name=f"{p}down{i}_conv")(x)
         convs.append(conv)
-        if i < len(ENCODER_FILTERS):
+        if i < len(filters):
             x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                           name=f"{p}down{i}_bn")(conv)
             x = layers.LeakyReLU(0.2, name=f"{p}down{i}_act")(x)
         else:  # the bottleneck is the convolution itself; its batch norm is kept, unused
             x = KeptBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                        name=f"{p}down{i}_bn")(conv)
-    for i, filters in enumerate(DECODER_FILTERS, 1):
-        x = layers.Conv2DTranspose(filters, 5, strides=2, padding="same",
+    for i, level in enumerate(decoder, 1):
+        x = layers.Conv2DTranspose(level, 5, strides=2, padding="same",
                                    name=f"{p}up{i}_conv")(x)
         x = layers.ReLU(name=f"{p}up{i}_relu")(x)
         x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
                                       name=f"{p}up{i}_bn")(x)
         if i <= DROPOUT_LEVELS:
             x = layers.Dropout(0.5, name=f"{p}up{i}_dropout")(x)
-        if i < len(DECODER_FILTERS):
+        if i < len(decoder):
             x = layers.Concatenate(name=f"{p}up{i}_skip")([convs[-1 - i], x])
     return layers.Conv2D(channels, 4, dilation_rate=2, padding="same",
                          name=f"{p}up7_conv")(x)
 
 
-def spleeter_body(x, name: str = "logits_grid"):
+def spleeter_body(x, name: str = "logits_grid", filters: tuple[int, ...] = ENCODER_FILTERS):
     """The 2stems pair: network input ``(batch, frames, bins, channels)`` -> the voice
     logit of every bin and channel, ``(batch, frames, bins, channels)``, whose sigmoid is
     Spleeter's vocals ratio ``m_v ** 2 / (m_v ** 2 + m_a ** 2)`` (:class:`PairRatioLogit`).
 
     Builds the vocals net (layers ``vocals_*``) and the accompaniment net
     (``accompaniment_*``) on the same input; the output layer is named ``name``
-    (``logits_grid``: the layer keras-svs training takes as the logits).
+    (``logits_grid``: the layer keras-svs training takes as the logits); ``filters`` as in
+    :func:`spleeter_unet`.
     """
-    voice = spleeter_unet(x, f"{STEMS[0]}_")
-    accompaniment = spleeter_unet(x, f"{STEMS[1]}_")
+    voice = spleeter_unet(x, f"{STEMS[0]}_", tuple(filters))
+    accompaniment = spleeter_unet(x, f"{STEMS[1]}_", tuple(filters))
     return PairRatioLogit(name=name)([voice, accompaniment])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import soundfile as sf
@@ -301,3 +302,21 @@ def test_museval_package_scores_v4_when_installed():
                            compute_permutation=False, window=1000, hop=1000,
                            framewise_filters=False, bsseval_sources_version=False)[0]
     np.testing.assert_allclose(ours, np.median(sdr, axis=1))
+
+
+def test_the_inference_form_of_a_spleeter_pair_is_the_same_function(stereo_model_path):
+    from keras_svs.models.inference import inference_model
+
+    model = load_model(stereo_model_path)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # batch norms with statistics, so that nothing is trivial
+        if "_bn" in layer.name:
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 2, variance.shape)])
+    fast = inference_model(model)
+    assert fast is not model and fast.name.endswith("_inference")
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in fast.layers)
+    x = rng.random((2, 128, 64, 2)).astype(np.float32)
+    np.testing.assert_allclose(fast(x, training=False).numpy(),
+                               model(x, training=False).numpy(), atol=1e-5)

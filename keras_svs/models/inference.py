@@ -16,7 +16,10 @@ Three exact rewrites (equal up to float32 rounding, ~1e-6 on the probabilities):
 
 Built with Keras layers only, from the weights of a model made by
 :func:`keras_svs.models.unet.unet_body`; used by :class:`keras_svs.separation.Separator`.
-Never saved: the ``.keras`` file keeps the training-time form.
+Never saved: the ``.keras`` file keeps the training-time form. A ``spleeter`` pair
+(:mod:`keras_svs.models.spleeter`) gets the sub-pixel rewrite of its transposed
+convolutions (:func:`spleeter_inference_model`); its batch norms stay (they follow a ReLU,
+or feed a skip connection that takes the convolution before them).
 
 :func:`at_precision` runs any model in ``bfloat16`` instead (not exact: faster where the
 hardware has bfloat16 dot products, slower where it has not).
@@ -48,6 +51,8 @@ def inference_model(model: keras.Model) -> keras.Model:
     probabilities, as the model's own.
     """
     names = {layer.name for layer in model.layers}
+    if "vocals_down1_conv" in names and "accompaniment_up7_conv" in names:
+        return spleeter_inference_model(model)
     if "enc0_conv" not in names or "dec0_up" not in names or "input_off" in names:
         return model
     levels = sum(1 for name in names if name.startswith("enc") and name.endswith("_conv"))
@@ -77,6 +82,49 @@ def inference_model(model: keras.Model) -> keras.Model:
     x = layers.Concatenate(name="with_input")([x, inputs])
     logits = _single_output_conv(x, *model.get_layer("logits").get_weights(), name="logits")
     return keras.Model(magnitude, BinSoftmax(name="probabilities")(logits),
+                       name=f"{model.name}_inference")
+
+
+def spleeter_inference_model(model: keras.Model) -> keras.Model:
+    """The inference form of a ``spleeter`` model (:func:`keras_svs.models.spleeter.
+    spleeter_body`): each 5 x 5 stride-2 transposed convolution and its ReLU become a
+    3 x 3 convolution and a pixel shuffle; every other layer is copied with its weights.
+    Same input and output as the model's own."""
+    from .spleeter import PairRatioLogit, STEMS
+
+    front = model.get_layer("spectrogram_input")
+    magnitude = keras.Input(shape=model.input_shape[1:], name="magnitude")
+    spectrogram = SpectrogramInput.from_config(front.get_config())
+    inputs = spectrogram(magnitude)
+    spectrogram.set_weights(front.get_weights())
+
+    def copy(name, x):
+        layer = model.get_layer(name)
+        twin = layer.__class__.from_config(layer.get_config())
+        y = twin(x)
+        twin.set_weights(layer.get_weights())
+        return y
+
+    levels = sum(1 for layer in model.layers
+                 if layer.name.startswith(f"{STEMS[0]}_down") and layer.name.endswith("_conv"))
+    logits = []
+    for stem in STEMS:
+        p = f"{stem}_"
+        x, convs = inputs, []
+        for i in range(1, levels + 1):
+            conv = copy(f"{p}down{i}_conv", x)
+            convs.append(conv)
+            x = copy(f"{p}down{i}_act", copy(f"{p}down{i}_bn", conv)) if i < levels else conv
+        for i in range(1, levels + 1):
+            kernel, bias = model.get_layer(f"{p}up{i}_conv").get_weights()
+            x = _conv(x, _subpixel_kernel(kernel), np.tile(bias, 4), activation="relu",
+                      name=f"{p}up{i}_conv")
+            x = copy(f"{p}up{i}_bn", _pixel_shuffle(x, kernel.shape[2], f"{p}up{i}"))
+            if i < levels:
+                x = layers.Concatenate(name=f"{p}up{i}_skip")([convs[-1 - i], x])
+        logits.append(copy(f"{p}up{levels + 1}_conv", x))
+    ratio = PairRatioLogit(name="logits_grid")(logits)
+    return keras.Model(magnitude, BinSoftmax(name="probabilities")(ratio),
                        name=f"{model.name}_inference")
 
 

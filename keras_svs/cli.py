@@ -17,33 +17,14 @@ from pathlib import Path
 
 import click
 
+from . import batch
+from .options import (BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS, INFERENCE_PRECISIONS,
+                      LOADERS, LOSSES, MASKS, METHODS, MODES, TRAINING_PRECISIONS)
+
 # TensorFlow's C++ start-up chatter is noise for a command-line user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EXPECTED_ERRORS = (ValueError, OSError, KeyError, FloatingPointError)
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
-
-    TensorFlow 2.21 logs "oneDNN custom operations are on" (on CPUs where it enables oneDNN,
-    such as those with AVX-512 VNNI) through absl before ``TF_CPP_MIN_LOG_LEVEL`` takes
-    effect (tensorflow/tensorflow#100442), so a command's single ``Error:`` line would come
-    after four lines of start-up noise. Skipped when the user set ``TF_CPP_MIN_LOG_LEVEL``
-    to 0 (asking for TensorFlow's log) or TensorFlow is already imported. A failing import
-    still raises: its traceback is printed after stderr is restored.
-    """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+EXPECTED_ERRORS = batch.EXPECTED_ERRORS
 
 
 def _clean_errors(command):
@@ -52,16 +33,14 @@ def _clean_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        _import_tensorflow_quietly()
+        batch.import_tensorflow_quietly()
         previous = _terminate_as_interrupt()
         try:
             return command(*args, **kwargs)
         except click.ClickException:
             raise
         except EXPECTED_ERRORS as error:
-            message = str(error).strip().splitlines()
-            text = message[0] if message else type(error).__name__
-            raise click.ClickException(text.strip("'\"")) from None
+            raise click.ClickException(_first_line(error)) from None
         except KeyboardInterrupt as interrupt:
             raise click.ClickException(str(interrupt) or "interrupted") from None
         finally:
@@ -69,6 +48,11 @@ def _clean_errors(command):
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].strip("'\"") if lines else type(error).__name__
 
 
 def _terminate_as_interrupt():
@@ -94,101 +78,58 @@ def _speed(ratio: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
 
 
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="keras-svs")
 def main() -> None:
     """Singing-voice separation: vocals vs accompaniment (Lin et al. 2018, in Keras 3)."""
 
 
-def _parse_stems(ctx, param, value: str) -> tuple[str, ...]:
-    """``--stems``: a comma list of stem names, deduplicated, in the order given."""
-    _import_tensorflow_quietly()  # parsed before the command runs; .separation imports it
-    from .separation import STEMS
+def _checked(check):
+    """A click callback from a library check that raises ``ValueError``."""
 
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise click.BadParameter(f"name at least one of {', '.join(STEMS)}")
-    unknown = [name for name in names if name not in STEMS]
-    if unknown:
-        raise click.BadParameter(f"unknown stem {unknown[0]!r}; choose among "
-                                 f"{', '.join(STEMS)}")
-    return tuple(dict.fromkeys(names))
+    def callback(ctx, param, value):
+        try:
+            return check(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return callback
 
 
-#: ``--filename`` placeholders.
-PLACEHOLDERS = ("track", "stem", "codec")
-DEFAULT_FILENAME = "{track}/{stem}.{codec}"
-# the choices are keras_svs.models.inference.PRECISIONS (not imported: --help stays fast)
 PRECISION_HELP = ("Model arithmetic. bfloat16: faster on CPUs with bfloat16 instructions "
                   "(AVX-512 BF16, AMX) and on GPUs, likely much slower on other CPUs; "
-                  "results differ slightly from float32 (BENCHMARKS.md).")
+                  "results differ slightly from float32.")
 
 
-def _parse_filename(ctx, param, value: str) -> str:
-    """``--filename``: a template of known placeholders, relative, without ``..``."""
-    import string
-
-    try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(value)
-                  if field is not None]
-    except ValueError as error:
-        raise click.BadParameter(f"{value!r}: {error}") from None
-    for field in fields:
-        if field not in PLACEHOLDERS:
-            raise click.BadParameter(
-                f"{value!r}: unknown placeholder {{{field}}}; use "
-                f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}")
-    if value.startswith(("/", "\\")) or Path(value).is_absolute():
-        raise click.BadParameter(f"{value!r}: must be relative to the output folder (-o)")
-    if ".." in Path(value).parts or ".." in value.replace("\\", "/").split("/"):
-        raise click.BadParameter(f"{value!r}: must not contain '..' (outputs stay inside "
-                                 f"the output folder)")
-    return value
-
-
-def _output_paths(files, out_dir: Path, template: str, stems, codec: str,
-                  plot: bool) -> list[dict[str, Path]]:
-    """``{stem: path}`` (and ``"plot"``) for each input under ``--filename``; a usage
-    error where two outputs would be the same file or one would leave ``out_dir``."""
-    if len(stems) > 1 and "{stem}" not in template:
-        raise click.BadParameter(f"{template!r} lacks {{stem}}: the stems would be written "
-                                 f"to the same file", param_hint="'--filename'")
-    plans, owners = [], {}
-    for path in files:
-        plan = {}
-        keys = list(stems) + (["plot"] if plot else [])
-        for key in keys:
-            stem, ext = (("separation", "png") if key == "plot" else (key, codec))
-            name = template.format(track=path.stem, stem=stem, codec=ext)
-            relative = Path(name)
-            if (not name or relative.is_absolute() or ".." in relative.parts
-                    or name.endswith(("/", "\\"))):
-                raise click.BadParameter(
-                    f"{template!r} gives {name!r} for {path}: not a file inside the output "
-                    f"folder", param_hint="'--filename'")
-            if key != "plot" and relative.suffix.lower() != f".{codec}":
-                raise click.BadParameter(
-                    f"{template!r} gives {name!r}, which does not end in .{codec} "
-                    f"(end the template with .{{codec}})", param_hint="'--filename'")
-            target = out_dir / relative
-            key_path = os.path.normcase(os.path.normpath(target))
-            if key_path in owners:
-                other = owners[key_path]
-                raise click.BadParameter(
-                    f"{template!r} writes {target} for both {other} and {path}"
-                    if other != path else f"{template!r} writes {target} twice for {path}",
-                    param_hint="'--filename'")
-            owners[key_path] = path
-            plan[key] = target
-        plans.append(plan)
-    return plans
-
-
-def _stderr_is_terminal() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+def _separator_options(prefix: str = "", precision: bool = True):
+    """``--mask``, ``--threshold``, ``--mode``, ``--extension`` (and ``--precision``): the
+    :class:`~keras_svs.separation.Separator` settings, their help texts after ``prefix``."""
+    options = [
+        click.option("--mask", type=click.Choice(MASKS), default=None,
+                     help=prefix + "soft: probability as ratio mask; binary: probability > "
+                     "threshold; thresholded: probabilities below the threshold zeroed (the "
+                     "paper). Default: the model's own."),
+        click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+                     help=prefix + "Threshold for binary/thresholded masks (default: the "
+                     "model's own)."),
+        click.option("--mode", type=click.Choice(MODES), default="average", show_default=True,
+                     help=prefix + "Patch models: average overlapping patches, or the "
+                     "paper's hop-1 centre-frame slide (slower)."),
+        click.option("--extension", type=click.Choice(EXTENSIONS), default=None,
+                     help=prefix + "Mask of the band above the model's: top repeats its top "
+                     "bin, zero gives the vocals none of it, mean repeats the mean of its top "
+                     "quarter (default: the model's own)."),
+    ] + ([click.option("--precision", "inference_precision",
+                       type=click.Choice(INFERENCE_PRECISIONS), default="float32",
+                       show_default=True, help=prefix + PRECISION_HELP)] if precision else [])
+    return lambda command: functools.reduce(lambda c, o: o(c), reversed(options), command)
 
 
 @main.command()
@@ -198,30 +139,15 @@ def _stderr_is_terminal() -> bool:
               help="Output folder; files are named by --filename inside it.")
 @click.option("-m", "--model", type=click.Path(path_type=Path), default=None,
               help="A .keras model (default: the model shipped in the package).")
-@click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None,
-              help="soft: probability as ratio mask; binary: probability > threshold; "
-                   "thresholded: probabilities below the threshold zeroed (the paper). "
-                   "Default: the model's own.")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="Threshold for binary/thresholded masks (default: the model's own).")
-@click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
-              show_default=True, help="Patch models: average overlapping patches, or the "
-                                      "paper's hop-1 centre-frame slide (slower).")
-@click.option("--extension", type=click.Choice(["top", "zero", "mean"]), default=None,
-              help="Mask of the band above the model's: top repeats its top bin, zero "
-                   "gives the vocals none of it, mean repeats the mean of its top quarter "
-                   "(default: the model's own).")
-@click.option("--precision", "inference_precision", type=click.Choice(["float32", "bfloat16"]),
-              default="float32", show_default=True, help=PRECISION_HELP)
+@_separator_options()
 @click.option("--stems", default="vocals,accompaniment", show_default=True,
-              callback=_parse_stems, help="Stems to write, comma-separated.")
+              callback=_checked(batch.parse_stems), help="Stems to write, comma-separated.")
 @click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
-              callback=_parse_filename,
+              callback=_checked(batch.check_template),
               help="Output path inside OUTPUT; placeholders {track} (input file name "
                    "without extension), {stem}, {codec}.")
-@click.option("--codec", type=click.Choice(["wav", "flac", "ogg"]), default="wav",
-              show_default=True)
-@click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="16",
+@click.option("--codec", type=click.Choice(CODECS), default="wav", show_default=True)
+@click.option("--bit-depth", type=click.Choice([str(b) for b in BIT_DEPTHS]), default="16",
               show_default=True, help="32 = float WAV.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--fail-fast", is_flag=True,
@@ -234,9 +160,8 @@ def _stderr_is_terminal() -> bool:
                    "ones whole.")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="Files separated at once, each job in its own process with its share of "
-                   "the CPU cores and its own copy of the model (N times the memory). For "
-                   "machines with many cores: on 2 cores, 2 jobs were slower than 1 "
-                   "(BENCHMARKS.md).")
+                   "the CPU cores and its own copy of the model (N times the memory); for "
+                   "machines with many cores.")
 @click.option("--plot", is_flag=True,
               help="Also write a separation.png beside the stems (--filename with {stem} = "
                    "separation, {codec} = png): mixture spectrogram, voice mask and the "
@@ -252,61 +177,41 @@ def separate(files, out_dir, model, mask, threshold, mode, extension, inference_
     reported and the others go on (exit status 1 if any failed), or with --fail-fast the
     run stops there (with --jobs, the files already started are finished).
     """
-    plans = _output_paths(files, out_dir, filename, stems, codec, plot)  # before any work
-    if plot:
-        from .plotting import require_matplotlib
-
-        require_matplotlib()
     began = time.perf_counter()
-    separator = dict(model=model, mask=mask, threshold=threshold, mode=mode,
-                     precision=inference_precision, extension=extension)
-    work = dict(out_dir=out_dir, codec=codec, bit_depth=int(bit_depth), stems=stems,
-                block_seconds=block_seconds, plot=plot, overwrite=overwrite)
-    jobs = min(jobs, len(files))
-    if jobs == 1:
-        one = _make_separator(**separator)
-        results = (_attempt(one, path, plan, work) for path, plan in zip(files, plans))
-        pool = contextlib.nullcontext()
-    else:
-        from concurrent import futures
-        import multiprocessing
-
-        pool = futures.ProcessPoolExecutor(
-            jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_job,
-            initargs=(separator, work, max(1, (os.cpu_count() or 1) // jobs)))
-        results = _in_pool(pool, jobs, zip(files, plans), lambda: stopping)
-    failures = done = 0
-    audio_seconds = 0.0
-    stopping = False  # --fail-fast after a failure: no new file is started
+    streams = _StreamBars() if _stderr_is_terminal() else None
+    try:
+        outcomes = batch.separate_files(
+            dict(model=model, mask=mask, threshold=threshold, mode=mode,
+                 precision=inference_precision, extension=extension), files, out_dir,
+            filename=filename, codec=codec, bit_depth=int(bit_depth), stems=stems,
+            overwrite=overwrite, fail_fast=fail_fast, block_seconds=block_seconds,
+            jobs=jobs, plot=plot, progress=streams)
+    except batch.OutputNameError as error:
+        raise click.BadParameter(str(error), param_hint="'--filename'") from None
     bar = None
     if len(files) > 1 and _stderr_is_terminal():
         bar = click.progressbar(length=len(files), label="separating", show_pos=True,
                                 file=sys.stderr)
-
-    def report(line: str) -> None:
-        if bar is not None:
-            click.echo("\r\033[K", nl=False, err=True)  # clear the bar's line
-        click.echo(line, err=True)
-
-    with pool, bar if bar is not None else contextlib.nullcontext():
-        for path, outcome in results:
-            if isinstance(outcome, BaseException):
-                if len(files) == 1:
-                    raise outcome
+    failures = done = 0
+    audio_seconds = 0.0
+    with contextlib.closing(outcomes), bar if bar is not None else contextlib.nullcontext():
+        for outcome in outcomes:
+            if streams is not None:
+                streams.finish(outcome.path)
+            if bar is not None:
+                click.echo("\r\033[K", nl=False, err=True)  # clear the bar's line
+            if outcome.error is not None and len(files) == 1:
+                raise outcome.error
+            if outcome.error is not None:
                 failures += 1
-                lines = str(outcome).strip().splitlines()
-                line = lines[0].strip("'\"") if lines else type(outcome).__name__
-                if str(path) not in line:  # say which input failed
-                    line = f"{path}: {line}"
-                report(f"Error: {line}")
-                if fail_fast:
-                    stopping = True  # with --jobs, the files already started finish
-                    if jobs == 1:
-                        break
+                line = _first_line(outcome.error)
+                if str(outcome.path) not in line:  # say which input failed
+                    line = f"{outcome.path}: {line}"
+                click.echo(f"Error: {line}", err=True)
             else:
-                report(_done_line(path, *outcome))
                 done += 1
-                audio_seconds += outcome[1]
+                audio_seconds += outcome.audio_seconds
+                click.echo(_done_line(outcome, stems), err=True)
             if bar is not None:
                 bar.update(1)
     if done:
@@ -322,141 +227,32 @@ def separate(files, out_dir, model, mask, threshold, mode, extension, inference_
         raise click.ClickException(f"{failures} of {len(files)} files failed")
 
 
-#: A ``--jobs`` worker process's separator and settings (`keras-svs separate`).
-_JOB: dict = {}
+class _StreamBars:
+    """A progress bar over each streamed file's frames (``separate_files``' ``progress``)."""
+
+    def __init__(self):
+        self.bars = {}
+
+    def __call__(self, path: Path, done: int, total: int) -> None:
+        if path not in self.bars:
+            self.bars[path] = click.progressbar(length=total, label=f"streaming {path.name}",
+                                                file=sys.stderr).__enter__()
+        self.bars[path].update(done - self.bars[path].pos)
+
+    def finish(self, path: Path) -> None:
+        bar = self.bars.pop(path, None)
+        if bar is not None:
+            bar.__exit__(None, None, None)
 
 
-def _make_separator(**options):
-    """A :class:`~keras_svs.separation.Separator` from the command's options (``model``,
-    ``mask``, ``threshold``, ``mode``, ``precision``, ``extension``)."""
-    from .separation import Separator
-
-    return Separator(options.pop("model"), **options)
-
-
-def _start_job(separator: dict, work: dict, threads: int) -> None:
-    """Initialise a ``--jobs`` worker process: ``threads`` CPU threads, its own model."""
-    _import_tensorflow_quietly()
-    import tensorflow as tf
-
-    from . import separation, streaming
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    separation._WORKERS = streaming._WORKERS = threads  # the STFTs' FFT threads
-    _JOB.update(separator=_make_separator(**separator), work=work)
-
-
-def _run_job(path: Path, plan: dict) -> tuple[Path, tuple | BaseException]:
-    """:func:`_attempt` with this worker process's separator and settings."""
-    return _attempt(_JOB["separator"], path, plan, _JOB["work"])
-
-
-def _attempt(separator, path: Path, plan: dict, work: dict) -> tuple[Path, tuple | BaseException]:
-    """Separate one file: ``(path, (where, audio seconds, seconds))``, or ``(path, error)``
-    for an expected error (any other exception propagates)."""
-    try:
-        return path, _separate_one(separator, path, plan, **work)
-    except EXPECTED_ERRORS as error:
-        return path, error
-
-
-def _in_pool(pool, jobs: int, tasks, stop):
-    """Run ``tasks`` (``(path, plan)`` pairs) with :func:`_run_job` in ``pool``, at most
-    ``jobs`` at a time; yield their ``(path, outcome)`` as they complete. No task is started
-    once ``stop()`` is true (the executor's own queue would start them all)."""
-    from concurrent import futures
-
-    tasks, running = iter(tasks), set()
-
-    def fill() -> None:
-        while len(running) < jobs and not stop():
-            task = next(tasks, None)
-            if task is None:
-                return
-            running.add(pool.submit(_run_job, *task))
-
-    fill()
-    while running:
-        finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-        for future in finished:
-            running.remove(future)
-            yield future.result()
-        fill()
-
-
-def _separate_one(separator, path: Path, plan: dict, out_dir: Path, codec: str,
-                  bit_depth: int, stems: tuple[str, ...], block_seconds: float | None,
-                  plot: bool, overwrite: bool) -> tuple[str, float, float]:
-    """Separate one file to the paths ``plan``: ``(where it went, seconds of audio,
-    seconds taken)``; raises the expected errors."""
-    from . import audio
-
-    existing = [t for t in (plan[stem] for stem in stems) if t.exists()]
-    if existing and not overwrite:
-        raise ValueError(f"{existing[0]} exists (use --overwrite to replace it)")
-    started = time.perf_counter()
-    block = _block_seconds(block_seconds, path)
-    if block is not None and separator.channels != 1 and block_seconds is None:
-        block = None  # streaming is for mono models: a stereo model separates whole files
-    if block is not None and not plot:
-        from .streaming import separate_file_stream
-
-        with _file_bar(path) as bar:
-            written = separate_file_stream(separator, path, out_dir, codec, bit_depth,
-                                           stems=stems, block_seconds=block, paths=plan,
-                                           progress=bar.update if bar is not None else None)
-    else:
-        written = separator.separate_file(path, out_dir, codec, bit_depth, stems=stems,
-                                          plot=plot, paths=plan)
-    seconds = time.perf_counter() - started
-    rate, _, frames = audio.info(written[stems[0]])
-    folders = {written[stem].parent for stem in stems}
+def _done_line(outcome: batch.Outcome, stems) -> str:
+    """``IN -> WHERE (A s of audio in T s, Nx real time)``; WHERE the stems' folder."""
+    folders = {outcome.written[stem].parent for stem in stems}
     where = (f"{folders.pop()}/" if len(folders) == 1 and len(stems) > 1
-             else ", ".join(str(written[stem]) for stem in stems))
-    return where, frames / rate, seconds
-
-
-def _file_bar(path: Path):
-    """A progress bar over ``path``'s frames for a streamed file, drawn on a terminal (and
-    not in ``--jobs`` workers, whose bars would overwrite each other); else a null context
-    that gives None."""
-    if _JOB or not _stderr_is_terminal():
-        return contextlib.nullcontext()
-    from . import audio
-
-    return click.progressbar(length=audio.info(path)[2], label=f"streaming {path.name}",
-                             file=sys.stderr)
-
-
-def _done_line(path: Path, where: str, audio_seconds: float, seconds: float) -> str:
-    return (f"{path} -> {where} ({audio_seconds:.1f} s of audio in {seconds:.1f} s, "
-            f"{_speed(audio_seconds / max(seconds, 1e-9))} real time)")
-
-
-#: Without --block-seconds, files longer than this many seconds are streamed ...
-AUTO_STREAM_SECONDS = 300.0
-#: ... in blocks of this many seconds.
-AUTO_BLOCK_SECONDS = 10.0  # streaming.DEFAULT_BLOCK_SECONDS; not imported, so --help stays fast
-
-
-def _block_seconds(block_seconds: float | None, path: Path) -> float | None:
-    """The block length to stream ``path`` with, or None to separate it whole."""
-    seconds = _seconds(path)
-    if block_seconds is None:
-        return AUTO_BLOCK_SECONDS if seconds > AUTO_STREAM_SECONDS else None
-    return block_seconds if seconds > block_seconds else None
-
-
-def _seconds(path: Path) -> float:
-    """The duration of an audio file libsndfile reads, else 0 (read whole)."""
-    from . import audio
-
-    try:
-        rate, _, frames = audio.info(path)
-    except Exception:
-        return 0.0
-    return frames / rate
+             else ", ".join(str(outcome.written[stem]) for stem in stems))
+    return (f"{outcome.path} -> {where} ({outcome.audio_seconds:.1f} s of audio in "
+            f"{outcome.seconds:.1f} s, "
+            f"{_speed(outcome.audio_seconds / max(outcome.seconds, 1e-9))} real time)")
 
 
 @main.command()
@@ -477,8 +273,7 @@ def _seconds(path: Path) -> float:
 @click.option("--batch-size", type=click.IntRange(1), default=None)
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--cosine", is_flag=True, help="Cosine learning-rate decay while fine-tuning.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_float16",
-                                                "mixed_bfloat16"]), default="auto",
+@click.option("--precision", type=click.Choice(TRAINING_PRECISIONS), default="auto",
               show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
 @click.option("--remix", type=click.FloatRange(0, 1), default=None,
               help="Probability of remixing voice and accompaniment of different clips.")
@@ -497,7 +292,7 @@ def _seconds(path: Path) -> float:
               help="Split(s) to train on; join with + (e.g. train+valid).")
 @click.option("--valid-split", default="valid", show_default=True,
               help="Split for validation loss and checkpoint selection.")
-@click.option("--loader", type=click.Choice(["auto", "tf", "numpy"]), default="auto",
+@click.option("--loader", type=click.Choice(LOADERS), default="auto",
               show_default=True,
               help="Batches from tf.data or NumPy workers; auto: tf.data on the TensorFlow "
                    "backend (KERAS_BACKEND), NumPy on JAX/PyTorch.")
@@ -516,7 +311,7 @@ def _seconds(path: Path) -> float:
 @click.option("--skip-bad", is_flag=True,
               help="Skip tracks that cannot be used (unreadable, stems of different lengths, "
                    "NaN samples) with a warning, instead of stopping.")
-@click.option("--loss", type=click.Choice(["ce", "weighted", "psa"]), default="ce",
+@click.option("--loss", type=click.Choice(LOSSES), default="ce",
               show_default=True,
               help="Fine-tuning loss: the per-bin cross-entropy against the IBM (the paper); "
                    "weighted: the same weighted by each bin's mixture magnitude (louder bins "
@@ -593,8 +388,7 @@ def prepare(data, output, preset, splits, split_file):
               help="A .keras model. --method model: the separator (default: the shipped "
                    "model); other methods: its sample rate and STFT settings (default: "
                    "16 kHz, 1024-point FFT, 1024/256 window/hop).")
-@click.option("--method", type=click.Choice(["model", "ibm", "irm", "mixture", "repet"]),
-              default="model", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default="model", show_default=True,
               help="model: the separator; ibm/irm: oracle binary/ratio masks; mixture: the "
                    "unprocessed mixture (NSDR 0); repet: REPET-SIM, training-free.")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
@@ -607,18 +401,7 @@ def prepare(data, output, preset, splits, split_file):
               help="Write a box plot of per-clip NSDR (needs matplotlib).")
 @click.option("--split-file", type=click.Path(path_type=Path), default=None,
               help="JSON split file (default: the dataset's, e.g. data/splits/mir1k.json).")
-@click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None,
-              help="--method model: the mask (default: the model's own).")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-              help="--method model: threshold of binary/thresholded masks.")
-@click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
-              show_default=True, help="--method model: patch averaging or centre frames.")
-@click.option("--extension", type=click.Choice(["top", "zero", "mean"]), default=None,
-              help="--method model: the mask of the band above the model's: top repeats its top bin, zero "
-                   "gives the vocals none of it, mean repeats the mean of its top quarter "
-                   "(default: the model's own).")
-@click.option("--precision", "inference_precision", type=click.Choice(["float32", "bfloat16"]),
-              default="float32", show_default=True, help="--method model: " + PRECISION_HELP)
+@_separator_options(prefix="--method model: ")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="Score only the split's first N clips (quick checks).")
 @_clean_errors
@@ -650,12 +433,7 @@ def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, s
 
 @main.command("export")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--mask", type=click.Choice(["soft", "binary", "thresholded"]), default=None)
-@click.option("--threshold", type=click.FloatRange(0, 1), default=None)
-@click.option("--mode", type=click.Choice(["average", "centre"]), default="average",
-              show_default=True)
-@click.option("--extension", type=click.Choice(["top", "zero", "mean"]), default=None,
-              help="Mask of the band above the model's (default: the model's own).")
+@_separator_options(precision=False)
 @_clean_errors
 def export_command(paths, mask, threshold, mode, extension):
     """Write a TensorFlow SavedModel: `keras-svs export [MODEL] OUTDIR`.

@@ -42,9 +42,8 @@ import numpy as np
 
 from .datasets import DatasetError, Track, discover, select_split
 from .datasets.splits import split_file_for
+from .options import METHODS  # the separation methods :func:`estimate` knows
 
-#: Separation methods :func:`estimate` knows.
-METHODS = ("model", "ibm", "irm", "mixture", "repet")
 #: The two sources, in the order of every ``(2, ...)`` array here.
 SOURCES = ("voice", "accompaniment")
 #: Per-clip metrics of each source, in dB.

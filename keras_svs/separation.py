@@ -30,9 +30,8 @@ from . import audio, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
 from .models import load_model, settings, stft_config
 from .models.inference import at_precision, inference_model
+from .options import MODES, STEMS
 
-MODES = ("average", "centre")
-STEMS = ("vocals", "accompaniment")
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 #: Values of patch-model activations kept in memory at once (sets the block size).
 _BLOCK_BUDGET = 2 ** 21
@@ -42,6 +41,29 @@ _WORKERS = os.cpu_count() or 1
 #: and the input frames of context it sees on each side (multiples of its time multiple),
 #: so that its memory does not grow with the song.
 BLOCK_FRAMES, BLOCK_CONTEXT = 512, 128
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for this process's separations: TensorFlow's intra- and
+    inter-op pools and the STFTs' FFT workers (:class:`Separator`,
+    :mod:`keras_svs.streaming`). The default is every core.
+
+    Raises:
+        ValueError: ``threads`` < 1.
+        RuntimeError: TensorFlow has already run an op in this process (its pools are
+            fixed from then on).
+    """
+    global _WORKERS
+    if threads < 1:
+        raise ValueError(f"threads must be at least 1, not {threads}")
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    _WORKERS = threads
+
+
+def fft_threads() -> int:
+    """The threads (scipy.fft ``workers``) of this process's separation STFTs."""
+    return _WORKERS
 
 
 def default_model_path() -> Path:
@@ -345,3 +367,14 @@ class Separator:
                                               self.config, paths["plot"],
                                               title=Path(path).name)
         return written
+
+    def separate_files(self, paths, out_dir: str | os.PathLike = "separated", **options):
+        """Separate several files with this separator, one after another:
+        :func:`keras_svs.batch.separate_files` (same keyword ``options``, but no ``jobs``).
+
+        Returns:
+            an iterator of :class:`keras_svs.batch.Outcome`, one per file as it finishes.
+        """
+        from .batch import separate_files
+
+        return separate_files(self, paths, out_dir, **options)

@@ -22,15 +22,14 @@ import math
 import numpy as np
 import scipy.fft
 
+#: Separation masks made from voice probabilities (:func:`make_mask`) and how
+#: :func:`fit_bins` fills the bins above a model's band: ``top`` repeats the top bin's
+#: mask, ``zero`` gives them none of the voice (Spleeter's), ``mean`` the mean of the
+#: band's top quarter in each frame.
+from .options import EXTENSIONS, MASKS
 
 #: Frames transformed at a time by :func:`stft_numpy` and :func:`istft_numpy`.
 _CHUNK = 512
-#: Separation masks made from voice probabilities (:func:`make_mask`).
-MASKS = ("soft", "binary", "thresholded")
-#: How :func:`fit_bins` fills the bins above a model's band: ``top`` repeats the top bin's
-#: mask, ``zero`` gives them none of the voice (Spleeter's), ``mean`` the mean of the
-#: band's top quarter in each frame.
-EXTENSIONS = ("top", "zero", "mean")
 
 
 @dataclasses.dataclass(frozen=True)

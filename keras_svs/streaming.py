@@ -50,7 +50,8 @@ import numpy as np
 import tensorflow as tf
 
 from . import audio, spectral
-from .separation import STEMS, Separator, make_mask, patch_probabilities, release_free_memory
+from .separation import (STEMS, Separator, fft_threads, make_mask, patch_probabilities,
+                         release_free_memory)
 
 #: Default block length in seconds of :func:`separate_stream`: with the shipped U-Net a
 #: model call then sees 640 + 2 x 320 frames, and the process peaks near 0.9 GB
@@ -64,8 +65,6 @@ UNET_CONTEXT_MULTIPLES = 5
 #: time (shorter than a model block: their buffers add to the model's at the peak; 2.5
 #: instead of 10 s took ~60 MB off the peak for the shipped model, at no cost in time).
 INPUT_BLOCK_SECONDS = 2.5
-#: Threads for the blocks' FFTs (scipy.fft ``workers``).
-_WORKERS = os.cpu_count() or 1
 #: Input samples read at a time when the mono mix is resampled for the model.
 _RESAMPLE_CHUNK = 2 ** 16
 
@@ -119,7 +118,7 @@ def _frames(read, config: spectral.StftConfig, k0: int, k1: int) -> np.ndarray:
     """Frames ``[k0, k1)`` of the one-piece padded STFT of ``read``'s signal: complex64
     ``(channels, k1 - k0, bins)``."""
     segment = read(k0 * config.hop_length - config.pad, k1 * config.hop_length)
-    return spectral.stft_numpy(segment, config, padded=False, workers=_WORKERS)
+    return spectral.stft_numpy(segment, config, padded=False, workers=fft_threads())
 
 
 # -- model ------------------------------------------------------------------------------
@@ -279,9 +278,9 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
                                          native.bin_frequencies(), axis=1)
         start = j0 * hop - pad  # input sample of the block's first frame
         segment = reader.read(start, j1 * hop)
-        spectrum = spectral.stft_numpy(segment, native, padded=False, workers=_WORKERS)
+        spectrum = spectral.stft_numpy(segment, native, padded=False, workers=fft_threads())
         spectrum *= mask
-        vocals = spectral.overlap_add_numpy(spectrum, native, workers=_WORKERS)
+        vocals = spectral.overlap_add_numpy(spectrum, native, workers=fft_threads())
         del spectrum
         vocals[:, :pad] += carry
         done = (j1 - j0) * hop

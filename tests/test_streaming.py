@@ -228,7 +228,7 @@ def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
     are separated whole; without the option, files over AUTO_STREAM_SECONDS stream."""
     from click.testing import CliRunner
 
-    from keras_svs import cli as cli_module
+    from keras_svs import batch
     from keras_svs.cli import main
 
     long, short = tmp_path / "long.wav", tmp_path / "short.wav"
@@ -255,7 +255,7 @@ def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
     assert streamed == ["long.wav"]
     whole = cli(tmp_path / "whole")
     assert streamed == ["long.wav"]  # both shorter than the default AUTO_STREAM_SECONDS
-    monkeypatch.setattr(cli_module, "AUTO_STREAM_SECONDS", 2.0)  # long.wav lasts 3 s
+    monkeypatch.setattr(batch, "AUTO_STREAM_SECONDS", 2.0)  # long.wav lasts 3 s
     automatic = cli(tmp_path / "auto")
     assert streamed == ["long.wav", "long.wav"]
     for key, data in whole.items():
@@ -264,8 +264,8 @@ def test_cli_block_seconds(tiny_model_path, tmp_path, monkeypatch):
         np.testing.assert_allclose(blocks[key], data, atol=1e-5)
     assert sorted(p.name for p in (tmp_path / "blocks" / "long").iterdir()) == [
         "accompaniment.wav", "vocals.wav"]
-    # the CLI's automatic block is the library's default (kept apart for a fast --help)
-    assert cli_module.AUTO_BLOCK_SECONDS == streaming.DEFAULT_BLOCK_SECONDS
+    # the automatic block is the streaming default (kept apart for a fast --help)
+    assert batch.AUTO_BLOCK_SECONDS == streaming.DEFAULT_BLOCK_SECONDS
     result = CliRunner().invoke(main, ["separate", str(long), "--block-seconds", "0"])
     assert result.exit_code != 0
 

@@ -1,0 +1,202 @@
+"""keras_svs.batch: separating many files from Python, as ``keras-svs separate`` does."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import TINY_RATE, synth_mixture
+from keras_svs import batch, options
+
+SECONDS = 0.4
+
+
+@pytest.fixture(scope="module")
+def separator(tiny_model_path):
+    from keras_svs import Separator
+
+    return Separator(tiny_model_path, mask="soft")
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """a.wav, b.wav (mono), c.flac (stereo): 0.4 s at 8 kHz."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    paths = []
+    for i, (name, channels) in enumerate((("a.wav", 1), ("b.wav", 1), ("c.flac", 2))):
+        sf.write(folder / name, synth_mixture(TINY_RATE, SECONDS, channels, seed=i).T,
+                 TINY_RATE)
+        paths.append(folder / name)
+    return paths
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_separate_files_writes_every_stem_in_order(separator, inputs, tmp_path):
+    out = tmp_path / "out"
+    outcomes = list(separator.separate_files(inputs, out, bit_depth=32))
+    assert [o.path for o in outcomes] == inputs
+    assert all(o.error is None for o in outcomes)
+    assert files_under(out) == [f"{t}/{s}.wav" for t in "abc"
+                                for s in ("accompaniment", "vocals")]
+    for path, outcome in zip(inputs, outcomes):
+        assert set(outcome.written) == {"vocals", "accompaniment"}
+        assert outcome.audio_seconds == pytest.approx(SECONDS)
+        assert outcome.seconds > 0
+        mixture, _ = sf.read(path, dtype="float32", always_2d=True)
+        stems = [sf.read(outcome.written[s], dtype="float32", always_2d=True)[0]
+                 for s in ("vocals", "accompaniment")]
+        assert stems[0].shape == mixture.shape
+        np.testing.assert_allclose(stems[0] + stems[1], mixture, atol=1e-5)
+
+
+def test_options_dict_template_and_stream_progress(tiny_model_path, inputs, tmp_path):
+    calls = []
+    out = tmp_path / "out"
+    outcomes = list(batch.separate_files(
+        {"model": tiny_model_path, "mask": "soft"}, inputs[:2], out,
+        filename="{stem}/{track}.{codec}", stems=("vocals",), block_seconds=0.1,
+        progress=lambda path, done, total: calls.append((path, done, total))))
+    assert [o.error for o in outcomes] == [None, None]
+    assert files_under(out) == ["vocals/a.wav", "vocals/b.wav"]
+    frames = int(SECONDS * TINY_RATE)
+    for path in inputs[:2]:  # both streamed (0.4 s > 0.1 s blocks), frames adding up
+        done = [d for p, d, total in calls if p == path and total == frames]
+        assert len(done) > 1 and done == sorted(done) and done[-1] == frames
+
+
+def test_a_failure_is_an_outcome_and_the_others_go_on(separator, inputs, tmp_path):
+    missing = tmp_path / "in" / "missing.wav"
+    out = tmp_path / "out"
+    outcomes = list(batch.separate_files(separator, [inputs[0], missing, inputs[1]], out))
+    assert [o.path for o in outcomes] == [inputs[0], missing, inputs[1]]
+    assert isinstance(outcomes[1].error, batch.EXPECTED_ERRORS)
+    assert "missing.wav" in str(outcomes[1].error) and outcomes[1].written == {}
+    assert outcomes[0].error is None and outcomes[2].error is None
+    assert {p.split("/")[0] for p in files_under(out)} == {"a", "b"}
+
+
+def test_fail_fast_starts_no_file_after_a_failure(separator, inputs, tmp_path):
+    missing = tmp_path / "in" / "missing.wav"
+    out = tmp_path / "out"
+    outcomes = list(batch.separate_files(separator, [inputs[0], missing, *inputs[1:]], out,
+                                         fail_fast=True))
+    assert [o.path for o in outcomes] == [inputs[0], missing]
+    assert outcomes[0].error is None and outcomes[1].error is not None
+    assert files_under(out) == ["a/accompaniment.wav", "a/vocals.wav"]
+
+
+def test_an_output_name_collision_raises_before_any_work(separator, inputs, tmp_path,
+                                                         monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("separated despite the collision")
+
+    monkeypatch.setattr(type(separator), "separate_file", fail)
+    out = tmp_path / "out"
+    twin = tmp_path / "other" / "a.flac"  # the same {track} as in/a.wav
+    twin.parent.mkdir()
+    twin.write_bytes(inputs[0].read_bytes())
+    with pytest.raises(batch.OutputNameError, match="for both"):
+        batch.separate_files(separator, [inputs[0], twin], out)  # raises at the call
+    with pytest.raises(batch.OutputNameError, match="lacks {stem}"):
+        batch.separate_files(separator, inputs, out, filename="{track}.{codec}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("template, fragment", [
+    ("{track}/{name}.{codec}", "unknown placeholder {name}"),
+    ("/tmp/{track}/{stem}.{codec}", "must be relative"),
+    ("../{track}/{stem}.{codec}", "must not contain '..'"),
+    ("{track}/{stem}.wav", "does not end in .flac"),
+])
+def test_output_paths_refuses_bad_templates(tmp_path, template, fragment):
+    with pytest.raises(batch.OutputNameError, match=fragment.replace("{", r"\{")
+                       .replace("}", r"\}").replace(".", r"\.")):
+        batch.output_paths([Path("a.wav")], tmp_path, template, codec="flac")
+
+
+def test_output_paths_places_stems_and_plot(tmp_path):
+    plans = batch.output_paths([Path("x/song.mp3")], tmp_path, stems=("vocals",), plot=True)
+    assert plans == [{"vocals": tmp_path / "song" / "vocals.wav",
+                      "plot": tmp_path / "song" / "separation.png"}]
+
+
+def test_existing_outputs_are_kept_without_overwrite(separator, inputs, tmp_path):
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "vocals.wav").write_bytes(b"keep me")
+    [refused] = batch.separate_files(separator, inputs[:1], out)
+    assert isinstance(refused.error, FileExistsError)
+    assert "use --overwrite" in str(refused.error)
+    assert (out / "a" / "vocals.wav").read_bytes() == b"keep me"
+    assert not (out / "a" / "accompaniment.wav").exists()
+    [replaced] = batch.separate_files(separator, inputs[:1], out, overwrite=True)
+    assert replaced.error is None
+    assert sf.info(out / "a" / "vocals.wav").frames == int(SECONDS * TINY_RATE)
+
+
+def test_block_seconds_for_streams_long_files_with_mono_models(inputs, monkeypatch):
+    mono, stereo = SimpleNamespace(channels=1), SimpleNamespace(channels=2)
+    path = inputs[0]  # 0.4 s
+    assert batch.block_seconds_for(path, None, mono) is None
+    assert batch.block_seconds_for(path, 0.1, mono) == 0.1
+    assert batch.block_seconds_for(path, 1.0, mono) is None
+    assert batch.block_seconds_for(path, 0.1, stereo) == 0.1  # asked for: streaming refuses
+    monkeypatch.setattr(batch, "AUTO_STREAM_SECONDS", 0.2)
+    assert batch.block_seconds_for(path, None, mono) == batch.AUTO_BLOCK_SECONDS
+    assert batch.block_seconds_for(path, None, stereo) is None
+
+
+def test_jobs_need_the_separator_arguments(separator, inputs, tmp_path):
+    with pytest.raises(ValueError, match="pass the separator's arguments"):
+        batch.separate_files(separator, inputs, tmp_path / "out", jobs=2)
+    with pytest.raises(ValueError, match="unknown stems"):
+        batch.separate_files(separator, inputs, tmp_path / "out", stems=("drums",))
+
+
+def test_parse_stems():
+    assert batch.parse_stems(" accompaniment,vocals,accompaniment") == (
+        "accompaniment", "vocals")
+    with pytest.raises(ValueError, match="unknown stem 'bass'"):
+        batch.parse_stems("vocals,bass")
+    with pytest.raises(ValueError, match="name at least one"):
+        batch.parse_stems(" , ")
+
+
+def test_set_threads_refuses_fewer_than_one():
+    from keras_svs import separation
+
+    before = separation.fft_threads()
+    with pytest.raises(ValueError, match="at least 1"):
+        separation.set_threads(0)
+    assert separation.fft_threads() == before >= 1
+
+
+def test_options_are_the_owning_modules_choices():
+    from keras_svs import evaluation, separation, spectral, training
+    from keras_svs.models import inference, spleeter
+
+    assert spectral.MASKS is options.MASKS and spectral.EXTENSIONS is options.EXTENSIONS
+    assert separation.MODES is options.MODES and separation.STEMS is options.STEMS
+    assert evaluation.METHODS is options.METHODS
+    # defined again in these modules: kept equal here
+    assert training.LOSSES == options.LOSSES
+    assert training.PRECISIONS == options.TRAINING_PRECISIONS
+    assert inference.PRECISIONS == options.INFERENCE_PRECISIONS
+    assert spleeter.STEMS == options.STEMS
+
+
+def test_the_cli_and_batch_import_no_tensorflow():
+    code = ("import sys, keras_svs.cli, keras_svs.batch, keras_svs.options; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

@@ -41,8 +41,7 @@ from .models import (bin_accuracy, bin_cross_entropy, build_model, logits_model,
                      phase_sensitive_error, set_input_statistics, weighted_bin_cross_entropy)
 from .models.losses import WEIGHT_EPS, relative_weights
 from .models.presets import Preset, get_preset
-
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from .options import LOSSES, TRAINING_PRECISIONS as PRECISIONS
 #: Fine-tuning loss -> (loss function, exponent of the bin weights added to the targets
 #: (:func:`~keras_svs.models.losses.relative_weights`) or None, target kind): ``ce`` the
 #: per-bin cross-entropy against the IBM (the paper); ``weighted`` the same with each bin
@@ -51,7 +50,6 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 _LOSS_PARTS = {"ce": (bin_cross_entropy, None, "ibm"),
                "weighted": (weighted_bin_cross_entropy, 1, "ibm"),
                "psa": (phase_sensitive_error, 2, "psa")}
-LOSSES = tuple(_LOSS_PARTS)
 
 
 @dataclasses.dataclass

@@ -30,6 +30,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from ..options import INFERENCE_PRECISIONS as PRECISIONS
+
 from .layers import BinSoftmax, SpectrogramInput
 
 #: output phase (0 even, 1 odd) -> {input offset: kernel tap} of a 5-tap stride-2 ``same``
@@ -40,7 +42,6 @@ _TAPS = {0: {-1: 3, 0: 1}, 1: {-1: 4, 0: 2, 1: 0}}
 #: inference precisions: ``float32`` (the trained function, the same on every machine) or
 #: ``bfloat16`` (weights and activations rounded to bfloat16, sums in float32; the input
 #: front end and the softmax stay float32)
-PRECISIONS = ("float32", "bfloat16")
 
 
 def inference_model(model: keras.Model) -> keras.Model:

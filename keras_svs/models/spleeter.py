@@ -31,6 +31,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from ..options import STEMS
+
 #: Filters of the six encoder levels.
 ENCODER_FILTERS = (16, 32, 64, 128, 256, 512)
 #: Filters of the six decoder levels (the last one: a single map before the mask conv).
@@ -45,7 +47,6 @@ BINS = 1024
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 #: The two networks of the 2stems model, in order, with their layer-name prefixes.
-STEMS = ("vocals", "accompaniment")
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")

@@ -1,4 +1,5 @@
-"""Validation GNSDR during training, on any Keras backend (NumPy STFT, mir_eval BSS-Eval).
+"""Validation GNSDR during training, on any Keras backend (NumPy STFT, the BSS-Eval of
+:mod:`keras_svs.evaluation.metrics`).
 
 :class:`keras_svs.separation.Separator` is the separation users run (TensorFlow graphs,
 any input rate); this module is its small, backend-agnostic twin for clips already at the
@@ -11,12 +12,12 @@ import concurrent.futures
 import math
 import multiprocessing
 import time
-import warnings
 
 import keras
 import numpy as np
 
 from . import spectral
+from .evaluation.metrics import _audible, bss_metrics
 from .models import settings, stft_config
 from .pipeline import DecodedAudio
 
@@ -84,20 +85,12 @@ def separate_voice(model: keras.Model, mixture: np.ndarray, mask: str | None = N
     return spectral.istft_numpy(spectrum * full, config, np.shape(mixture)[-1])
 
 
-def _audible(x: np.ndarray) -> np.ndarray:
-    """An all-zero estimate becomes faint noise (-180 dBFS), as in :mod:`evaluation`."""
-    return x if np.any(x) else np.random.default_rng(0).standard_normal(x.shape) * 1e-9
-
-
 def _bss(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
-    """``(sdr, sir, sar)`` of both sources: ``(3, 2)``."""
-    import mir_eval
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sdr, sir, sar, _ = mir_eval.separation.bss_eval_sources(reference, estimate,
-                                                                compute_permutation=False)
-    return np.stack([sdr, sir, sar])
+    """BSS-Eval v3 of both sources (:func:`keras_svs.evaluation.metrics.bss_metrics`):
+    ``(sdr, sir, sar)`` of float ``(2, samples)`` references and estimates, float64
+    ``(3, 2)`` in dB."""
+    scores = bss_metrics(reference, estimate)
+    return np.stack([scores["SDR"], scores["SIR"], scores["SAR"]])
 
 
 def gnsdr(model: keras.Model, decoded: DecodedAudio, clips: int | None = None,

@@ -3,21 +3,32 @@
 One PNG per input, four panels sharing the time axis (seconds) and a frequency axis in Hz:
 the mixture's spectrogram (dB), the model's voice mask (0-1, on the model's own STFT grid),
 and the spectrograms of the two stems. Needs matplotlib (``pip install keras-svs[plot]``).
+
+:func:`require_matplotlib` is the one check every ``--plot`` makes; importing this module
+imports neither matplotlib nor the STFT code (``keras_svs.evaluation`` imports it, and its
+pool workers must start quickly).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import spectral
+if TYPE_CHECKING:
+    from . import spectral
 
+#: The install hint of :func:`require_matplotlib`'s error.
 PLOT_HINT = "matplotlib is needed for --plot: pip install keras-svs[plot]"
 
 
 def require_matplotlib() -> None:
-    """Raise ``ImportError`` with the install hint when matplotlib is missing."""
+    """Check that matplotlib can be imported.
+
+    Raises:
+        ImportError: matplotlib is missing; the message is :data:`PLOT_HINT`.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -27,6 +38,8 @@ def require_matplotlib() -> None:
 def _decibels(waveform: np.ndarray, config: spectral.StftConfig) -> np.ndarray:
     """``(frames, bins)`` magnitude in dB (floor -100) of a ``(channels, samples)`` signal's
     channel mean."""
+    from . import spectral
+
     mono = np.atleast_2d(waveform).mean(axis=0)
     return 20 * np.log10(np.abs(spectral.stft_numpy(mono, config)) + 1e-5)
 

@@ -105,6 +105,27 @@ def test_museval_sdr_is_median_of_frames():
     assert v4[0] == pytest.approx(first[0])
 
 
+def test_monitor_gnsdr_agrees_with_clip_metrics(tiny_model):
+    """Validation during training scores as evaluation does: one clip's GNSDR/GSIR/GSAR
+    are its clip metrics."""
+    from conftest import TINY_RATE, synth_pair
+    from test_pipeline import decoded_from
+
+    from keras_svs import monitor
+
+    voice, accompaniment = synth_pair(TINY_RATE, 0.5)
+    scores = monitor.gnsdr(tiny_model, decoded_from([(voice, accompaniment)]))
+    vocals = monitor.separate_voice(tiny_model, voice + accompaniment)
+    clip = evaluation.clip_metrics(voice, accompaniment, vocals,
+                                   voice + accompaniment - vocals)
+    assert scores["clips"] == 1
+    assert scores["voice_gnsdr"] == pytest.approx(clip["voice"]["NSDR"], abs=1e-9)
+    assert scores["voice_gsir"] == pytest.approx(clip["voice"]["SIR"], abs=1e-9)
+    assert scores["voice_gsar"] == pytest.approx(clip["voice"]["SAR"], abs=1e-9)
+    assert scores["accompaniment_gnsdr"] == pytest.approx(clip["accompaniment"]["NSDR"],
+                                                          abs=1e-9)
+
+
 # -- estimates ----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["ibm", "irm", "mixture", "repet"])
 def test_estimates_sum_to_the_mixture(method):
@@ -167,7 +188,7 @@ def test_untrained_tiny_model(pairs, tmp_path):
     result = evaluation.evaluate(pairs, "valid", "model", model=path, jobs=1, limit=1,
                                  progress=False)
     assert result["clips"] == 1 and result["model"] == str(path)
-    assert result["sample_rate"] == 8000
+    assert result["sample_rate"] == RATE  # the files' own, not the model's 8 kHz
     for source in evaluation.SOURCES:
         assert all(np.isfinite(v) for v in result["per_clip"][0][source].values())
 

@@ -420,6 +420,11 @@ class BlockWriters:
                 f.close()
         for tmp in self.temps.values():
             tmp.unlink(missing_ok=True)
+        for path in self.paths.values():  # also one made but not yet recorded when a
+            if path.parent.is_dir():       # signal interrupted the constructor
+                for tmp in path.parent.glob(f"{glob.escape(_temporary_prefix(path))}*"
+                                            f"{path.suffix}"):
+                    tmp.unlink(missing_ok=True)
         for folder in reversed(self.made):
             with contextlib.suppress(OSError):
                 folder.rmdir()

@@ -84,9 +84,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # lowest 1024 bins (11 kHz) of a 4096 / hop 1024 STFT at 44.1 kHz; its weights come
     # from `keras-svs import-spleeter` (keras_svs.models.spleeter_import). Spleeter's
     # magnitudes are of an unnormalised Hann window: 2048 (the window's sum) times ours.
+    # Bins above 11 kHz: the mean mask of 8.3-11 kHz, frame by frame (``extension``).
     Preset("spleeter", "spleeter", StftConfig(44100, 4096, 4096, 1024), bins=1024,
            frames=512, batch_size=4, mask="soft", threshold=0.5, channels=2,
-           input_scale=2048.0),
+           input_scale=2048.0, extension="mean"),
     # For tests: the spleeter architecture, stereo, with 2 filters a level, at 8 kHz.
     Preset("tinystereo", "spleeter", StftConfig(8000, 256, 256, 64), bins=64, frames=64,
            arch=dict(filters=(2, 2, 2, 2, 2, 2)), batch_size=4, learning_rate=1e-3,

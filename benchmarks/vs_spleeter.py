@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -41,9 +40,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from keras_svs import evaluation, spectral  # noqa: E402
 from keras_svs.separation import Separator, default_model_path  # noqa: E402
+from separate_speed import machine  # noqa: E402
 
 
 class SpleeterAsShipped:
@@ -87,15 +88,6 @@ def spleeter_model(path: str | None, workdir: Path) -> Path:
     out = workdir / "spleeter.keras"
     import_spleeter(source, out)
     return out
-
-
-def cpu_flags() -> str:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
-    except (OSError, IndexError):
-        return platform.processor() or "unknown CPU"
-    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f" {f} " in f"{flags} "]
-    return ", ".join(keep) or "no AVX2"
 
 
 def main() -> None:
@@ -150,7 +142,7 @@ def table(rows: dict) -> str:
     scorer = next((r.get("museval_scorer") for s in rows.values() for r in s.values()
                    if r.get("museval_scorer")), "n/a")
     lines = [f"`python benchmarks/vs_spleeter.py`, {datetime.date.today()}, "
-             f"{os.cpu_count()} cores ({cpu_flags()}); musdb7 SDR: {scorer}, median over 1 s "
+             f"{os.cpu_count()} cores ({', '.join(machine()['simd']) or 'no AVX2'}); musdb7 SDR: {scorer}, median over 1 s "
              "frames then songs; MIR-1K: BSS-Eval v3 GNSDR", "",
              "| system | musdb7 vocals SDR | musdb7 acc. SDR | MIR-1K voice GNSDR | "
              "MIR-1K acc. GNSDR | clips (musdb7 / MIR-1K) |",

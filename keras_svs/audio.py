@@ -70,6 +70,21 @@ def read(path: str | os.PathLike, sample_rate: int | None = None,
 
 
 def _read_with_librosa(path: Path, cause: Exception) -> tuple[np.ndarray, int]:
+    """Decode a file libsndfile could not (``cause``) with librosa's audioread fallback
+    (ffmpeg, GStreamer or Core Audio, where installed).
+
+    A fallback decoder may turn a damaged file into zero samples rather than fail (ffmpeg
+    does so with a cut FLAC), so an empty result counts as a failure when libsndfile reads
+    the file's header: the file is in a format libsndfile knows, and its samples are bad.
+
+    Returns:
+        ``(audio, rate)``: float32 ``(channels, samples)``; no samples only where no
+        decoder but the fallback knows the format and it found none.
+
+    Raises:
+        AudioError: naming ``path``: not a readable audio file (no decoder reads it), or
+            damaged or truncated audio data (libsndfile reads the header, not the samples).
+    """
     import warnings
 
     import librosa
@@ -77,14 +92,18 @@ def _read_with_librosa(path: Path, cause: Exception) -> tuple[np.ndarray, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            audio, rate = librosa.load(str(path), sr=None, mono=False)
+            decoded, rate = librosa.load(str(path), sr=None, mono=False)
     except Exception:
-        try:  # a header libsndfile reads, but samples it cannot decode
-            sf.info(str(path))
-        except Exception:
-            raise AudioError(f"{path}: not a readable audio file ({cause})") from None
-        raise AudioError(f"{path}: damaged or truncated audio data ({cause})") from None
-    return np.atleast_2d(audio).astype(np.float32), int(rate)
+        decoded = None
+    if decoded is not None and np.size(decoded) > 0:
+        return np.atleast_2d(decoded).astype(np.float32), int(rate)
+    try:  # a header libsndfile reads, but samples no decoder can
+        sf.info(str(path))
+    except Exception:
+        if decoded is not None:  # a format only the fallback reads, holding no samples
+            return np.zeros((1, 0), np.float32), int(rate)
+        raise AudioError(f"{path}: not a readable audio file ({cause})") from None
+    raise AudioError(f"{path}: damaged or truncated audio data ({cause})") from None
 
 
 def check_finite(audio: np.ndarray, path: str | os.PathLike, rate: int | None = None) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import struct
 import subprocess
@@ -435,6 +436,83 @@ def test_separator_refuses_non_finite_waveforms(separator, value):
     x = with_values(mixture(channels=2), (1, 10), value)
     with pytest.raises(ValueError, match="NaN or infinite"):
         separator.separate(x, TINY_RATE)
+
+
+# -- decoders -----------------------------------------------------------------------------
+#: Cases decided when the file is read. librosa's audioread fallback, which reads what
+#: libsndfile cannot, uses ffmpeg where ffmpeg is on PATH: each of these must end the same
+#: with and without it.
+READ_CASES = [case for case in CASES if case.setup is None and not case.cli_only]
+
+#: Run in a subprocess (argv: the tests folder, an empty folder): reads each case's file
+#: with ``audio.read`` and prints ``{"backends": [...], case id: outcome}`` as JSON.
+READ_SCRIPT = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import audioread
+import pytest
+from keras_svs import audio
+from test_bad_inputs import READ_CASES
+outcomes = {"backends": [backend.__name__ for backend in audioread.available_backends()]}
+for case in READ_CASES:
+    folder = Path(sys.argv[2]) / case.id
+    folder.mkdir()
+    try:
+        path = case.make(folder)
+    except pytest.skip.Exception as skipped:
+        outcomes[case.id] = {"skipped": str(skipped)}
+        continue
+    try:
+        outcomes[case.id] = {"path": str(path), "frames": audio.read(path)[0].shape[-1]}
+    except audio.AudioError as error:
+        outcomes[case.id] = {"path": str(path), "error": str(error)}
+print(json.dumps(outcomes))
+"""
+
+
+def path_with_ffmpeg(folder: Path) -> str:
+    """PATH with, first, ``folder/ffmpeg``: a link to imageio-ffmpeg's bundled binary."""
+    imageio_ffmpeg = pytest.importorskip(
+        "imageio_ffmpeg", reason="imageio-ffmpeg (the [dev] extra, requirements-lock.txt) "
+        "is not installed, so there is no ffmpeg to read through")
+    folder.mkdir()
+    (folder / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    return os.pathsep.join([str(folder), os.environ.get("PATH", "")])
+
+
+def path_without_ffmpeg() -> str:
+    """PATH without the folders that hold an ``ffmpeg`` or ``avconv`` executable."""
+    return os.pathsep.join(
+        folder for folder in os.environ.get("PATH", "").split(os.pathsep)
+        if not any(os.access(Path(folder, name), os.X_OK) for name in ("ffmpeg", "avconv")))
+
+
+@pytest.mark.parametrize("decoder", ["ffmpeg", "no-ffmpeg"])
+def test_read_outcomes_are_the_same_with_and_without_ffmpeg(decoder, tmp_path):
+    path = (path_with_ffmpeg(tmp_path / "bin") if decoder == "ffmpeg"
+            else path_without_ffmpeg())
+    (tmp_path / "in").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", READ_SCRIPT, str(Path(__file__).parent), str(tmp_path / "in")],
+        cwd=tmp_path, env={**os.environ, "PATH": path}, capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(result.stdout.splitlines()[-1])
+    assert ("FFmpegAudioFile" in outcomes.pop("backends")) == (decoder == "ffmpeg")
+    assert sorted(outcomes) == sorted(case.id for case in READ_CASES)
+    for case in READ_CASES:
+        outcome = outcomes[case.id]
+        if "skipped" in outcome:
+            continue
+        if case.error is None:
+            assert "frames" in outcome, (case.id, outcome)
+            assert case.frames is None or outcome["frames"] == case.frames, (case.id, outcome)
+        else:
+            assert "error" in outcome, (case.id, outcome)
+            assert outcome["path"] in outcome["error"], (case.id, outcome)
+            for fragment in case.error:
+                assert fragment in outcome["error"], (case.id, outcome)
 
 
 # -- batches ------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A split file maps each split to a list of ``fnmatch`` patterns over track names; a track
 belongs to the first split (in file order) with a matching pattern. The files for known
-datasets live in the repository's ``data/splits/`` folder.
+datasets ship inside the package, in ``keras_svs/assets/splits/`` (package data, so that
+an installed wheel finds them as a source checkout does).
 
 Without a split file, ``valid`` is every tenth track in name order (the first, the
 eleventh, ...) and ``train`` the others, so that any folder of stems can be trained on.
@@ -20,13 +21,13 @@ from .tracks import DatasetError, Track
 #: Splits defined without a split file, and the hold-out period of ``valid``.
 HOLDOUT = ("train", "valid")
 HOLDOUT_EVERY = 10
-#: Split files shipped with the project: ``data/splits/<dataset folder name>.json``.
-SPLITS_DIR = Path(__file__).resolve().parents[2] / "data" / "splits"
+#: Split files shipped in the package: ``<dataset folder name>.json``.
+SPLITS_DIR = Path(__file__).resolve().parents[1] / "assets" / "splits"
 
 
 def split_file_for(root: str | os.PathLike) -> Path | None:
     """The split file for a dataset root: ``ROOT/splits.json`` if present, else the
-    project's ``data/splits/<folder name>.json`` (e.g. ``mir1k.json``), else ``None``."""
+    shipped ``SPLITS_DIR/<folder name>.json`` (e.g. ``mir1k.json``), else ``None``."""
     root = Path(root)
     for candidate in (root / "splits.json", SPLITS_DIR / f"{root.resolve().name}.json"):
         if candidate.is_file():

@@ -20,6 +20,7 @@ import click
 from . import batch
 from .options import (BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS, INFERENCE_PRECISIONS,
                       LOADERS, LOSSES, MASKS, METHODS, MODES, TRAINING_PRECISIONS)
+from .options import Recipe, RunOptions, training_settings
 
 # TensorFlow's C++ start-up chatter is noise for a command-line user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -262,93 +263,89 @@ def _done_line(outcome: batch.Outcome, stems) -> str:
                    "several datasets' splits.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Run folder: checkpoints, logs, and the final model.keras.")
-@click.option("-p", "--preset", default="small", show_default=True,
+@click.option("-p", "--preset", default=Recipe.preset, show_default=True,
               help="Recipe: paper, paper16k, small, tiny, unet or spleeter.")
-@click.option("--epochs", type=click.IntRange(0), default=None,
+@click.option("--epochs", type=click.IntRange(0), default=Recipe.epochs,
               help="Fine-tuning epochs (default: the preset's).")
-@click.option("--pretrain-epochs", type=click.IntRange(0), default=None,
+@click.option("--pretrain-epochs", type=click.IntRange(0), default=Recipe.pretrain_epochs,
               help="Autoencoder epochs; 0 skips the stage (default: the preset's).")
-@click.option("--steps-per-epoch", type=click.IntRange(1), default=None,
+@click.option("--steps-per-epoch", type=click.IntRange(1), default=Recipe.steps_per_epoch,
               help="Batches per epoch (default: one pass over the data).")
-@click.option("--batch-size", type=click.IntRange(1), default=None)
-@click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=None)
-@click.option("--cosine", is_flag=True, help="Cosine learning-rate decay while fine-tuning.")
-@click.option("--precision", type=click.Choice(TRAINING_PRECISIONS), default="auto",
+@click.option("--batch-size", type=click.IntRange(1), default=Recipe.batch_size)
+@click.option("--learning-rate", type=click.FloatRange(0, min_open=True),
+              default=Recipe.learning_rate)
+@click.option("--cosine", is_flag=True, default=Recipe.cosine,
+              help="Cosine learning-rate decay while fine-tuning.")
+@click.option("--precision", type=click.Choice(TRAINING_PRECISIONS), default=Recipe.precision,
               show_default=True, help="auto: mixed_float16 on a GPU, float32 on a CPU.")
-@click.option("--remix", type=click.FloatRange(0, 1), default=None,
+@click.option("--remix", type=click.FloatRange(0, 1), default=Recipe.remix,
               help="Probability of remixing voice and accompaniment of different clips.")
-@click.option("--pitch", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--pitch", type=click.FloatRange(0, 1), default=Recipe.pitch, show_default=True,
               help="Probability of pitch-shifting a remixed voice by 1-3 semitones.")
-@click.option("--gain-db", type=click.FloatRange(0), default=6.0, show_default=True,
+@click.option("--gain-db", type=click.FloatRange(0), default=Recipe.gain_db, show_default=True,
               help="A remixed voice and accompaniment each get a random gain within "
                    "+-this many dB; 0: their clips' own levels.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
+@click.option("--seed", type=int, default=Recipe.seed, show_default=True)
+@click.option("--cache", type=click.Path(path_type=Path), default=RunOptions.cache,
               help="HDF5 decode cache written by `keras-svs prepare`.")
-@click.option("--split-file", type=click.Path(path_type=Path), default=None,
+@click.option("--split-file", type=click.Path(path_type=Path), default=RunOptions.split_file,
               help="JSON split file (default: the dataset's, e.g. data/splits/mir1k.json; "
                    "without one, every 10th track is held out for validation).")
-@click.option("--train-split", default="train", show_default=True,
+@click.option("--train-split", default=RunOptions.train_split, show_default=True,
               help="Split(s) to train on; join with + (e.g. train+valid).")
-@click.option("--valid-split", default="valid", show_default=True,
+@click.option("--valid-split", default=RunOptions.valid_split, show_default=True,
               help="Split for validation loss and checkpoint selection.")
-@click.option("--loader", type=click.Choice(LOADERS), default="auto",
+@click.option("--loader", type=click.Choice(LOADERS), default=RunOptions.loader,
               show_default=True,
-              help="Batches from tf.data or NumPy workers; auto: tf.data on the TensorFlow "
-                   "backend (KERAS_BACKEND), NumPy on JAX/PyTorch.")
-@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
-              help="NumPy loader processes (0: in the training process).")
-@click.option("--time-budget", type=click.FloatRange(0, min_open=True), default=None,
+              help="Batches from tf.data or NumPy workers (the same examples); auto: tf.data "
+                   "on the TensorFlow backend (KERAS_BACKEND), NumPy on JAX/PyTorch.")
+@click.option("--workers", type=click.IntRange(0), default=RunOptions.workers,
+              show_default=True, help="NumPy loader processes (0: in the training process).")
+@click.option("--time-budget", type=click.FloatRange(0, min_open=True),
+              default=RunOptions.time_budget,
               help="Seconds for the whole run: epochs stop when the next would not fit "
                    "(15%% for the autoencoder stage); the cosine schedule follows.")
-@click.option("--gnsdr-clips", type=click.IntRange(0), default=3, show_default=True,
+@click.option("--gnsdr-clips", type=click.IntRange(0), default=RunOptions.gnsdr_clips,
+              show_default=True,
               help="Log voice GNSDR on this many validation clips (val_gnsdr); 0: off.")
-@click.option("--gnsdr-every", type=click.IntRange(1), default=1, show_default=True,
-              help="... every this many fine-tuning epochs.")
-@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False), default=None,
+@click.option("--gnsdr-every", type=click.IntRange(1), default=RunOptions.gnsdr_every,
+              show_default=True, help="... every this many fine-tuning epochs.")
+@click.option("--init", "init", type=click.Path(exists=True, dir_okay=False),
+              default=RunOptions.init,
               help="Start from this trained model of the same preset (warm start; "
                    "combine with --pretrain-epochs 0).")
-@click.option("--skip-bad", is_flag=True,
+@click.option("--skip-bad", is_flag=True, default=RunOptions.skip_bad,
               help="Skip tracks that cannot be used (unreadable, stems of different lengths, "
                    "NaN samples) with a warning, instead of stopping.")
-@click.option("--loss", type=click.Choice(LOSSES), default="ce",
+@click.option("--loss", type=click.Choice(LOSSES), default=Recipe.loss,
               show_default=True,
               help="Fine-tuning loss: the per-bin cross-entropy against the IBM (the paper); "
                    "weighted: the same weighted by each bin's mixture magnitude (louder bins "
                    "count more); psa: the power-weighted squared error against the "
                    "phase-sensitive mask (the separated voice's spectral error).")
-@click.option("--average-last", type=click.IntRange(0), default=0, show_default=True,
+@click.option("--average-last", type=click.IntRange(0), default=Recipe.average_last,
+              show_default=True,
               help="Keep the mean of the weights after each of the last N fine-tuning "
                    "epochs (stochastic weight averaging); 0: the best validation loss.")
-@click.option("--frames", type=click.IntRange(1), default=None,
+@click.option("--frames", type=click.IntRange(1), default=Recipe.frames,
               help="Frames per training patch (default: the preset's; unet: a multiple "
                    "of 64). Longer patches give the network more context while training.")
-@click.option("--freeze-batch-norm", is_flag=True,
+@click.option("--freeze-batch-norm", is_flag=True, default=Recipe.freeze_batch_norm,
               help="Keep batch norms in inference mode, statistics fixed (those of "
                    "--init): fine-tuning a trained network with small batches.")
 @_clean_errors
-def train(data, out_dir, preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
-          learning_rate, cosine, precision, remix, pitch, gain_db, seed, cache, split_file,
-          train_split, valid_split, loader, workers, time_budget, gnsdr_clips, gnsdr_every,
-          init, skip_bad, loss, average_last, frames, freeze_batch_norm):
+def train(data, out_dir, **settings):
     """Train a model: autoencoder pretraining, then IBM fine-tuning.
 
     Run the same command again to resume an interrupted run.
     """
-    from .training import TrainConfig
     from .training import train as run
 
-    config = TrainConfig(preset, epochs, pretrain_epochs, steps_per_epoch, batch_size,
-                         learning_rate, cosine, precision, remix, pitch, seed,
-                         train_split, valid_split, loader=loader, workers=workers,
-                         time_budget=time_budget, gnsdr_clips=gnsdr_clips,
-                         gnsdr_every=gnsdr_every, init=init, skip_bad=skip_bad, loss=loss,
-                         average_last=average_last, gain_db=gain_db, frames=frames,
-                         freeze_batch_norm=freeze_batch_norm)
+    recipe, options = training_settings(**settings)
     with warnings.catch_warnings():
         warnings.simplefilter("always", UserWarning)
         warnings.showwarning = _warning_line
-        path = run(list(data), out_dir, config, cache=cache, split_file=split_file)
+        path = run(list(data), out_dir, recipe, options)
     click.echo(f"model written to {path}", err=True)
 
 

@@ -3,9 +3,12 @@
 The modules that act on a setting import its choices from here (for example
 :data:`keras_svs.spectral.MASKS` is :data:`MASKS`; ``tests/test_batch.py`` checks that
 :mod:`keras_svs.training` and :mod:`keras_svs.models` define the same), and the command
-line builds its option lists from them without importing TensorFlow.
+line builds its option lists from them without importing TensorFlow. The training
+settings and their defaults are :class:`Recipe` and :class:`RunOptions`.
 """
 from __future__ import annotations
+
+import dataclasses
 
 #: Separation masks made from voice probabilities (:func:`keras_svs.spectral.make_mask`):
 #: ``soft`` the probability, ``binary`` probability > threshold, ``thresholded``
@@ -38,3 +41,108 @@ BIT_DEPTHS = (16, 24, 32)
 PLACEHOLDERS = ("track", "stem", "codec")
 #: Where each stem of an input goes, relative to the output folder.
 DEFAULT_FILENAME = "{track}/{stem}.{codec}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """What a training run makes, and how: the settings that decide the model
+    (:func:`keras_svs.training.train`). Built by keyword; ``None`` takes the preset's value
+    (:func:`keras_svs.training.resolve`). The command line's ``train`` defaults are these.
+
+    Attributes:
+        preset: preset name (:mod:`keras_svs.models.presets`).
+        epochs, pretrain_epochs: fine-tuning and autoencoder epochs (0 skips pretraining).
+        steps_per_epoch: batches per epoch; ``None``: one pass in non-overlapping patches.
+        batch_size, learning_rate: Adam settings.
+        cosine: decay the learning rate to 0 along a cosine over the fine-tuning epochs.
+        precision: one of :data:`TRAINING_PRECISIONS`; ``auto`` = mixed_float16 on a GPU,
+            else float32.
+        remix: probability that a patch's accompaniment comes from another clip
+            (:class:`keras_svs.examples.PatchSampler`).
+        pitch: probability that a remixed voice is shifted by 1 to 3 semitones.
+        gain_db: a remixed patch's voice and accompaniment each get a random gain in
+            ``[-gain_db, gain_db]`` dB (so their ratio spans twice that); 0: their clips'
+            own levels.
+        loss: the fine-tuning loss, one of :data:`LOSSES`: ``ce`` the per-bin
+            cross-entropy against the smoothed IBM (the paper), ``weighted`` the same
+            weighted by each bin's mixture magnitude, ``psa`` the squared error against the
+            phase-sensitive mask weighted by the mixture power (the separated voice's
+            spectral error); the autoencoder stage always uses the plain cross-entropy.
+        frames: frames per training patch; ``None``: the preset's. Only fully convolutional
+            presets (``unet``, ``spleeter``) take another length, a multiple of
+            ``2 ** levels``; the model itself takes any length at separation time.
+        freeze_batch_norm: keep every batch norm in inference mode with its statistics
+            fixed (those of the ``init`` model): fine-tuning a trained network with small
+            batches.
+        average_last: 0 keeps the fine-tuning weights of the best validation loss; ``k > 0``
+            keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
+            (stochastic weight averaging; fewer if fewer epochs ran).
+        seed: seeds Keras, NumPy and the example stream.
+    """
+
+    preset: str = "small"
+    epochs: int | None = None
+    pretrain_epochs: int | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    cosine: bool = False
+    precision: str = "auto"
+    remix: float | None = None
+    pitch: float = 0.0
+    gain_db: float = 6.0
+    loss: str = "ce"
+    frames: int | None = None
+    freeze_batch_norm: bool = False
+    average_last: int = 0
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a training run goes, beside its :class:`Recipe`: data selection, loader,
+    monitoring and budget. Built by keyword; the command line's ``train`` defaults are these.
+
+    Attributes:
+        train_split, valid_split: split names (``+`` joins several, e.g. ``train+valid``).
+        split_file: JSON split file; ``None``: the dataset's own
+            (:mod:`keras_svs.datasets.splits`).
+        cache: HDF5 decode cache written by ``keras-svs prepare``; ``None``: decode.
+        init: a trained ``.keras`` model of the same preset to start from (its weights and
+            input statistics); ``None``: random initialisation.
+        skip_bad: skip unusable tracks with a warning instead of stopping.
+        loader: one of :data:`LOADERS`: ``tf`` (tf.data), ``numpy``
+            (:mod:`keras_svs.batches`) or ``auto`` (tf on the TensorFlow backend, else numpy);
+            both make the same examples (:mod:`keras_svs.examples`).
+        workers: NumPy loader processes (0: make batches in the training process).
+        time_budget: seconds for the whole run; the stages stop when their next epoch would
+            not fit (``epochs`` then caps the count), and the cosine schedule follows.
+        gnsdr_clips, gnsdr_every: log the voice GNSDR on that many validation clips every
+            that many fine-tuning epochs (``val_gnsdr``); 0 clips: never.
+        verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
+    """
+
+    train_split: str = "train"
+    valid_split: str = "valid"
+    split_file: str | None = None
+    cache: str | None = None
+    init: str | None = None
+    skip_bad: bool = False
+    loader: str = "auto"
+    workers: int = 0
+    time_budget: float | None = None
+    gnsdr_clips: int = 3
+    gnsdr_every: int = 1
+    verbose: int = 2
+
+
+def training_settings(**settings) -> tuple[Recipe, RunOptions]:
+    """Split flat keyword settings (the ``train`` command's options) into a :class:`Recipe`
+    and :class:`RunOptions`; a setting missing takes its default.
+
+    Raises:
+        TypeError: naming a setting that is neither's field.
+    """
+    names = {field.name for field in dataclasses.fields(Recipe)}
+    recipe = Recipe(**{k: v for k, v in settings.items() if k in names})
+    return recipe, RunOptions(**{k: v for k, v in settings.items() if k not in names})

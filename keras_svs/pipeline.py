@@ -1,19 +1,15 @@
-"""tf.data pipelines (TensorFlow is imported by the functions that build them): decoded-audio cache, remix/pitch augmentation, spectrogram patches, IBMs.
+"""The decode cache and the tf.data training stream (TensorFlow is imported only by the
+functions that use it).
 
 Data flow::
 
-    tracks --decode (once, threads)--> DecodedAudio (model rate, mono; optional HDF5 cache)
-           --random crop, remix, gain, pitch (tf)--> voice, accompaniment segments
-           --STFT (tf.signal)--> (input magnitude patch, target patch) --batch--> model
+    tracks --decode (once, threads)--> DecodedAudio (model rate; optional HDF5 cache)
+           --examples.PatchSampler (NumPy: crop, remix, gain, pitch, STFT, target)--> batches
+           --training_dataset (tf.data: map threads, prefetch)--> model.fit
 
-Stages (``stage`` argument):
-
-* ``"finetune"``: input ``|X|``, target the (smoothed) IBM ``|V| > |A|``, or with
-  ``target="psa"`` the phase-sensitive mask ``clip(Re(V conj X) / |X|^2, 0, 1)``;
-* ``"pretrain"``: autoencoder, input and target ``IBM * |X|`` (the voice's share of the
-  mixture magnitude, in [0, 1]).
-
-Patches are ``(frames, bins)``: the preset's patch length and the lowest ``bins`` bins.
+What a training example is (its crop, augmentation, target and weights) is defined once, in
+:mod:`keras_svs.examples`; :func:`training_dataset` wraps it for the TensorFlow backend, and
+:func:`keras_svs.batches.stream` for the others.
 """
 from __future__ import annotations
 
@@ -22,6 +18,7 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -30,10 +27,10 @@ from . import spectral
 from .datasets import DatasetError, Track
 from .models.presets import Preset
 
-STAGES = ("pretrain", "finetune")
-#: fine-tuning targets: the smoothed IBM (the paper), or the phase-sensitive mask
-TARGETS = ("ibm", "psa")
-MAX_PITCH_SEMITONES = 3.0
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from .examples import PatchSampler
 
 
 @dataclasses.dataclass
@@ -228,154 +225,30 @@ def input_statistics(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray,
         np.float32)
 
 
-def patch_samples(preset: Preset) -> int:
-    """Samples in one training patch of ``preset.frames`` frames."""
-    return preset.stft.num_samples(preset.frames)
-
-
 def steps_per_epoch(decoded: DecodedAudio, preset: Preset, batch_size: int) -> int:
     """Batches in one pass over the data in non-overlapping patches (at least 1)."""
     patches = int(decoded.lengths.sum()) // (preset.frames * preset.stft.hop_length)
     return max(1, patches // batch_size)
 
 
-def training_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
-                     batch_size: int | None = None, remix: float | None = None,
-                     pitch: float = 0.0, gain_db: float = 6.0, seed: int = 0,
-                     target: str = "ibm") -> tf.data.Dataset:
-    """An endless, shuffled stream of training batches.
-
-    Each patch comes from a random position of a clip drawn with probability proportional
-    to its length. With probability ``remix`` the accompaniment comes from another random
-    clip and both sources get a random gain in ``[-gain_db, gain_db]`` dB; a remixed voice
-    is pitch-shifted by resampling (1 to 3 semitones up or down) with probability ``pitch``.
-
-    Args:
-        decoded: the decode cache.
-        preset: STFT settings, patch size, label smoothing, defaults.
-        stage: ``"pretrain"`` or ``"finetune"`` (see the module docstring).
-        batch_size: default ``preset.batch_size``.
-        remix: default ``preset.remix``; 0 disables remixing.
-        pitch: probability of a pitch shift among remixed patches (default 0).
-        gain_db: remix gain range in dB (default 6).
-        seed: random seed; the stream is deterministic given it.
-        target: the fine-tuning target, one of :data:`TARGETS`.
+def training_dataset(sampler: PatchSampler, start: int = 0) -> tf.data.Dataset:
+    """The TensorFlow backend's endless stream of training batches: batches ``start, start +
+    1, ...`` of ``sampler``, the one definition of an example (:mod:`keras_svs.examples`),
+    made by tf.data's map threads (``tf.numpy_function``) and prefetched.
 
     Returns:
-        ``tf.data.Dataset`` of ``(input, target)``, both float32
-        ``(batch, preset.frames, preset.bins)``.
+        ``tf.data.Dataset`` of ``(input, target)`` float32 tensors of ``sampler.shapes``,
+        equal to ``sampler.batch(k)`` for batch ``k``.
     """
     import tensorflow as tf
 
-    _check_stage(stage, target)
-    if decoded.channels != 1:
-        raise ValueError("tf.data batches are mono; multichannel audio takes the NumPy "
-                         "loader (keras_svs.batches)")
-    batch_size = batch_size or preset.batch_size
-    remix = preset.remix if remix is None else remix
-    seg = patch_samples(preset)
-    reach = int(np.ceil(seg * 2 ** (MAX_PITCH_SEMITONES / 12))) + 1
-    pad = np.zeros(reach, np.float32)
-    voice = tf.constant(np.concatenate([decoded.voice, pad]))
-    accompaniment = tf.constant(np.concatenate([decoded.accompaniment, pad]))
-    starts = tf.constant(decoded.starts)
-    lengths = tf.constant(decoded.lengths)
-    logits = tf.math.log(tf.cast(lengths, tf.float32))[tf.newaxis]
+    x_shape, y_shape = sampler.shapes
 
-    def crop(source, clip, span, key):
-        room = tf.maximum(lengths[clip] - span, 0) + 1
-        offset = tf.random.stateless_uniform([], key, 0, tf.cast(room, tf.int32), tf.int32)
-        begin = starts[clip] + tf.cast(offset, tf.int64)
-        inside = tf.range(reach, dtype=tf.int64) < lengths[clip] - tf.cast(offset, tf.int64)
-        return source[begin:begin + reach] * tf.cast(inside, tf.float32)  # no bleed
+    def make(index):
+        x, y = tf.numpy_function(sampler.batch, [index], (tf.float32, tf.float32),
+                                 stateful=False)
+        return tf.ensure_shape(x, x_shape), tf.ensure_shape(y, y_shape)
 
-    def sample(index):
-        keys = tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), index]),
-                                                      8)
-        clips = tf.random.stateless_categorical(logits, 2, keys[0])[0]
-        u = tf.random.stateless_uniform([4], keys[1])
-        remixed = u[0] < remix
-        shifted = tf.logical_and(remixed, u[1] < pitch)
-        semitones = tf.random.stateless_uniform([], keys[2], 1.0, MAX_PITCH_SEMITONES)
-        semitones = tf.where(u[2] < 0.5, -semitones, semitones)
-        rate = tf.where(shifted, 2.0 ** (semitones / 12.0), 1.0)
-        span = tf.cast(tf.math.ceil(seg * rate), tf.int64)
-        v = _resample_linear(crop(voice, clips[0], span, keys[3]), rate, seg)
-        a_clip = tf.where(remixed, clips[1], clips[0])
-        a = crop(accompaniment, a_clip, seg, tf.where(remixed, keys[4], keys[3]))[:seg]
-        gains = 10.0 ** (tf.random.stateless_uniform([2], keys[5], -gain_db, gain_db) / 20.0)
-        gains = tf.where(remixed, gains, tf.ones([2]))
-        return _example(v * gains[0], a * gains[1], preset, stage, target)
-
-    ds = tf.data.Dataset.range(2 ** 62).map(sample, num_parallel_calls=tf.data.AUTOTUNE,
-                                            deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def validation_segments(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
-    """Every non-overlapping patch-long segment of every clip (the last zero-padded when a
-    clip is shorter than a patch): voice and accompaniment, float32 ``(n, patch_samples)``
-    (``(n, channels, patch_samples)`` for multichannel audio)."""
-    seg = patch_samples(preset)
-    step = preset.frames * preset.stft.hop_length
-    voices, accompaniments = [], []
-
-    def cut(x, begin):
-        piece = x[..., begin:begin + seg]
-        return np.pad(piece, [(0, 0)] * (x.ndim - 1) + [(0, seg - piece.shape[-1])])
-
-    for i in range(len(decoded.names)):
-        v, a = decoded.track(i)
-        for begin in range(0, max(v.shape[-1] - seg, 0) + 1, step):
-            voices.append(cut(v, begin))
-            accompaniments.append(cut(a, begin))
-    return np.stack(voices), np.stack(accompaniments)
-
-
-def validation_dataset(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
-                       batch_size: int | None = None, target: str = "ibm") -> tf.data.Dataset:
-    """Every non-overlapping patch of every clip, no augmentation, cached; finite.
-
-    Returns:
-        ``tf.data.Dataset`` of ``(input, target)`` batches as in :func:`training_dataset`.
-    """
-    import tensorflow as tf
-
-    _check_stage(stage, target)
-    ds = tf.data.Dataset.from_tensor_slices(validation_segments(decoded, preset))
-    ds = ds.map(lambda v, a: _example(v, a, preset, stage, target),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size or preset.batch_size).cache().prefetch(tf.data.AUTOTUNE)
-
-
-def _example(voice: tf.Tensor, accompaniment: tf.Tensor, preset: Preset,
-             stage: str, target: str = "ibm") -> tuple[tf.Tensor, tf.Tensor]:
-    """Segments ``(patch_samples,)`` -> ``(input, target)`` patches ``(frames, bins)``."""
-    sv = spectral.stft(voice, preset.stft, padded=False)[:, :preset.bins]
-    sa = spectral.stft(accompaniment, preset.stft, padded=False)[:, :preset.bins]
-    mixture = spectral.magnitude(sv + sa)
-    v_mag, a_mag = spectral.magnitude(sv), spectral.magnitude(sa)
-    if stage == "pretrain":
-        vocal = spectral.ibm(v_mag, a_mag) * mixture
-        return vocal, vocal
-    if target == "psa":
-        return mixture, spectral.phase_sensitive_mask(sv, sv + sa)
-    return mixture, spectral.ibm(v_mag, a_mag, preset.label_smoothing)
-
-
-def _resample_linear(signal: tf.Tensor, rate: tf.Tensor, length: int) -> tf.Tensor:
-    """Read ``signal`` at ``rate`` samples per output sample (a pitch/speed shift by
-    ``rate``), by linear interpolation: ``(n,)`` -> ``(length,)``."""
-    import tensorflow as tf
-
-    position = tf.range(length, dtype=tf.float32) * rate
-    low = tf.cast(tf.floor(position), tf.int32)
-    frac = position - tf.cast(low, tf.float32)
-    return tf.gather(signal, low) * (1.0 - frac) + tf.gather(signal, low + 1) * frac
-
-
-def _check_stage(stage: str, target: str = "ibm") -> None:
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    ds = tf.data.Dataset.range(start, 2 ** 62)
+    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -10,8 +10,11 @@ the IBM with per-bin cross-entropy. Each stage keeps, in ``OUT/<stage>/``:
 * ``log.csv``: one row per epoch (loss, val_loss, patches/s, ...);
 * ``backup/``: Keras ``BackupAndRestore`` state, so the same command resumes after a kill.
 
-Batches come from tf.data (:mod:`keras_svs.pipeline`) on the TensorFlow backend and from
-NumPy worker processes (:mod:`keras_svs.batches`) on the others (``loader``). With
+A run is a :class:`Recipe` (what to train: preset, epochs, augmentation, loss, ...) and
+:class:`RunOptions` (data selection, loader, monitoring, budget), both built by keyword.
+Training examples are defined once (:class:`keras_svs.examples.PatchSampler`); tf.data
+(:func:`keras_svs.pipeline.training_dataset`) makes them on the TensorFlow backend, and
+NumPy worker processes (:func:`keras_svs.batches.stream`) on the others (``loader``). With
 ``time_budget`` the run fits its epochs to a wall-clock budget (15 % of it for the
 autoencoder stage), and the cosine schedule follows the epochs that fit.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -34,105 +38,40 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import pipeline
+from . import examples, pipeline
 from .datasets import DatasetError, discover, select_split
 from .datasets.splits import split_file_for
 from .models import (bin_accuracy, bin_cross_entropy, build_model, logits_model,
                      phase_sensitive_error, set_input_statistics, weighted_bin_cross_entropy)
-from .models.losses import WEIGHT_EPS, relative_weights
 from .models.presets import Preset, get_preset
-from .options import LOSSES, TRAINING_PRECISIONS as PRECISIONS
-#: Fine-tuning loss -> (loss function, exponent of the bin weights added to the targets
-#: (:func:`~keras_svs.models.losses.relative_weights`) or None, target kind): ``ce`` the
-#: per-bin cross-entropy against the IBM (the paper); ``weighted`` the same with each bin
-#: weighted by its mixture magnitude (:func:`magnitude_weights`); ``psa`` the power-weighted
-#: squared error against the phase-sensitive mask (:func:`power_weights`).
+from .options import LOADERS, LOSSES, Recipe, RunOptions
+from .options import TRAINING_PRECISIONS as PRECISIONS
+
+#: Fine-tuning loss -> (loss function, the bin weights its targets carry (a key of
+#: :data:`keras_svs.examples.WEIGHTS`) or None, target kind): ``ce`` the per-bin
+#: cross-entropy against the IBM (the paper); ``weighted`` the same with each bin weighted by
+#: its mixture magnitude; ``psa`` the power-weighted squared error against the
+#: phase-sensitive mask.
 _LOSS_PARTS = {"ce": (bin_cross_entropy, None, "ibm"),
-               "weighted": (weighted_bin_cross_entropy, 1, "ibm"),
-               "psa": (phase_sensitive_error, 2, "psa")}
+               "weighted": (weighted_bin_cross_entropy, "magnitude", "ibm"),
+               "psa": (phase_sensitive_error, "power", "psa")}
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run needs besides the data (defaults come from the preset).
+def resolve(recipe: Recipe) -> Recipe:
+    """A copy of ``recipe`` with every ``None`` replaced by its preset's default.
 
-    Attributes:
-        preset: preset name.
-        epochs, pretrain_epochs: fine-tuning and autoencoder epochs (0 skips pretraining).
-        steps_per_epoch: batches per epoch; ``None``: one pass in non-overlapping patches.
-        batch_size, learning_rate: Adam settings.
-        cosine: decay the learning rate to 0 along a cosine over the fine-tuning steps.
-        precision: one of :data:`PRECISIONS`; ``auto`` = mixed_float16 on GPU, else float32.
-        remix, pitch: augmentation probabilities (see :func:`pipeline.training_dataset`).
-        gain_db: a remixed patch's voice and accompaniment each get a random gain in
-            ``[-gain_db, gain_db]`` dB (so their ratio spans twice that); 0: their clips'
-            own levels.
-        seed: seeds Keras, NumPy and the data stream.
-        train_split, valid_split: split names (``+`` joins several, e.g. ``train+valid``).
-        verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
-        loader: ``tf`` (tf.data), ``numpy`` (:mod:`keras_svs.batches`) or ``auto`` (tf on
-            the TensorFlow backend, else numpy).
-        workers: NumPy loader processes (0: make batches in the training process).
-        time_budget: seconds for the whole run; the stages stop when their next epoch would
-            not fit (``epochs`` then caps the count), and the cosine schedule follows.
-        gnsdr_clips, gnsdr_every: log the voice GNSDR on that many validation clips every
-            that many fine-tuning epochs (``val_gnsdr``); 0 clips: never.
-        skip_bad: skip unusable tracks with a warning instead of stopping.
-        init: a trained ``.keras`` model of the same preset to start from (its weights and
-            input statistics); ``None``: random initialisation.
-        loss: the fine-tuning loss, one of :data:`LOSSES`: ``ce`` the per-bin
-            cross-entropy against the smoothed IBM (the paper), ``weighted`` the same
-            weighted by each bin's mixture magnitude, ``psa`` the squared error against the
-            phase-sensitive mask weighted by the mixture power (the separated voice's
-            spectral error); the autoencoder stage always uses the plain cross-entropy.
-        average_last: 0 keeps the fine-tuning weights of the best validation loss; ``k > 0``
-            keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
-            (stochastic weight averaging; fewer if fewer epochs ran).
-        frames: frames per training patch; ``None``: the preset's. Only fully convolutional
-            presets (``unet``, ``spleeter``) take another length, a multiple of
-            ``2 ** levels``; the model itself takes any length at separation time.
-        freeze_batch_norm: keep every batch norm in inference mode with its statistics
-            fixed (those of ``init``): fine-tuning a trained network with small batches.
+    Raises:
+        KeyError: an unknown preset.
     """
-
-    preset: str = "small"
-    epochs: int | None = None
-    pretrain_epochs: int | None = None
-    steps_per_epoch: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    cosine: bool = False
-    precision: str = "auto"
-    remix: float | None = None
-    pitch: float = 0.0
-    seed: int = 0
-    train_split: str = "train"
-    valid_split: str = "valid"
-    verbose: int = 2
-    loader: str = "auto"
-    workers: int = 0
-    time_budget: float | None = None
-    gnsdr_clips: int = 3
-    gnsdr_every: int = 1
-    init: str | None = None
-    skip_bad: bool = False
-    loss: str = "ce"
-    average_last: int = 0
-    gain_db: float = 6.0
-    frames: int | None = None
-    freeze_batch_norm: bool = False
-
-    def resolved(self) -> "TrainConfig":
-        """A copy with every ``None`` replaced by the preset's default."""
-        p = get_preset(self.preset)
-        return dataclasses.replace(
-            self,
-            epochs=p.epochs if self.epochs is None else self.epochs,
-            pretrain_epochs=p.pretrain_epochs if self.pretrain_epochs is None
-            else self.pretrain_epochs,
-            batch_size=self.batch_size or p.batch_size,
-            learning_rate=self.learning_rate or p.learning_rate,
-            remix=p.remix if self.remix is None else self.remix)
+    p = get_preset(recipe.preset)
+    return dataclasses.replace(
+        recipe,
+        epochs=p.epochs if recipe.epochs is None else recipe.epochs,
+        pretrain_epochs=p.pretrain_epochs if recipe.pretrain_epochs is None
+        else recipe.pretrain_epochs,
+        batch_size=recipe.batch_size or p.batch_size,
+        learning_rate=recipe.learning_rate or p.learning_rate,
+        remix=p.remix if recipe.remix is None else recipe.remix)
 
 
 def with_patch_frames(preset: Preset, frames: int | None) -> Preset:
@@ -182,21 +121,18 @@ def _has_gpu() -> bool:
     return False
 
 
-def resolve_loader(loader: str, channels: int = 1) -> str:
-    """``auto`` -> ``tf`` on the TensorFlow backend for mono models, else ``numpy`` (the
-    only loader of multichannel batches).
+def resolve_loader(loader: str) -> str:
+    """``auto`` -> ``tf`` on the TensorFlow backend, else ``numpy`` (both loaders make the
+    same examples: :mod:`keras_svs.examples`).
 
     Raises:
-        ValueError: an unknown loader, or ``tf`` for a model of ``channels > 1``.
+        ValueError: an unknown loader.
     """
-    if loader not in ("auto", "tf", "numpy"):
-        raise ValueError(f"loader must be auto, tf or numpy, not {loader!r}")
-    if loader == "tf" and channels > 1:
-        raise ValueError(f"the tf loader makes mono batches; a {channels}-channel model "
-                         "takes --loader numpy (or auto)")
+    if loader not in LOADERS:
+        raise ValueError(f"loader must be one of {LOADERS}, not {loader!r}")
     if loader != "auto":
         return loader
-    return "tf" if keras.backend.backend() == "tensorflow" and channels == 1 else "numpy"
+    return "tf" if keras.backend.backend() == "tensorflow" else "numpy"
 
 
 def load_splits(data, cache: str | os.PathLike | None, preset: Preset,
@@ -236,38 +172,43 @@ def load_splits(data, cache: str | os.PathLike | None, preset: Preset,
     return decoded
 
 
-def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConfig,
-          cache: str | os.PathLike | None = None,
-          split_file: str | os.PathLike | None = None) -> Path:
+def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
+          recipe: Recipe = Recipe(), options: RunOptions = RunOptions()) -> Path:
     """Run both stages and write ``OUT/model.keras``; rerunning the same call resumes.
 
     Args:
         data: dataset root (any layout :func:`keras_svs.datasets.discover` knows), or a
             list of roots whose splits are joined (see :func:`load_splits`).
         out_dir: output folder (created).
-        config: the run's settings.
-        cache: optional HDF5 decode cache written by ``keras-svs prepare``.
-        split_file: JSON split file; default: the dataset's own (see ``datasets.splits``).
+        recipe: what to train and how (``None`` fields: the preset's, :func:`resolve`).
+        options: data selection, loader, monitoring, budget.
 
     Returns:
         path of the final ``.keras`` model.
+
+    Raises:
+        ValueError: an unknown loss, loader or precision, a negative ``average_last``, or
+            patch ``frames`` the preset's network cannot take.
+        KeyError: an unknown preset.
+        DatasetError: data that cannot be used (see :func:`load_splits`).
     """
-    config = config.resolved()
-    if config.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
-    if config.average_last < 0:
-        raise ValueError(f"average_last must be >= 0, not {config.average_last}")
-    preset = with_patch_frames(get_preset(config.preset), config.frames)
+    recipe = resolve(recipe)
+    if recipe.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, not {recipe.loss!r}")
+    if recipe.average_last < 0:
+        raise ValueError(f"average_last must be >= 0, not {recipe.average_last}")
+    resolve_loader(options.loader)
+    preset = with_patch_frames(get_preset(recipe.preset), recipe.frames)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(recipe.seed)
     started = time.time()
-    train_audio, valid_audio = load_splits(data, cache, preset,
-                                           (config.train_split, config.valid_split), split_file,
-                                           config.skip_bad)
-    steps = config.steps_per_epoch or pipeline.steps_per_epoch(train_audio, preset,
-                                                               config.batch_size)
-    precision = resolve_precision(config.precision)
+    train_audio, valid_audio = load_splits(data, options.cache, preset,
+                                           (options.train_split, options.valid_split),
+                                           options.split_file, options.skip_bad)
+    steps = recipe.steps_per_epoch or pipeline.steps_per_epoch(train_audio, preset,
+                                                               recipe.batch_size)
+    precision = resolve_precision(recipe.precision)
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
     try:
@@ -275,22 +216,24 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
         model = build_model(preset)
         if stats is not None:
             set_input_statistics(model, *stats)
-        if config.init is not None:
-            _initialise(model, config.init)
-        if config.freeze_batch_norm:
+        if options.init is not None:
+            _initialise(model, options.init)
+        if recipe.freeze_batch_norm:
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.trainable = False  # Keras: inference mode, statistics fixed
-        if config.pretrain_epochs > 0:
+        stage = functools.partial(_fit_stage, train_audio=train_audio, valid_audio=valid_audio,
+                                  preset=preset, recipe=recipe, options=options, steps=steps,
+                                  out=out)
+        if recipe.pretrain_epochs > 0:
             autoencoder = build_model(preset, shortcuts=False)
             if stats is not None:
                 set_input_statistics(autoencoder, *stats)
-            _fit_stage(autoencoder, "pretrain", train_audio, valid_audio, preset, config, steps,
-                       out, config.pretrain_epochs,
-                       _deadline(started, config.time_budget, PRETRAIN_SHARE))
+            stage(autoencoder, "pretrain", epochs=recipe.pretrain_epochs,
+                  deadline=_deadline(started, options.time_budget, PRETRAIN_SHARE))
             model.set_weights(autoencoder.get_weights())
-        _fit_stage(model, "finetune", train_audio, valid_audio, preset, config, steps, out,
-                   config.epochs, _deadline(started, config.time_budget, 1.0))
+        stage(model, "finetune", epochs=recipe.epochs,
+              deadline=_deadline(started, options.time_budget, 1.0))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     final = build_model(preset)  # float32 policy whatever the training precision
@@ -299,7 +242,8 @@ def train(data: str | os.PathLike, out_dir: str | os.PathLike, config: TrainConf
     tmp = out / ".model.tmp.keras"
     final.save(tmp)
     os.replace(tmp, path)
-    _write_record(out, config, precision, steps, train_audio, valid_audio, started, data)
+    _write_record(out, recipe, options, precision, steps, train_audio, valid_audio, started,
+                  data)
     return path
 
 
@@ -321,63 +265,29 @@ def _deadline(started: float, budget: float | None, share: float) -> float | Non
     return None if budget is None else started + share * budget
 
 
-def _data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig, stage: str,
-          training: bool):
-    """Training stream or validation data of the configured loader; with a weighted loss
-    (``weighted``, ``psa``) the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
-    data = _loader_data(audio, preset, config, stage, training)
-    exponent = _LOSS_PARTS[config.loss][1]
-    if exponent is None or stage != "finetune":
-        return data
-    if isinstance(data, tuple):  # NumPy validation arrays
-        return data[0], _with_weights(*data, exponent)
-    if hasattr(data, "map"):  # tf.data
-        return data.map(lambda x, y: (x, _with_weights(x, y, exponent)))
-    return ((x, _with_weights(x, y, exponent)) for x, y in data)  # NumPy stream
-
-
-def _with_weights(magnitude, target, exponent: int = 1):
-    """``(batch, frames, bins)`` target -> ``(batch, frames, bins, 2)`` target and the
-    :func:`~keras_svs.models.losses.relative_weights` of the input magnitude with this
-    exponent (NumPy arrays, or tf.data tensors: these stay in TensorFlow, where the same
-    formula is written in ``tf``, whatever the Keras backend)."""
-    if isinstance(magnitude, np.ndarray):
-        weights = keras.ops.convert_to_numpy(relative_weights(magnitude, exponent))
-        return np.stack([target, weights.astype(target.dtype)], axis=-1)
-    import tensorflow as tf
-
-    level = magnitude if exponent == 1 else tf.pow(magnitude, float(exponent))
-    mean = tf.reduce_mean(level, axis=(1, 2), keepdims=True)
-    return tf.stack([target, level / (mean + WEIGHT_EPS ** exponent)], axis=-1)
-
-
-def _loader_data(audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
-                 stage: str, training: bool):
-    """Training stream or validation data of the configured loader."""
-    target = _LOSS_PARTS[config.loss][2]
-    if resolve_loader(config.loader, preset.channels) == "tf":
-        if training:
-            return pipeline.training_dataset(audio, preset, stage, config.batch_size,
-                                             config.remix, config.pitch,
-                                             gain_db=config.gain_db,
-                                             seed=config.seed + (stage == "finetune"),
-                                             target=target)
-        return pipeline.validation_dataset(audio, preset, stage, config.batch_size,
-                                           target=target)
+def _data(audio: pipeline.DecodedAudio, preset: Preset, recipe: Recipe,
+          options: RunOptions, stage: str, training: bool):
+    """The training stream of the configured loader (tf.data or NumPy batches of one
+    :class:`~keras_svs.examples.PatchSampler`), or the validation arrays; with a weighted
+    loss the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
+    _, weights, target = _LOSS_PARTS[recipe.loss]
+    if not training:
+        return examples.validation_arrays(audio, preset, stage, target, weights)
+    sampler = examples.PatchSampler(audio, preset, stage, recipe.batch_size, recipe.remix,
+                                    recipe.pitch, recipe.gain_db,
+                                    seed=recipe.seed + (stage == "finetune"), target=target,
+                                    weights=weights)
+    if resolve_loader(options.loader) == "tf":
+        return pipeline.training_dataset(sampler)
     from . import batches
 
-    if training:
-        sampler = batches.PatchSampler(audio, preset, stage, config.batch_size, config.remix,
-                                       config.pitch, gain_db=config.gain_db,
-                                       seed=config.seed + (stage == "finetune"),
-                                       target=target)
-        return batches.stream(sampler, workers=config.workers)
-    return batches.validation_arrays(audio, preset, stage, target)
+    return batches.stream(sampler, workers=options.workers)
 
 
-def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudio,
-               valid_audio: pipeline.DecodedAudio, preset: Preset, config: TrainConfig,
-               steps: int, out: Path, epochs: int, deadline: float | None = None) -> None:
+def _fit_stage(model: keras.Model, stage: str, *, epochs: int, deadline: float | None,
+               train_audio: pipeline.DecodedAudio, valid_audio: pipeline.DecodedAudio,
+               preset: Preset, recipe: Recipe, options: RunOptions, steps: int,
+               out: Path) -> None:
     """Fit one stage, resuming from its backup; leaves the best weights in ``model``.
 
     What is fitted is ``model``'s logits view (:func:`~keras_svs.models.logits_model`, the
@@ -386,48 +296,47 @@ def _fit_stage(model: keras.Model, stage: str, train_audio: pipeline.DecodedAudi
     folder = out / stage
     folder.mkdir(exist_ok=True)
     best = folder / "best.weights.h5"
-    averaging = stage == "finetune" and config.average_last > 0
+    averaging = stage == "finetune" and recipe.average_last > 0
     final = folder / "averaged.weights.h5" if averaging else best
     done = folder / "done"
     if done.exists() and final.exists():
         view.load_weights(final)
         return
-    loss = _LOSS_PARTS[config.loss][0] if stage == "finetune" else bin_cross_entropy
-    view.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss,
+    loss = _LOSS_PARTS[recipe.loss][0] if stage == "finetune" else bin_cross_entropy
+    view.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=loss,
                   metrics=[bin_accuracy] if stage == "finetune" else None)
-    train_ds = _data(train_audio, preset, config, stage, training=True)
-    valid_ds = _data(valid_audio, preset, config, stage, training=False)
+    train_ds = _data(train_audio, preset, recipe, options, stage, training=True)
+    valid_ds = _data(valid_audio, preset, recipe, options, stage, training=False)
     budget = TimeBudget(deadline, epochs)
     checkpoint = keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
                                                  save_weights_only=True)
     checkpoint.best = _best_logged(folder / "log.csv", checkpoint.best)
     callbacks = [keras.callbacks.BackupAndRestore(folder / "backup"), budget]
-    if config.cosine and stage == "finetune":
-        callbacks.append(CosineSchedule(config.learning_rate, budget.expected_epochs))
-    callbacks += [Throughput(config.batch_size, steps, budget.expected_epochs),
+    if recipe.cosine and stage == "finetune":
+        callbacks.append(CosineSchedule(recipe.learning_rate, budget.expected_epochs))
+    callbacks += [Throughput(recipe.batch_size, steps, budget.expected_epochs),
                   keras.callbacks.TerminateOnNaN()]
-    if stage == "finetune" and config.gnsdr_clips > 0:
+    if stage == "finetune" and options.gnsdr_clips > 0:
         from .monitor import ValidationGnsdr
 
-        callbacks.append(ValidationGnsdr(model, valid_audio, config.gnsdr_clips,
-                                         config.gnsdr_every))
+        callbacks.append(ValidationGnsdr(model, valid_audio, options.gnsdr_clips,
+                                         options.gnsdr_every))
     callbacks += [checkpoint, keras.callbacks.CSVLogger(folder / "log.csv", append=True)]
     if averaging:
         callbacks.append(keras.callbacks.ModelCheckpoint(  # epoch01, epoch02, ...
             str(folder / "epoch{epoch:02d}.weights.h5"), save_weights_only=True))
-    if config.verbose:
-        print(f"[{stage}] {epochs} epochs x {steps} steps, batch {config.batch_size}, "
+    if options.verbose:
+        print(f"[{stage}] {epochs} epochs x {steps} steps, batch {recipe.batch_size}, "
               f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
-    arrays = isinstance(valid_ds, tuple)  # NumPy loader: Keras batches the arrays itself
     history = view.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
-                        validation_batch_size=config.batch_size if arrays else None,
-                        callbacks=callbacks, verbose=config.verbose, shuffle=False)
+                        validation_batch_size=recipe.batch_size,
+                        callbacks=callbacks, verbose=options.verbose, shuffle=False)
     losses = history.history.get("loss", [])
     if view.stop_training and losses and not np.isfinite(losses[-1]):
         raise FloatingPointError(f"{stage}: the loss became NaN; training stopped "
                                  "(try a lower --learning-rate or --precision float32)")
     if averaging:
-        average_snapshots(view, snapshots(folder)[-config.average_last:])
+        average_snapshots(view, snapshots(folder)[-recipe.average_last:])
         view.save_weights(final)
     elif best.exists():
         view.load_weights(best)
@@ -529,11 +438,12 @@ class Throughput(keras.callbacks.Callback):
             logs["eta_s"] = seconds * max(0, self.expected_epochs() - epoch - 1)
 
 
-def _write_record(out: Path, config: TrainConfig, precision: str, steps: int,
+def _write_record(out: Path, recipe: Recipe, options: RunOptions, precision: str, steps: int,
                   train_audio: pipeline.DecodedAudio, valid_audio: pipeline.DecodedAudio,
                   started: float, data) -> None:
     record = {
-        "config": dataclasses.asdict(config), "precision": precision, "steps_per_epoch": steps,
+        "config": {**dataclasses.asdict(recipe), **dataclasses.asdict(options)},
+        "precision": precision, "steps_per_epoch": steps,
         "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data),
         "train_tracks": len(train_audio.names),
         "train_seconds": round(train_audio.seconds, 1), "valid_tracks": len(valid_audio.names),
@@ -542,7 +452,7 @@ def _write_record(out: Path, config: TrainConfig, precision: str, steps: int,
         "versions": {"keras": keras.__version__, "python": platform.python_version()},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (out / "training.json").write_text(json.dumps(record, indent=2))
+    (out / "training.json").write_text(json.dumps(record, indent=2, default=str))
 
 
 def epochs_done(out_dir: str | os.PathLike, stage: str) -> int:
@@ -554,5 +464,6 @@ def epochs_done(out_dir: str | os.PathLike, stage: str) -> int:
         return sum(1 for _ in csv.DictReader(f))
 
 
-__all__ = ["PRECISIONS", "TrainConfig", "train", "resolve_precision", "load_splits",
-           "epochs_done", "snapshots", "average_snapshots"]
+__all__ = ["PRECISIONS", "Recipe", "RunOptions", "resolve", "train", "resolve_precision",
+           "resolve_loader", "load_splits", "with_patch_frames", "epochs_done", "snapshots",
+           "average_snapshots"]

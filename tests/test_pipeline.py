@@ -1,17 +1,21 @@
-"""keras_svs.pipeline: decoding, HDF5 cache, training and validation streams."""
+"""keras_svs.pipeline: decoding, the HDF5 cache, input statistics, the tf.data stream."""
 from __future__ import annotations
+
+import dataclasses
+import itertools
 
 import h5py
 import numpy as np
 import pytest
 
 from conftest import TINY_RATE, synth_pair, write_pairs
-from keras_svs import pipeline
+from keras_svs import batches, pipeline
 from keras_svs.datasets import DatasetError, discover
+from keras_svs.examples import PatchSampler, patch_samples
 from keras_svs.models import get_preset
 
 TINY = get_preset("tiny")
-SEG = pipeline.patch_samples(TINY)  # 256 + 8 * 64 = 768 samples
+SEG = patch_samples(TINY)  # 256 + 8 * 64 = 768 samples
 
 
 def decoded_from(pairs, rate=TINY_RATE, names=None) -> pipeline.DecodedAudio:
@@ -143,172 +147,46 @@ def test_steps_per_epoch():
     assert pipeline.steps_per_epoch(decoded, TINY, 64) == 1
 
 
-# -- training stream ------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
-def test_training_dataset_shapes(stage):
-    decoded = synth_decoded([4000, 3000])
-    x, y = first_batch(pipeline.training_dataset(decoded, TINY, stage))
-    assert x.shape == y.shape == (TINY.batch_size, TINY.frames, TINY.bins) == (16, 9, 129)
-    assert x.dtype == y.dtype == np.float32
-    assert np.all(x >= 0) and np.all(x <= 1)
-    x, _ = first_batch(pipeline.training_dataset(decoded, TINY, stage, batch_size=5))
-    assert x.shape == (5, 9, 129)
+# -- the tf.data training stream -------------------------------------------------------------
+def stereo_decoded(lengths) -> pipeline.DecodedAudio:
+    """Two-channel clips: each channel a different synthetic pair."""
+    left, right = synth_decoded(lengths), synth_decoded(lengths, offset=3000)
+    return pipeline.DecodedAudio(left.names, np.stack([left.voice, right.voice]),
+                                 np.stack([left.accompaniment, right.accompaniment]),
+                                 left.starts, left.lengths, left.sample_rate)
 
 
-def test_finetune_targets_are_smoothed_labels():
-    decoded = synth_decoded([4000, 3000])
-    _, y = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=0.5))
-    assert set(np.unique(y)) == {np.float32(0.02), np.float32(0.98)}
+@pytest.mark.parametrize("stage, target, weights, channels", [
+    ("finetune", "ibm", None, 1), ("pretrain", "ibm", None, 1),
+    ("finetune", "psa", "power", 1), ("finetune", "ibm", "magnitude", 2)])
+def test_tf_data_and_numpy_loaders_give_the_same_batches(stage, target, weights, channels):
+    """One definition of an example: tf.data's batch k is the sampler's batch k, as the
+    NumPy loader's is, with the static shapes Keras needs."""
+    decoded = synth_decoded([4000, 3000, 2500]) if channels == 1 else stereo_decoded(
+        [4000, 3000])
+    preset = TINY if channels == 1 else dataclasses.replace(TINY, channels=2)
+    sampler = PatchSampler(decoded, preset, stage, batch_size=6, remix=0.5, pitch=0.5,
+                           seed=7, target=target, weights=weights)
+    ds = pipeline.training_dataset(sampler)
+    x_shape, y_shape = sampler.shapes
+    assert tuple(ds.element_spec[0].shape) == x_shape
+    assert tuple(ds.element_spec[1].shape) == y_shape
+    assert y_shape[-1] == 2 if (weights and stage == "finetune") else y_shape == x_shape
+    tf_batches = [(x.numpy(), y.numpy()) for x, y in ds.take(3)]
+    numpy_batches = list(itertools.islice(batches.stream(sampler), 3))
+    for (x, y), (x_ref, y_ref) in zip(tf_batches, numpy_batches):
+        assert x.dtype == y.dtype == np.float32 and x.shape == x_shape
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+    assert not np.array_equal(tf_batches[0][0], tf_batches[1][0])
 
 
-def test_pretrain_input_equals_target_equals_ibm_times_mixture():
-    decoded = synth_decoded([SEG, SEG, SEG])  # one crop per clip: the whole clip
-    oracles = [oracle_example(*decoded.track(i), stage="pretrain") for i in range(3)]
-    x, y = first_batch(pipeline.training_dataset(decoded, TINY, "pretrain", remix=0.0))
-    np.testing.assert_array_equal(x, y)
-    assert np.any(x > 0) and np.any(x == 0)
-    for example in x:
-        candidates = [(o[0], None, None) for o in oracles]
-        i = match(example, candidates)
-        assert i is not None, "pretrain input is not IBM * |X| of any clip"
-
-
-def test_finetune_target_is_ibm_of_the_same_crop():
-    decoded = synth_decoded([SEG, SEG, SEG, SEG])
-    oracles = [oracle_example(*decoded.track(i)) for i in range(4)]
-    x, y = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=0.0,
-                                                 batch_size=24, seed=3))
-    seen = set()
-    for xi, yi in zip(x, y):
-        i = match(xi, oracles)
-        assert i is not None, "input is not |X| of any clip"
-        seen.add(i)
-        _, target, ties = oracles[i]
-        np.testing.assert_array_equal(yi[~ties], target[~ties])
-    assert len(seen) >= 2  # clips are drawn at random
-    assert 0.05 < (y > 0.5).mean() < 0.95  # both classes occur: the check means something
-
-
-def test_random_crops_of_long_clips_are_consistent():
-    """Crops start at random offsets; input and target still come from the same crop."""
-    decoded = synth_decoded([3000])
-    v_all, a_all = decoded.track(0)
-    n, hop = TINY.stft.win_length, TINY.stft.hop_length
-    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
-    w /= w.sum()
-    offsets = np.arange(len(v_all) - SEG + 1)
-    firsts = np.abs(np.fft.rfft(np.stack([(v_all + a_all)[o:o + n] for o in offsets]) * w,
-                                TINY.stft.n_fft, axis=1))
-    x, y = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=0.0,
-                                                 batch_size=8, seed=11))
-    found = []
-    for xi, yi in zip(x, y):
-        o = int(np.argmin(np.abs(firsts - xi[0]).max(axis=1)))
-        mixture, target, ties = oracle_example(v_all[o:o + SEG], a_all[o:o + SEG])
-        np.testing.assert_allclose(xi, mixture, atol=2e-5, rtol=0)
-        np.testing.assert_array_equal(yi[~ties], target[~ties])
-        found.append(o)
-    assert len(set(found)) > 1
-
-
-def test_short_clips_are_zero_padded_without_bleed():
-    short, long = 500, SEG
-    decoded = synth_decoded([short, long])
-    v0, a0 = decoded.track(0)
-    padded = (np.pad(v0, (0, SEG - short)), np.pad(a0, (0, SEG - short)))
-    oracles = [oracle_example(*padded), oracle_example(*decoded.track(1))]
-    x, _ = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=0.0,
-                                                 batch_size=32, seed=2))
-    hits = [match(xi, oracles) for xi in x]
-    assert None not in hits
-    assert 0 in hits
-
-
-def assert_remixed(decoded, x, y) -> None:
-    """Every patch of the batch ``(x, y)`` is ``|V_i + A_j|`` of two of ``decoded``'s clips
-    (at gain 0 dB) with that pair's IBM as its label, and some pairs mix different clips."""
-    count = len(decoded.lengths)
-    tracks = [decoded.track(i) for i in range(count)]
-    combos = {(i, j): oracle_example(tracks[i][0], tracks[j][1])
-              for i in range(count) for j in range(count)}
-    keys = list(combos)
-    pairs = []
-    for xi, yi in zip(x, y):
-        k = match(xi, [combos[key] for key in keys])
-        assert k is not None, "remixed patch is not |V_i + A_j| of any two clips"
-        _, target, ties = combos[keys[k]]
-        np.testing.assert_array_equal(yi[~ties], target[~ties])
-        pairs.append(keys[k])
-    assert any(i != j for i, j in pairs)
-
-
-def test_remix_combines_sources_of_different_clips():
-    decoded = synth_decoded([SEG, SEG, SEG])
-    x, y = first_batch(pipeline.training_dataset(decoded, TINY, "finetune", remix=1.0,
-                                                 gain_db=0.0, batch_size=24, seed=4))
-    assert_remixed(decoded, x, y)
-
-
-def test_gain_and_pitch_augmentation_change_patches():
-    decoded = synth_decoded([SEG, SEG])
-    plain, _ = first_batch(pipeline.training_dataset(decoded, TINY, remix=0.0, seed=1))
-    shifted, y = first_batch(pipeline.training_dataset(decoded, TINY, remix=1.0, pitch=1.0,
-                                                       seed=1))
-    assert np.all(np.isfinite(shifted))
-    assert set(np.unique(y)) <= {np.float32(0.02), np.float32(0.98)}
-    oracles = [oracle_example(*decoded.track(i)) for i in range(2)]
-    assert all(match(xi, oracles) is not None for xi in plain)
-    assert sum(match(xi, oracles) is None for xi in shifted) >= len(shifted) // 2
-
-
-def test_training_dataset_is_deterministic_for_a_seed():
-    decoded = synth_decoded([4000, 3000, 2500])
-
-    def batches(seed):
-        ds = pipeline.training_dataset(decoded, TINY, "finetune", remix=0.5, pitch=0.5,
-                                       seed=seed)
-        return [x.numpy() for x, _ in ds.take(2)]
-
-    a, b, c = batches(7), batches(7), batches(8)
-    for left, right in zip(a, b):
-        np.testing.assert_array_equal(left, right)
-    assert not np.array_equal(a[0], c[0])
-    assert not np.array_equal(a[0], a[1])
-
-
-def test_unknown_stage():
-    decoded = synth_decoded([SEG])
-    with pytest.raises(ValueError, match="stage"):
-        pipeline.training_dataset(decoded, TINY, "pretraining")
-    with pytest.raises(ValueError, match="stage"):
-        pipeline.validation_dataset(decoded, TINY, "test")
-
-
-# -- validation stream ----------------------------------------------------------------------
-def test_validation_dataset_is_finite_and_covers_every_patch():
-    step = TINY.frames * TINY.stft.hop_length  # 576
-    lengths = [SEG + 3 * step + 10, 500, 2 * SEG]
-    decoded = synth_decoded(lengths)
-    expected = sum(len(range(0, max(n - SEG, 0) + 1, step)) for n in lengths)  # 4 + 1 + 2
-    ds = pipeline.validation_dataset(decoded, TINY, "finetune", batch_size=3)
-    batches = list(ds)
-    assert sum(x.shape[0] for x, _ in batches) == expected == 7
-    assert [x.shape[0] for x, _ in batches] == [3, 3, 1]
-    assert len(list(ds)) == 3  # a second pass ends too
-    x0 = batches[0][0].numpy()
-    v, a = decoded.track(0)
-    mixture, target, ties = oracle_example(v[step:step + SEG], a[step:step + SEG])
-    np.testing.assert_allclose(x0[1], mixture, atol=2e-5, rtol=0)
-    np.testing.assert_array_equal(batches[0][1].numpy()[1][~ties], target[~ties])
-    v, a = decoded.track(1)
-    padded = oracle_example(np.pad(v, (0, SEG - 500)), np.pad(a, (0, SEG - 500)))
-    np.testing.assert_allclose(batches[1][0].numpy()[1], padded[0], atol=2e-5, rtol=0)
-
-
-def test_validation_pretrain_targets():
-    decoded = synth_decoded([2 * SEG])
-    for x, y in pipeline.validation_dataset(decoded, TINY, "pretrain"):
-        np.testing.assert_array_equal(x.numpy(), y.numpy())
-        mixture, target, _ = oracle_example(*[s[:SEG] for s in decoded.track(0)])
-        ibm = (target > 0.5) * mixture
-        np.testing.assert_allclose(x.numpy()[0], ibm, atol=2e-5, rtol=0)
+def test_training_dataset_starts_at_a_batch_and_is_deterministic():
+    sampler = PatchSampler(synth_decoded([4000, 3000]), TINY, batch_size=4, remix=0.5,
+                           seed=2)
+    x, _ = first_batch(pipeline.training_dataset(sampler, start=5))
+    np.testing.assert_array_equal(x, sampler.batch(5)[0])
+    again, _ = first_batch(pipeline.training_dataset(sampler, start=5))
+    np.testing.assert_array_equal(again, x)
+    other = PatchSampler(synth_decoded([4000, 3000]), TINY, batch_size=4, remix=0.5, seed=3)
+    assert not np.array_equal(first_batch(pipeline.training_dataset(other, start=5))[0], x)

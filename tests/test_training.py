@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import shutil
@@ -15,10 +16,24 @@ from conftest import write_training_pairs
 from keras_svs import pipeline, training
 from keras_svs.datasets import DatasetError, discover
 from keras_svs.models import presets
-from keras_svs.models import (bin_cross_entropy, build_model, get_preset, load_model, logits_model,
-                              settings)
-from keras_svs.training import (TrainConfig, epochs_done, load_splits, resolve_loader,
+from keras_svs.models import bin_cross_entropy, build_model, get_preset, load_model, settings
+from keras_svs.examples import bin_weights
+from keras_svs.options import Recipe, RunOptions, training_settings
+from keras_svs.training import (epochs_done, load_splits, resolve, resolve_loader,
                                 resolve_precision, train)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> dict:
+    """A tiny model trained for seconds: ``{"out": run folder, "model": model.keras,
+    "data": dataset root, "config": (Recipe, RunOptions)}``."""
+    base = tmp_path_factory.mktemp("trained")
+    data = write_training_pairs(base / "data", tracks=4, seconds=1.5)
+    config = (Recipe(preset="tiny", epochs=1, pretrain_epochs=1, steps_per_epoch=3),
+              RunOptions(verbose=0))
+    out = base / "run"
+    path = train(data, out, *config)
+    return {"out": out, "model": path, "data": data, "config": config}
 
 
 def _log(path):
@@ -50,7 +65,7 @@ def test_run_writes_every_file(trained_run):
 
 def test_final_model_is_loadable_float32_and_tiny(trained_run):
     model = load_model(trained_run["model"])
-    assert settings(model)["preset"] == "tiny"
+    assert settings(model).preset == "tiny"
     assert model.input_shape == (None, 9, 129)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert all(w.dtype == "float32" for w in model.weights)
@@ -71,7 +86,7 @@ def test_rerun_after_completion_does_not_retrain(trained_run, tmp_path):
     shutil.copytree(trained_run["out"], out)
     before = {s: (out / s / "log.csv").read_text() for s in ("pretrain", "finetune")}
     weights = load_model(out / "model.keras").get_weights()
-    train(trained_run["data"], out, trained_run["config"])
+    train(trained_run["data"], out, *trained_run["config"])
     for stage in ("pretrain", "finetune"):
         assert (out / stage / "log.csv").read_text() == before[stage]
         assert epochs_done(out, stage) == 1
@@ -87,9 +102,9 @@ def test_epochs_done(tmp_path, trained_run):
 def test_finetune_loss_decreases(tmp_path):
     data = write_training_pairs(tmp_path / "data", tracks=5, seconds=2.0)
     # the tiny preset's 1e-3 moves the loss by < 0.01 in 30 steps; 3e-3 makes it clear
-    config = TrainConfig(preset="tiny", epochs=6, pretrain_epochs=0, steps_per_epoch=5,
+    config = training_settings(preset="tiny", epochs=6, pretrain_epochs=0, steps_per_epoch=5,
                          learning_rate=3e-3, verbose=0, remix=0.0)
-    path = train(data, tmp_path / "run", config)
+    path = train(data, tmp_path / "run", *config)
     rows = _log(tmp_path / "run" / "finetune" / "log.csv")
     assert len(rows) == 6
     losses = [float(r["loss"]) for r in rows]
@@ -103,9 +118,9 @@ def test_finetune_loss_decreases(tmp_path):
 def test_mixed_precision_training_still_saves_float32(tmp_path):
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
     policy = keras.mixed_precision.global_policy().name
-    config = TrainConfig(preset="tiny", epochs=1, pretrain_epochs=0, steps_per_epoch=1,
+    config = training_settings(preset="tiny", epochs=1, pretrain_epochs=0, steps_per_epoch=1,
                          precision="mixed_bfloat16", cosine=True, verbose=0)
-    path = train(data, tmp_path / "run", config)
+    path = train(data, tmp_path / "run", *config)
     assert keras.mixed_precision.global_policy().name == policy  # restored
     record = json.loads((tmp_path / "run" / "training.json").read_text())
     assert record["precision"] == "mixed_bfloat16"
@@ -122,17 +137,17 @@ def test_resolve_precision():
 
 def test_config_resolves_preset_defaults():
     tiny = get_preset("tiny")
-    resolved = TrainConfig(preset="tiny").resolved()
+    resolved = resolve(Recipe(preset="tiny"))
     assert (resolved.epochs, resolved.pretrain_epochs) == (tiny.epochs, tiny.pretrain_epochs)
     assert resolved.batch_size == tiny.batch_size
     assert resolved.learning_rate == tiny.learning_rate
     assert resolved.remix == tiny.remix
-    explicit = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, batch_size=4,
-                           learning_rate=0.1, remix=0.0).resolved()
+    explicit = resolve(Recipe(preset="tiny", epochs=3, pretrain_epochs=0, batch_size=4,
+                              learning_rate=0.1, remix=0.0))
     assert (explicit.epochs, explicit.pretrain_epochs, explicit.batch_size,
             explicit.learning_rate, explicit.remix) == (3, 0, 4, 0.1, 0.0)
     with pytest.raises(KeyError, match="nope"):
-        TrainConfig(preset="nope").resolved()
+        resolve(Recipe(preset="nope"))
 
 
 def test_load_splits_with_and_without_cache(tmp_path):
@@ -153,12 +168,12 @@ def test_load_splits_with_and_without_cache(tmp_path):
 # -- NumPy loader, GNSDR monitor, cosine schedule, time budget ------------------------------
 def test_numpy_loader_run_logs_gnsdr_and_cosine_learning_rate(tmp_path):
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
-    config = TrainConfig(preset="tiny", loader="numpy", epochs=2, pretrain_epochs=1,
+    config = training_settings(preset="tiny", loader="numpy", epochs=2, pretrain_epochs=1,
                          steps_per_epoch=2, gnsdr_clips=1, cosine=True, verbose=0)
     out = tmp_path / "run"
-    path = train(data, out, config)
+    path = train(data, out, *config)
     assert path == out / "model.keras" and path.is_file()
-    assert settings(load_model(path))["preset"] == "tiny"
+    assert settings(load_model(path)).preset == "tiny"
     rows = _log(out / "finetune" / "log.csv")
     assert len(rows) == 2
     assert {"loss", "val_loss", "bin_accuracy", "val_gnsdr", "gnsdr_s",
@@ -178,29 +193,13 @@ def test_numpy_loader_run_logs_gnsdr_and_cosine_learning_rate(tmp_path):
     assert record["config"]["loader"] == "numpy"
 
 
-def test_numpy_loader_validation_loss_matches_tf_loader(tmp_path):
-    """The two loaders validate on the same patches: same weights, same val_loss."""
-    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
-    tiny = get_preset("tiny")
-    _, valid_audio = load_splits(data, None, tiny)
-    keras.utils.set_random_seed(3)
-    model = logits_model(build_model(tiny))
-    model.compile(loss=bin_cross_entropy)
-    from keras_svs import batches
-
-    x, y = batches.validation_arrays(valid_audio, tiny)
-    numpy_loss = model.evaluate(x, y, batch_size=tiny.batch_size, verbose=0)
-    tf_loss = model.evaluate(pipeline.validation_dataset(valid_audio, tiny), verbose=0)
-    assert numpy_loss == pytest.approx(tf_loss, rel=1e-4)
-
-
 def test_time_budget_stops_each_stage_after_one_epoch(tmp_path):
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
-    config = TrainConfig(preset="tiny", loader="numpy", epochs=50, pretrain_epochs=20,
+    config = training_settings(preset="tiny", loader="numpy", epochs=50, pretrain_epochs=20,
                          steps_per_epoch=1, gnsdr_clips=0, cosine=True, time_budget=1e-3,
                          verbose=0)
     out = tmp_path / "run"
-    train(data, out, config)
+    train(data, out, *config)
     assert epochs_done(out, "pretrain") == 1  # the first epoch always runs
     assert epochs_done(out, "finetune") == 1
     rows = _log(out / "finetune" / "log.csv")
@@ -303,14 +302,23 @@ def test_resolve_loader(monkeypatch):
     assert resolve_loader("tf") == "tf"
 
 
-def test_config_defaults_of_the_new_fields():
-    config = TrainConfig()
-    assert (config.loader, config.workers, config.time_budget) == ("auto", 0, None)
-    assert (config.gnsdr_clips, config.gnsdr_every) == (3, 1)
-    resolved = TrainConfig(preset="tiny", loader="numpy", workers=2, time_budget=60.0,
-                           gnsdr_clips=0, gnsdr_every=5).resolved()
-    assert (resolved.loader, resolved.workers, resolved.time_budget, resolved.gnsdr_clips,
-            resolved.gnsdr_every) == ("numpy", 2, 60.0, 0, 5)
+def test_settings_split_into_a_recipe_and_run_options():
+    """Built by keyword; the flat settings of the command line split by field; the defaults
+    live in the two dataclasses."""
+    recipe, options = training_settings(preset="tiny", gain_db=3.0, loader="numpy",
+                                        workers=2, time_budget=60.0, init="a.keras")
+    assert recipe == Recipe(preset="tiny", gain_db=3.0)
+    assert options == RunOptions(loader="numpy", workers=2, time_budget=60.0, init="a.keras")
+    assert (Recipe().gain_db, Recipe().loss, RunOptions().loader) == (6.0, "ce", "auto")
+    assert (RunOptions().gnsdr_clips, RunOptions().gnsdr_every) == (3, 1)
+    assert not {f.name for f in dataclasses.fields(Recipe)} & {
+        f.name for f in dataclasses.fields(RunOptions)}
+    with pytest.raises(TypeError, match="learning_rat"):
+        training_settings(learning_rat=1e-3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.seed = 1
+    with pytest.raises(TypeError):
+        Recipe("tiny")  # keyword only: a positional recipe hides which field is which
 
 
 # -- faults: a killed run, NaN loss, bad tracks (issue 6) ----------------------------------
@@ -369,10 +377,10 @@ def test_nan_loss_stops_the_run_with_a_clear_message(tmp_path, monkeypatch):
 
     monkeypatch.setitem(training._LOSS_PARTS, "ce", (nan_loss, None, "ibm"))
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
-    config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=4,
+    config = training_settings(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=4,
                          verbose=0, gnsdr_clips=0)
     with pytest.raises(FloatingPointError, match="NaN"):
-        train(data, tmp_path / "run", config)
+        train(data, tmp_path / "run", *config)
     assert not (tmp_path / "run" / "model.keras").exists()
     assert len(_log(tmp_path / "run" / "finetune" / "log.csv")) <= 1
 
@@ -416,9 +424,9 @@ def test_skip_bad_with_nothing_left_is_an_error(tmp_path):
 
 def test_init_starts_from_a_trained_model(trained_run, tmp_path):
     """``--init``: the run starts from the given model's weights (0 epochs keep them)."""
-    config = TrainConfig(preset="tiny", epochs=0, pretrain_epochs=0, steps_per_epoch=1,
+    config = training_settings(preset="tiny", epochs=0, pretrain_epochs=0, steps_per_epoch=1,
                          verbose=0, gnsdr_clips=0, init=str(trained_run["model"]))
-    path = train(trained_run["data"], tmp_path / "warm", config)
+    path = train(trained_run["data"], tmp_path / "warm", *config)
     for a, b in zip(load_model(trained_run["model"]).get_weights(),
                     load_model(path).get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -427,10 +435,10 @@ def test_init_starts_from_a_trained_model(trained_run, tmp_path):
 def test_init_refuses_a_model_of_another_preset(trained_run, tmp_path):
     other = build_model("small")
     other.save(tmp_path / "small.keras")
-    config = TrainConfig(preset="tiny", epochs=1, pretrain_epochs=0, steps_per_epoch=1,
+    config = training_settings(preset="tiny", epochs=1, pretrain_epochs=0, steps_per_epoch=1,
                          verbose=0, gnsdr_clips=0, init=str(tmp_path / "small.keras"))
     with pytest.raises(ValueError, match="small"):
-        train(trained_run["data"], tmp_path / "warm", config)
+        train(trained_run["data"], tmp_path / "warm", *config)
 
 
 # -- the magnitude-weighted loss (--loss weighted) ----------------------------------------
@@ -438,7 +446,7 @@ def test_phase_sensitive_error_is_the_complex_spectral_error():
     """With power weights, the loss is ``sum |p X - V|^2`` over the patch's mean ``|X|^2``
     and bin count, less the quadrature part ``sum |X|^2 Im(V / X)^2`` that no real mask
     removes (exact where the phase-sensitive mask is not clipped)."""
-    from keras_svs.models import phase_sensitive_error, power_weights
+    from keras_svs.models import phase_sensitive_error
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, 4, 6)) + 1j * rng.normal(size=(2, 4, 6))
@@ -446,7 +454,7 @@ def test_phase_sensitive_error_is_the_complex_spectral_error():
     v = ratio * x
     p = rng.uniform(0, 1, x.shape)
     magnitude = np.abs(x).astype(np.float32)
-    weights = keras.ops.convert_to_numpy(power_weights(magnitude))
+    weights = bin_weights(magnitude, 2)
     target = np.stack([ratio.real, weights], axis=-1).astype(np.float32)
     logits = np.log(p / (1 - p)).astype(np.float32)
     loss = keras.ops.convert_to_numpy(phase_sensitive_error(target, logits))
@@ -461,7 +469,7 @@ def test_phase_sensitive_error_is_the_complex_spectral_error():
 
 
 def test_weighted_cross_entropy_weighs_bins():
-    from keras_svs.models import magnitude_weights, weighted_bin_cross_entropy
+    from keras_svs.models import weighted_bin_cross_entropy
 
     rng = np.random.default_rng(8)
     target = (rng.random((2, 3, 4)) > 0.5).astype(np.float32) * 0.96 + 0.02
@@ -479,57 +487,42 @@ def test_weighted_cross_entropy_weighs_bins():
         np.stack([target, weights], axis=-1), probabilities))
     ce = -(target * np.log(voice) + (1 - target) * np.log(1 - voice))
     np.testing.assert_allclose(one, 2 * ce[:, 1, 2] / 12, rtol=1e-5)
-    # the weights: magnitude over the patch's mean magnitude
-    magnitude = rng.random((2, 3, 4)).astype(np.float32)
-    w = keras.ops.convert_to_numpy(magnitude_weights(magnitude))
-    np.testing.assert_allclose(w.mean(axis=(1, 2)), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(w[0] / w[0, 0, 0], magnitude[0] / magnitude[0, 0, 0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["weighted", "psa"])
-def test_weighted_targets_are_the_same_from_both_loaders(tmp_path, loss):
-    """tf.data and NumPy validation targets carry the same label and weight channels."""
+@pytest.mark.parametrize("loss", ["ce", "weighted", "psa"])
+def test_both_loaders_give_the_same_training_batches(tmp_path, loss):
+    """One definition of an example: for the same recipe and seed the tf.data stream and
+    the NumPy stream that a run fits on are equal, weight channels included."""
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
     tiny = get_preset("tiny")
-    _, valid_audio = load_splits(data, None, tiny)
-    config = TrainConfig(preset="tiny", loss=loss).resolved()
-    x, y = training._data(valid_audio, tiny, dataclasses.replace(config, loader="numpy"),
-                          "finetune", training=False)
-    assert y.shape == (*x.shape, 2)
-    batches = list(training._data(valid_audio, tiny, dataclasses.replace(config, loader="tf"),
-                                  "finetune", training=False))
-    tf_x = np.concatenate([b[0].numpy() for b in batches])
-    tf_y = np.concatenate([b[1].numpy() for b in batches])
-    np.testing.assert_allclose(tf_x, x, atol=1e-5)
-    # the phase-sensitive mask is a ratio: in near-silent bins the two STFTs' rounding
-    # moves it by up to ~3e-4
-    np.testing.assert_allclose(tf_y, y, rtol=1e-4, atol=1e-5 if loss == "weighted" else 1e-3)
-    np.testing.assert_allclose(y[..., 1].mean(axis=(1, 2)), 1.0, rtol=1e-4)
-    _, plain = training._data(valid_audio, tiny, dataclasses.replace(config, loss="ce",
-                                                                     loader="numpy"),
-                              "finetune", training=False)
-    if loss == "weighted":  # the IBM, with magnitude weights
-        np.testing.assert_array_equal(plain, y[..., 0])
-        np.testing.assert_allclose(y[..., 1] * x.mean(axis=(1, 2), keepdims=True), x,
-                                   rtol=1e-4, atol=1e-6)
-    else:  # the phase-sensitive mask: in [0, 1], not the IBM; power weights
-        assert 0.0 <= y[..., 0].min() and y[..., 0].max() <= 1.0
-        assert not np.allclose(plain, y[..., 0], atol=0.05)
-        # where the voice dominates clearly (IBM 0.98), the mask leans to the voice
-        assert y[..., 0][plain > 0.5].mean() > y[..., 0][plain < 0.5].mean() + 0.3
-        power = np.square(x)
-        np.testing.assert_allclose(y[..., 1] * power.mean(axis=(1, 2), keepdims=True), power,
-                                   rtol=1e-4, atol=1e-8)
+    train_audio, valid_audio = load_splits(data, None, tiny)
+    recipe = resolve(Recipe(preset="tiny", loss=loss, pitch=0.5, seed=4, batch_size=8))
+
+    def first(loader, count=2):
+        stream = iter(training._data(train_audio, tiny, recipe, RunOptions(loader=loader),
+                                     "finetune", training=True))
+        return [tuple(keras.ops.convert_to_numpy(t) for t in next(stream))
+                for _ in range(count)]
+
+    for (x, y), (x_ref, y_ref) in zip(first("tf"), first("numpy")):
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+        assert y.shape == (x.shape if loss == "ce" else (*x.shape, 2))
+    x, y = training._data(valid_audio, tiny, recipe, RunOptions(), "finetune", training=False)
+    assert y.shape == (x.shape if loss == "ce" else (*x.shape, 2))
+    if loss != "ce":
+        np.testing.assert_allclose(y[..., 1], bin_weights(x, 1 if loss == "weighted" else 2),
+                                   rtol=1e-6)
 
 
 @pytest.mark.parametrize("loader, loss", [("tf", "weighted"), ("numpy", "weighted"),
                                           ("tf", "psa"), ("numpy", "psa")])
 def test_weighted_loss_run(tmp_path, loader, loss):
     data = write_training_pairs(tmp_path / "data", tracks=4, seconds=2.0)
-    config = TrainConfig(preset="tiny", epochs=4, pretrain_epochs=1, steps_per_epoch=5,
+    config = training_settings(preset="tiny", epochs=4, pretrain_epochs=1, steps_per_epoch=5,
                          learning_rate=3e-3, verbose=0, remix=0.0, loss=loss,
                          loader=loader, gnsdr_clips=0)
-    path = train(data, tmp_path / "run", config)
+    path = train(data, tmp_path / "run", *config)
     rows = _log(tmp_path / "run" / "finetune" / "log.csv")
     losses = [float(r["loss"]) for r in rows]
     assert len(losses) == 4 and losses[-1] < losses[0], losses
@@ -541,7 +534,7 @@ def test_weighted_loss_run(tmp_path, loader, loss):
 
 def test_unknown_loss_is_refused(tmp_path):
     with pytest.raises(ValueError, match="loss must be one of"):
-        train(tmp_path, tmp_path / "run", TrainConfig(preset="tiny", loss="l1"))
+        train(tmp_path, tmp_path / "run", Recipe(preset="tiny", loss="l1"))
 
 
 # -- weight averaging (--average-last) ----------------------------------------------------
@@ -572,10 +565,10 @@ def test_snapshots_sort_by_epoch_number(tmp_path):
 
 def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=2.0)
-    config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=2,
+    config = training_settings(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=2,
                          learning_rate=3e-3, verbose=0, remix=0.0, gnsdr_clips=0,
                          average_last=2)
-    path = train(data, tmp_path / "run", config)
+    path = train(data, tmp_path / "run", *config)
     folder = tmp_path / "run" / "finetune"
     assert [p.name for p in training.snapshots(folder)] == [
         "epoch01.weights.h5", "epoch02.weights.h5", "epoch03.weights.h5"]
@@ -592,7 +585,7 @@ def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
         "config"]["average_last"] == 2
     # run again: the finished stage is not refitted and gives the same model
     mtime = (folder / "averaged.weights.h5").stat().st_mtime_ns
-    again = load_model(train(data, tmp_path / "run", config)).get_weights()
+    again = load_model(train(data, tmp_path / "run", *config)).get_weights()
     assert (folder / "averaged.weights.h5").stat().st_mtime_ns == mtime
     for a, b in zip(again, got):
         np.testing.assert_array_equal(a, b)
@@ -600,21 +593,21 @@ def test_average_last_run_keeps_the_mean_of_the_last_epochs(tmp_path):
 
 def test_negative_average_last_is_refused(tmp_path):
     with pytest.raises(ValueError, match="average_last must be >= 0"):
-        train(tmp_path, tmp_path / "run", TrainConfig(preset="tiny", average_last=-1))
+        train(tmp_path, tmp_path / "run", Recipe(preset="tiny", average_last=-1))
 
 
 @pytest.mark.parametrize("loader", ["tf", "numpy"])
 def test_gain_db_reaches_the_training_stream(tmp_path, loader):
-    """``TrainConfig.gain_db`` sets the remix gain range of either loader: the stream is
+    """``Recipe.gain_db`` sets the remix gain range of either loader: the stream is
     deterministic for a seed, and only the gain range changes it here."""
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
     tiny = get_preset("tiny")
     train_audio, _ = load_splits(data, None, tiny)
 
     def first_batch(gain_db):
-        config = TrainConfig(preset="tiny", remix=1.0, loader=loader, gain_db=gain_db,
-                             batch_size=16).resolved()
-        stream = training._data(train_audio, tiny, config, "finetune", training=True)
+        recipe = resolve(Recipe(preset="tiny", remix=1.0, gain_db=gain_db, batch_size=16))
+        stream = training._data(train_audio, tiny, recipe, RunOptions(loader=loader),
+                                "finetune", training=True)
         x, _ = next(iter(stream))
         return keras.ops.convert_to_numpy(x)
 
@@ -623,7 +616,6 @@ def test_gain_db_reaches_the_training_stream(tmp_path, loader):
     louder = first_batch(12.0)
     assert np.isfinite(louder).all()
     assert not np.allclose(louder, level)
-    assert TrainConfig().gain_db == 6.0
 
 
 def _small_unet_preset():
@@ -642,21 +634,21 @@ def test_with_patch_frames_checks_the_network():
         training.with_patch_frames(unet, 100)
     with pytest.raises(ValueError, match="exactly 9 frames"):
         training.with_patch_frames(get_preset("paper16k"), 18)
-    assert TrainConfig(preset="unet").resolved().frames is None
+    assert resolve(Recipe(preset="unet")).frames is None
 
 
 @pytest.mark.parametrize("loader", ["tf", "numpy"])
 def test_frames_sets_the_training_patch_length(tmp_path, monkeypatch, loader):
-    """``TrainConfig.frames`` reaches both loaders, and the run records it."""
+    """``Recipe.frames`` reaches both loaders, and the run records it."""
     monkeypatch.setitem(presets.PRESETS, "unet", _small_unet_preset())
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=2.0)
-    config = TrainConfig(preset="unet", frames=128, loader=loader, batch_size=2, epochs=1,
-                         pretrain_epochs=0, steps_per_epoch=1, gnsdr_clips=0).resolved()
-    preset = training.with_patch_frames(presets.PRESETS["unet"], config.frames)
+    config = (resolve(Recipe(preset="unet", frames=128, batch_size=2, epochs=1, pretrain_epochs=0,
+                             steps_per_epoch=1)), RunOptions(loader=loader, gnsdr_clips=0))
+    preset = training.with_patch_frames(presets.PRESETS["unet"], 128)
     train_audio, _ = load_splits(data, None, preset)
-    x, y = next(iter(training._data(train_audio, preset, config, "finetune", training=True)))
+    x, y = next(iter(training._data(train_audio, preset, *config, "finetune", training=True)))
     assert keras.ops.shape(x) == (2, 128, 128)
-    path = train(data, tmp_path / "run", config)
+    path = train(data, tmp_path / "run", *config)
     record = json.loads((tmp_path / "run" / "training.json").read_text())
     assert record["config"]["frames"] == 128
     assert load_model(path).name == "unet"
@@ -676,13 +668,18 @@ def test_logits_loss_trains_out_of_a_saturated_start(tmp_path):
     bias.set_weights([kernel * 0.0, np.full(bias.bias.shape, -60.0, np.float32)])
     start = tmp_path / "saturated.keras"
     saturated.save(start)
-    config = TrainConfig(preset="tiny", epochs=3, pretrain_epochs=0, steps_per_epoch=8,
-                         learning_rate=3e-2, init=str(start), verbose=0, gnsdr_clips=0)
-    train(data, tmp_path / "run", config)
+    recipe, options = training_settings(preset="tiny", epochs=3, pretrain_epochs=0,
+                                        steps_per_epoch=8, learning_rate=3e-2,
+                                        init=str(start), verbose=0, gnsdr_clips=0)
+    train(data, tmp_path / "run", recipe, options)
     losses = [float(row["loss"]) for row in _log(tmp_path / "run" / "finetune" / "log.csv")]
-    # the loss of the saturated start: 60 nats on every bin whose target is voice
-    start_loss = float(np.mean(keras.ops.convert_to_numpy(bin_cross_entropy(
-        np.full((1, 9, 129), 0.3, np.float32), np.full((1, 9, 129), -60.0, np.float32)))))
-    assert losses[0] < start_loss
+    # the loss of the saturated start on the first epoch's batches: about 60 nats on every
+    # bin whose target is voice
+    train_audio, _ = load_splits(data, None, get_preset("tiny"))
+    stream = training._data(train_audio, get_preset("tiny"), resolve(recipe), options,
+                            "finetune", training=True)
+    start_loss = float(np.mean([keras.ops.convert_to_numpy(bin_cross_entropy(
+        y, np.full(y.shape, -60.0, np.float32))) for _, y in itertools.islice(stream, 8)]))
+    assert losses[0] < start_loss, (losses, start_loss)
     assert all(b < a for a, b in zip(losses, losses[1:]))  # falls at every epoch
     assert losses[-1] < 0.6 * losses[0]

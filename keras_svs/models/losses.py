@@ -13,9 +13,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-#: Added to a patch's mean magnitude in :func:`magnitude_weights` (a silent patch).
-WEIGHT_EPS = 1e-8
-
 
 @keras.saving.register_keras_serializable(package="keras_svs")
 def bin_cross_entropy(target, logits):
@@ -68,27 +65,23 @@ def phase_sensitive_error(target, logits):
     return ops.mean(ops.square(error) * target[..., 1], axis=(1, 2))
 
 
-def relative_weights(magnitude, exponent: int = 1):
-    """Each bin's ``|X| ** exponent`` over the patch's mean of it, so a patch's weights
-    average 1 (``WEIGHT_EPS ** exponent`` guards a silent patch). ``(batch, frames, bins)``
-    -> same shape."""
-    level = ops.cast(magnitude, "float32")
-    if exponent != 1:
-        level = ops.power(level, exponent)
-    return level / (ops.mean(level, axis=(1, 2), keepdims=True) + WEIGHT_EPS ** exponent)
-
-
 def power_weights(magnitude):
     """Weights of :func:`phase_sensitive_error`: each bin's mixture power over the patch's
-    mean power. ``(batch, frames, bins)`` -> same shape."""
-    return relative_weights(magnitude, 2)
+    mean power. ``(batch, frames, bins)`` -> NumPy float32, same shape. The training
+    examples carry them (:func:`keras_svs.examples.bin_weights`, where the formula lives)."""
+    from ..examples import bin_weights
+
+    return bin_weights(ops.convert_to_numpy(magnitude), 2)
 
 
 def magnitude_weights(magnitude):
     """Weights of :func:`weighted_bin_cross_entropy`: each bin's mixture magnitude over the
     patch's mean magnitude, so loud bins (where a wrong mask costs the most signal) count
-    more. ``(batch, frames, bins)`` -> same shape."""
-    return relative_weights(magnitude, 1)
+    more. ``(batch, frames, bins)`` -> NumPy float32, same shape (as
+    :func:`power_weights`)."""
+    from ..examples import bin_weights
+
+    return bin_weights(ops.convert_to_numpy(magnitude), 1)
 
 
 def _cross_entropy(target, logits):

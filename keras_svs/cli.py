@@ -502,7 +502,7 @@ def info(model):
     from .separation import default_model_path
 
     m = load_model(model or default_model_path())
-    for key, value in settings(m).items():
+    for key, value in settings(m).as_dict().items():
         click.echo(f"{key}: {value}")
     click.echo(f"parameters: {m.count_params():,}")
 

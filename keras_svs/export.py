@@ -19,35 +19,67 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import types
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from . import spectral
-from .separation import make_mask, patch_probabilities, patch_weights
-from .models import load_model, settings, stft_config
+from .separation import make_mask, mask_channels, model_channels, patch_weights
+from .models import load_model, settings
+
+#: The array functions that :func:`model_channels` and :func:`mask_channels` use, for
+#: tensors whose size is known only when the graph runs.
+_GRAPH_ARRAYS = types.SimpleNamespace(arange=tf.range, minimum=tf.minimum, where=tf.where)
+
+
+def patch_probabilities(model: keras.Model, padded: tf.Tensor, hop: int,
+                        weights: tf.Tensor) -> tf.Tensor:
+    """:func:`keras_svs.separation.average_patches` of a patch model's predictions, as
+    TensorFlow graph operations.
+
+    Args:
+        model: patch model, ``(n, P, bins)`` -> ``(n, P, bins, 2)``.
+        padded: ``(L, bins)`` magnitudes, ``L >= P``; patches start every ``hop`` frames
+            from frame 0.
+        hop: patch hop in frames.
+        weights: ``(P,)`` weight of each patch position.
+
+    Returns:
+        ``(L', bins)`` probabilities, ``L' = (n - 1) * hop + P`` with ``n`` patches; frames
+        covered by no weighted patch are 0.
+    """
+    frames = weights.shape[0]
+    patches = tf.signal.frame(padded, frames, hop, axis=0)  # (n, P, bins)
+    voice = tf.cast(model(patches, training=False)[..., 0], tf.float32)
+    weighted = voice * weights[tf.newaxis, :, tf.newaxis]
+    total = tf.signal.overlap_and_add(tf.transpose(weighted, [2, 0, 1]), hop)  # (bins, L')
+    norm = tf.signal.overlap_and_add(
+        tf.ones([tf.shape(patches)[0], 1]) * weights[tf.newaxis], hop)  # (L',)
+    return tf.math.divide_no_nan(tf.transpose(total), norm[:, tf.newaxis])
 
 
 def whole_probability(model: keras.Model, magnitude: tf.Tensor, mode: str = "average"):
     """Voice probability ``(frames, model bins)`` of a whole magnitude ``(frames, >= bins)``
-    in one model call (the graph that :meth:`Separator.voice_probability` computes in blocks);
-    a stereo model's ``(channels, frames, model bins)`` of ``(channels, frames, >= bins)``."""
+    in one model call (the graph of what :meth:`Separator.voice_probability` computes in
+    blocks); a stereo model's ``(channels, frames, model bins)`` of ``(channels, frames,
+    >= bins)``."""
     s = settings(model)
-    if s.get("channels", 1) != 1:
-        mag = tf.transpose(magnitude[..., :s["bins"]], [1, 2, 0])  # (frames, bins, channels)
+    if s.channels != 1:
+        mag = tf.transpose(magnitude[..., :s.bins], [1, 2, 0])  # (frames, bins, channels)
         total = tf.shape(mag)[0]
-        padded = tf.pad(mag, [[0, -total % s["time_multiple"]], [0, 0], [0, 0]])
+        padded = tf.pad(mag, [[0, -total % s.time_multiple], [0, 0], [0, 0]])
         out = model(padded[tf.newaxis], training=False)[0, :total, ..., 0]
-        out = tf.ensure_shape(out, [None, s["bins"], s["channels"]])  # transposed convs
+        out = tf.ensure_shape(out, [None, s.bins, s.channels])  # transposed convs
         return tf.transpose(tf.cast(out, tf.float32), [2, 0, 1])
-    mag = magnitude[:, :s["bins"]]
+    mag = magnitude[:, :s.bins]
     total = tf.shape(mag)[0]
-    if s["frames"] is None:
-        padded = tf.pad(mag, [[0, -total % s["time_multiple"]], [0, 0]])
+    if s.frames is None:
+        padded = tf.pad(mag, [[0, -total % s.time_multiple], [0, 0]])
         return tf.cast(model(padded[tf.newaxis], training=False)[0, :total, :, 0], tf.float32)
-    hop, weights = patch_weights(s["frames"], mode)
-    edge = s["frames"] - hop
+    hop, weights = patch_weights(s.frames, mode)
+    edge = s.frames - hop
     block = (total + hop - 1) // hop * hop
     padded = tf.pad(mag, [[edge, block - total + edge], [0, 0]])
     probability = patch_probabilities(model, padded, hop, tf.constant(weights))
@@ -70,13 +102,14 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
     """
     model = model if isinstance(model, keras.Model) else load_model(model)
     s = settings(model)
-    config = stft_config(model)
-    mask = mask or s["mask"]
-    threshold = s["threshold"] if threshold is None else float(threshold)
+    config = s.stft
+    mask = mask or s.mask
+    threshold = s.threshold if threshold is None else float(threshold)
     make_mask(tf.zeros([1]), mask, threshold)  # validates `mask`
-    extension = extension or s.get("extension", "top")
+    extension = extension or s.extension
     spectral.fit_bins(tf.zeros([1]), 2, extension)  # validates `extension`
-    bins, channels = s["bins"], s.get("channels", 1)
+    patch_weights(s.frames or 1, mode)  # validates `mode`
+    bins, channels = s.bins, s.channels
 
     def separation_mask(magnitude):
         probability = whole_probability(model, magnitude, mode)
@@ -89,14 +122,12 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
             mono = tf.reduce_mean(waveform, axis=0)
             _, m = separation_mask(spectral.magnitude(spectral.stft(mono, config)))
             m = m[tf.newaxis]
-        else:  # the first two channels (a mono input in both); the others the mean mask
+        else:  # as Separator.separate: model_channels in, mask_channels out
             have = tf.shape(waveform)[0]
-            picked = tf.minimum(tf.range(channels), have - 1)
+            picked = model_channels(have, channels, _GRAPH_ARRAYS)
             _, masks = separation_mask(spectral.magnitude(tf.gather(spectrum, picked)))
-            own = tf.logical_and(tf.range(have) < channels, have >= channels)
-            index = tf.where(own, tf.range(have), channels)
             m = tf.gather(tf.concat([masks, tf.reduce_mean(masks, 0, keepdims=True)], 0),
-                          index)
+                          mask_channels(have, channels, _GRAPH_ARRAYS))
         vocals = spectral.istft(spectrum * tf.cast(m, tf.complex64), config,
                                 tf.shape(waveform)[-1])
         return {"vocals": vocals, "accompaniment": waveform - vocals}
@@ -116,7 +147,7 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     archive.write_out(str(tmp), verbose=False)
-    meta = {**s, "mask": mask, "threshold": threshold, "mode": mode, "extension": extension,
+    meta = {**s.as_dict(), "mask": mask, "threshold": threshold, "mode": mode, "extension": extension,
             "model_bins": bins, "spectrum_bins": config.bins,
             "endpoints": {"serve": "waveform (channels, samples) -> vocals, accompaniment",
                           "spectrogram": "magnitude (frames, bins) -> voice_probability, mask"}}
@@ -163,4 +194,4 @@ def load_export(path: str | os.PathLike) -> tuple[object, dict]:
     return loaded, meta
 
 
-__all__ = ["export", "load_export", "whole_probability"]
+__all__ = ["export", "load_export", "patch_probabilities", "whole_probability"]

@@ -1,34 +1,43 @@
 """Separation: a model in, a waveform in, vocals and accompaniment out.
 
-Steps (:meth:`Separator.separate`):
+This module is the separation engine: :class:`Separator` is used for whole files (here), for
+files streamed block by block (:mod:`keras_svs.streaming`), for validation during training
+(:mod:`keras_svs.monitor`), and is what the SavedModel graph (:mod:`keras_svs.export`)
+is tested equal to. It runs on any Keras backend (model calls compiled with ``tf.function``
+on TensorFlow; TensorFlow is imported only there).
+
+Steps (:meth:`Separator.separate_with_mask`):
 
 1. resample the input to the model's rate; a mono model (``channels == 1``) sees the mono
-   mix, a stereo model (``spleeter``) its first two channels (a mono input in both);
-2. magnitude STFT at the model's settings; the model's voice probability for every bin
-   (patch models slide over time, see :func:`patch_probabilities`; fully convolutional
-   models see the whole spectrogram at once, stereo ones in blocks of
-   :data:`BLOCK_FRAMES` with up to :data:`BLOCK_CONTEXT` frames of the song on each side);
+   mix, a stereo model (``spleeter``) its first two channels (a mono input in both:
+   :func:`model_channels`);
+2. magnitude STFT at the model's settings; the model's voice probability for every bin,
+   computed in blocks of model frames with context on either side
+   (:meth:`Separator.probability_blocks`): patch models slide over time (patches averaged
+   with :func:`patch_weights`, :func:`average_patches`); fully convolutional models see
+   the whole spectrogram at once, stereo ones in blocks of :data:`BLOCK_FRAMES` with up to
+   :data:`BLOCK_CONTEXT` frames of the song on each side;
 3. the mask: ``soft`` (the probability), ``binary`` (probability > threshold) or
    ``thresholded`` (the paper: probabilities below the threshold set to 0); the bins above
    the model's band get the model's ``extension`` (:func:`keras_svs.spectral.fit_bins`);
 4. the mask is carried to an STFT of the *input* at its own rate and applied with the
    mixture's phase: a mono model's mask to every channel, a stereo model's to its own
-   channel (further channels take the mean mask); vocals = inverse STFT, accompaniment =
-   mixture - vocals, so the stems sum to the input.
+   channel (further channels take the mean mask: :func:`mask_channels`); vocals = inverse
+   STFT, accompaniment = mixture - vocals, so the stems sum to the input.
 """
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from . import audio, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
-from .models import load_model, settings, stft_config
+from .models import load_model, settings
 from .models.inference import at_precision, inference_model
 from .options import MODES, STEMS
 
@@ -56,6 +65,8 @@ def set_threads(threads: int) -> None:
     global _WORKERS
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
+    import tensorflow as tf
+
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     _WORKERS = threads
@@ -77,7 +88,7 @@ def release_free_memory() -> None:
     """Hand freed heap memory back to the operating system (glibc's ``malloc_trim``; a no-op
     elsewhere). Loading a model and each large TensorFlow call leave tens to hundreds of MB
     of freed but still resident heap behind, which would count towards the process's peak
-    memory at the next call (measured for :mod:`keras_svs.streaming`)."""
+    memory at the next call."""
     try:
         import ctypes
 
@@ -86,38 +97,14 @@ def release_free_memory() -> None:
         pass
 
 
-def patch_probabilities(model: keras.Model, padded: tf.Tensor, hop: int,
-                        weights: tf.Tensor) -> tf.Tensor:
-    """Voice probability of a patch model over a padded magnitude segment.
-
-    Patches of the model's ``P`` frames start every ``hop`` frames from frame 0; each
-    frame's probability is the ``weights``-weighted mean of the patches' predictions for it
-    (uniform weights: overlap averaging; one-hot centre with ``hop=1``: the paper's
-    centre-frame slide).
-
-    Args:
-        model: patch model, ``(n, P, bins)`` -> ``(n, P, bins, 2)``.
-        padded: ``(L, bins)`` magnitudes, ``L >= P``.
-        hop: patch hop in frames.
-        weights: ``(P,)`` weight of each patch position.
-
-    Returns:
-        ``(L', bins)`` probabilities, ``L' = (n - 1) * hop + P`` with ``n`` patches; frames
-        covered by no weighted patch are 0.
-    """
-    frames = weights.shape[0]
-    patches = tf.signal.frame(padded, frames, hop, axis=0)  # (n, P, bins)
-    voice = tf.cast(model(patches, training=False)[..., 0], tf.float32)
-    weighted = voice * weights[tf.newaxis, :, tf.newaxis]
-    total = tf.signal.overlap_and_add(tf.transpose(weighted, [2, 0, 1]), hop)  # (bins, L')
-    norm = tf.signal.overlap_and_add(
-        tf.ones([tf.shape(patches)[0], 1]) * weights[tf.newaxis], hop)  # (L',)
-    return tf.math.divide_no_nan(tf.transpose(total), norm[:, tf.newaxis])
-
-
 def patch_weights(frames: int, mode: str) -> tuple[int, np.ndarray]:
-    """``(hop, weights)`` for a patch model: ``centre`` = hop 1, only the centre frame;
-    ``average`` = hop ``ceil(P / 3)``, every frame of every patch, equal weights."""
+    """``(hop, weights)`` for a patch model of ``frames`` frames per patch: ``centre`` = hop
+    1, only the centre frame; ``average`` = hop ``ceil(P / 3)``, every frame of every patch,
+    equal weights. ``weights`` is float32 ``(frames,)``.
+
+    Raises:
+        ValueError: an unknown mode (one of :data:`keras_svs.options.MODES`).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     if mode == "centre":
@@ -125,10 +112,74 @@ def patch_weights(frames: int, mode: str) -> tuple[int, np.ndarray]:
     return max(1, math.ceil(frames / 3)), np.ones(frames, np.float32)
 
 
-def _pick_channels(have: int, want: int) -> list[int]:
-    """The input channels a ``want``-channel model sees of a ``have``-channel input: the
-    first ``want``, the last repeated where the input has fewer (mono: in every one)."""
-    return [min(c, have - 1) for c in range(want)]
+def average_patches(voice: np.ndarray, hop: int, weights: np.ndarray) -> np.ndarray:
+    """Overlap-average the predictions of patches that start every ``hop`` frames.
+
+    Args:
+        voice: float ``(n, P, bins)``: patch ``i`` covers frames ``[i * hop, i * hop + P)``.
+        hop: patch hop in frames.
+        weights: ``(P,)`` weight of each position in a patch (uniform: overlap averaging;
+            one-hot centre with ``hop=1``: the paper's centre-frame slide).
+
+    Returns:
+        float32 ``(L, bins)``, ``L = (n - 1) * hop + P``: each frame's ``weights``-weighted
+        mean of the patches covering it; 0 where no weighted patch does.
+    """
+    n, frames = voice.shape[:2]
+    length = (n - 1) * hop + frames
+    total = np.zeros((length, *voice.shape[2:]), np.float32)
+    norm = np.zeros(length, np.float32)
+    for j in range(frames):  # position j of every patch at once
+        if weights[j]:
+            total[j:j + (n - 1) * hop + 1:hop] += voice[:, j] * weights[j]
+            norm[j:j + (n - 1) * hop + 1:hop] += weights[j]
+    np.divide(total, norm[:, None], out=total, where=norm[:, None] > 0)
+    return total
+
+
+def model_channels(have, want: int, xp=np):
+    """The input channel that each channel of a ``want``-channel model sees, of a
+    ``have``-channel input: the first ``want``, the last repeated where the input has
+    fewer (a mono input in every one). Int ``(want,)``.
+
+    ``xp`` is the array namespace (``arange``, ``minimum``, ``where``): NumPy, or in a
+    TensorFlow graph, where ``have`` may be a tensor, TensorFlow's (``tf.range``, ...)."""
+    return xp.minimum(xp.arange(want), have - 1)
+
+
+def mask_channels(have, want: int, xp=np):
+    """Which of a ``want``-channel model's masks each of ``have`` input channels takes: its
+    own (channel ``c < want``, when the input has at least ``want`` channels), else
+    ``want``, standing for the mean of the masks. Int ``(have,)``; ``xp`` as in
+    :func:`model_channels`."""
+    channel = xp.arange(have)
+    return xp.where((channel < want) & (have >= want), channel, want)
+
+
+def _compiled(model: keras.Model, shape: list,
+              batched: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's voice probability (output channel 0, as float32 NumPy) of an input of
+    ``shape`` (``None``: any size; a batch of patches when ``batched``, else one
+    spectrogram without a batch axis): one compiled function on TensorFlow, an eager call
+    on the other backends."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def call(x):
+            voice = model(x if batched else x[tf.newaxis], training=False)[..., 0]
+            voice = tf.cast(voice, tf.float32)
+            return voice if batched else voice[0]
+
+        function = tf.function(call, input_signature=[tf.TensorSpec(shape, tf.float32)],
+                               reduce_retracing=True)
+        return lambda x: function(x).numpy()
+
+    def eager(x):
+        voice = model(x if batched else x[None], training=False)[..., 0]
+        voice = keras.ops.convert_to_numpy(voice).astype(np.float32)
+        return voice if batched else voice[0]
+
+    return eager
 
 
 class Separator:
@@ -146,66 +197,151 @@ class Separator:
 
     Args:
         model: a ``.keras`` path or a loaded model; ``None`` (default) = the shipped model.
-        mask: ``soft``, ``binary`` or ``thresholded``; default: the model's own default.
+        mask: ``soft``, ``binary`` or ``thresholded``; default: the model's own.
         threshold: for ``binary``/``thresholded``; default: the model's own.
         mode: patch models only: ``average`` (default; hop ``ceil(P/3)``, all predicted
             frames averaged) or ``centre`` (the paper: hop 1, centre frame only).
-        extension: the mask of the bins above the model's band, one of
-            :data:`keras_svs.spectral.EXTENSIONS`; default: the model's own.
         precision: ``float32`` (default: the trained function, the same result on every
             machine) or ``bfloat16`` (faster on CPUs with bfloat16 dot products, such as
-            AVX-512 BF16 or AMX, and on GPUs; on a CPU without them a bfloat16 training
-            step was 5x slower; probabilities within a few hundredths: see
+            AVX-512 BF16 or AMX, and on GPUs; probabilities within a few hundredths: see
             :func:`keras_svs.models.inference.at_precision`).
+        extension: the mask of the bins above the model's band, one of
+            :data:`keras_svs.spectral.EXTENSIONS`; default: the model's own.
+        inference_form: True (default): a U-Net or ``spleeter`` model computes in its
+            inference form (:func:`keras_svs.models.inference.inference_model`: the same
+            function, faster; a copy of the weights). False: ``model`` itself, e.g. a model
+            being trained, whose weights change between calls (with ``precision``
+            ``float32``).
+        patch_batch: patch models: patches per model call (plus those overlapping the
+            block's ends); default: as many as keep the activations near
+            :data:`_BLOCK_BUDGET` values. The result does not depend on it.
+
+    Raises:
+        ValueError: an unknown mask, mode, extension or precision; a model file that is
+            not a keras-svs model.
     """
 
     def __init__(self, model: str | os.PathLike | keras.Model | None = None,
                  mask: str | None = None, threshold: float | None = None,
                  mode: str = "average", precision: str = "float32",
-                 extension: str | None = None):
+                 extension: str | None = None, inference_form: bool = True,
+                 patch_batch: int | None = None):
         loaded = model if isinstance(model, keras.Model) else load_model(
             model if model is not None else default_model_path())
-        #: the Keras model that computes the probabilities: for a U-Net its inference form
-        #: (:func:`keras_svs.models.inference.inference_model`: the same function; the
-        #: training form is not kept, which saves its weights' memory), else ``model``; in
-        #: ``precision``
-        self.model = at_precision(inference_model(loaded), precision)
+        #: the Keras model that computes the probabilities: for a U-Net or ``spleeter``
+        #: model its inference form (unless ``inference_form`` is False; the training form
+        #: is not kept, which saves its weights' memory), else ``model``; in ``precision``
+        self.model = at_precision(inference_model(loaded) if inference_form else loaded,
+                                  precision)
         del loaded
         self.precision = precision
+        #: the model's :class:`keras_svs.models.ModelSettings`
         self.settings = settings(self.model)
         #: audio channels the model takes (1: the mono mix; 2: stereo, ``spleeter``)
-        self.channels = self.settings.get("channels", 1)
-        self.config = stft_config(self.model)
-        self.extension = extension or self.settings.get("extension", "top")
+        self.channels = self.settings.channels
+        #: the model's STFT settings
+        self.config = self.settings.stft
+        self.extension = extension or self.settings.extension
         spectral.fit_bins(np.zeros(1, np.float32), 2, self.extension)  # validates it
-        self.mask = mask or self.settings["mask"]
-        self.threshold = self.settings["threshold"] if threshold is None else float(threshold)
+        self.mask = mask or self.settings.mask
+        self.threshold = self.settings.threshold if threshold is None else float(threshold)
         make_mask(np.zeros(1, np.float32), self.mask, self.threshold)  # validates `mask`
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.mode = mode
-        #: the voice mask ``(frames, config.bins)`` of the last :meth:`separate` call, on the
-        #: model's STFT grid (what ``--plot`` draws; a stereo model's: the channels' mean)
-        self.last_mask: np.ndarray | None = None
-        bins, frames = self.settings["bins"], self.settings["frames"]
+        bins, frames = self.settings.bins, self.settings.frames
         if frames is not None and self.channels != 1:
             raise ValueError("patch models take the mono mix (channels 1)")
         if frames is not None:  # a patch model
-            self.hop, weights = patch_weights(frames, mode)
-            batch = max(8, _BLOCK_BUDGET // (frames * bins * 4))
+            #: patch models: the patch hop and the weight of each patch position
+            #: (:func:`patch_weights`); model blocks start on multiples of the hop
+            self.hop, self.weights = patch_weights(frames, mode)
+            batch = patch_batch or max(8, _BLOCK_BUDGET // (frames * bins * 4))
+            #: patch models: model frames predicted per model call of a whole song
             self.block = batch * self.hop
-            self._weights = tf.constant(weights)
-            segment = self.block + 2 * (frames - self.hop)
-            self._predict = tf.function(
-                lambda x: patch_probabilities(self.model, x, self.hop, self._weights),
-                input_signature=[tf.TensorSpec([segment, bins], tf.float32)])
+            #: model blocks start on multiples of it (patch models: the hop; fully
+            #: convolutional models: their time multiple)
+            self.step = self.hop
+            #: the model's voice probability of one model input (float32 NumPy): a batch of
+            #: patches ``(n, P, bins) -> (n, P, bins)``, or a whole spectrogram ``(frames,
+            #: bins) -> (frames, bins)`` (a stereo model's ``(frames, bins, channels)``;
+            #: frames a multiple of the time multiple)
+            self.predict = _compiled(self.model, [None, frames, bins], batched=True)
         else:  # fully convolutional: any number of frames (a multiple of time_multiple)
+            self.step = self.settings.time_multiple
             shape = [None, bins] if self.channels == 1 else [None, bins, self.channels]
-            self._predict = tf.function(
-                lambda x: tf.cast(self.model(x[tf.newaxis], training=False)[0, ..., 0],
-                                  tf.float32),
-                input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)
+            self.predict = _compiled(self.model, shape, batched=False)
         release_free_memory()  # loading leaves freed but resident heap behind
 
     # -- spectrogram level ------------------------------------------------------------
+    def probability_blocks(self, read: Callable[[int, int], np.ndarray], total: int,
+                           block: int, context: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The voice probability of ``total`` model frames, block by block.
+
+        Each block of ``block`` frames is predicted from a window reaching ``context``
+        frames beyond it on either side: zero magnitudes outside the song, and, for a
+        fully convolutional model, windows clipped to the song and its zeros up to the
+        next time multiple (as one call on the whole song sees it). A patch model's
+        blocks equal the whole song's probabilities for ``context = P - hop``; a fully
+        convolutional model's when ``context`` covers its receptive field.
+
+        Args:
+            read: ``read(a, b)`` gives float ``(b - a, bins)`` magnitudes of model frames
+                ``[a, b)`` (extra bins above the model's are not allowed; a stereo model's
+                ``(b - a, bins, channels)``), called once per block with ascending ranges.
+            total: frames of the song.
+            block: frames per block, a multiple of :attr:`step`.
+            context: frames of context on each side.
+
+        Yields:
+            ``(start, probability)``: float32 ``(frames, bins)`` (``(frames, bins,
+            channels)``) for frames ``[start, start + block)`` (fewer in the last block).
+
+        Raises:
+            ValueError: ``block`` is not a positive multiple of :attr:`step`.
+        """
+        if block < 1 or block % self.step:
+            raise ValueError(f"block must be a positive multiple of {self.step}, not {block}")
+        convolutional = self.settings.frames is None
+        end = total + (-total % self.step) if convolutional else total
+        shape = (self.settings.bins,) if self.channels == 1 else (self.settings.bins,
+                                                                   self.channels)
+        for s in range(0, total, block):
+            e = min(s + block, total)
+            lo, hi = s - context, s + block + context
+            if convolutional:
+                lo, hi = max(0, lo), min(end, hi)
+            a, b = max(lo, 0), min(hi, total)
+            window = np.zeros((hi - lo, *shape), np.float32)
+            window[a - lo:b - lo] = read(a, b)
+            yield s, self._window_probability(window)[s - lo:e - lo]
+
+    def mask_blocks(self, read: Callable[[int, int], np.ndarray], total: int, block: int,
+                    context: int) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`probability_blocks` made separation masks (mask, threshold and
+        extension of this separator): yields ``(start, mask)``, float32 ``(frames,
+        config.bins)`` (a stereo model's ``(channels, frames, config.bins)``)."""
+        for start, probability in self.probability_blocks(read, total, block, context):
+            if self.channels != 1:
+                probability = np.moveaxis(probability, -1, 0)
+            yield start, self._mask(probability)
+
+    def _window_probability(self, window: np.ndarray) -> np.ndarray:
+        """The model's probability of one window of magnitudes: a fully convolutional
+        model's for every frame; a patch model's for frames ``[0, L')`` of patches starting
+        every hop from frame 0 (:func:`average_patches`)."""
+        if self.settings.frames is None:
+            return self.predict(window)
+        frames = self.settings.frames
+        patches = np.lib.stride_tricks.sliding_window_view(window, frames, axis=0)
+        patches = np.ascontiguousarray(np.moveaxis(patches[::self.hop], -1, 1))
+        return average_patches(self.predict(patches), self.hop, self.weights)
+
+    def _mask(self, probability: np.ndarray) -> np.ndarray:
+        """The separation mask of a probability ``(..., bins)``: ``(..., config.bins)``."""
+        return spectral.fit_bins(make_mask(probability, self.mask, self.threshold),
+                                 self.config.bins, self.extension)
+
     def voice_probability(self, magnitude: np.ndarray) -> np.ndarray:
         """Voice probability per bin.
 
@@ -216,56 +352,38 @@ class Separator:
 
         Returns:
             float32 ``(frames, model bins)`` in [0, 1] (``(channels, frames, model bins)``).
+
+        Raises:
+            ValueError: a stereo model's magnitude without its channels.
         """
-        mag = np.asarray(magnitude, np.float32)[..., :self.settings["bins"]]
+        mag = np.asarray(magnitude, np.float32)[..., :self.settings.bins]
         if self.channels != 1:
             if mag.ndim != 3 or mag.shape[0] != self.channels:
                 raise ValueError(f"a {self.channels}-channel model takes ({self.channels}, "
                                  f"frames, bins) magnitudes, not {mag.shape}")
-            return np.moveaxis(self._blocks(np.moveaxis(mag, 0, -1)), -1, 0)
+            mag = np.moveaxis(mag, 0, -1)  # (frames, bins, channels)
         total = mag.shape[0]
-        frames = self.settings["frames"]
-        if frames is None:
-            multiple = self.settings["time_multiple"]
-            padded = np.pad(mag, ((0, -total % multiple), (0, 0)))
-            return self._predict(padded).numpy()[:total]
-        edge = frames - self.hop
-        blocks = max(1, math.ceil(total / self.block))
-        padded = np.pad(mag, ((edge, blocks * self.block - total + edge), (0, 0)))
-        out = [self._predict(padded[k * self.block:(k + 1) * self.block + 2 * edge]).numpy()
-               [edge:edge + self.block] for k in range(blocks)]
-        return np.concatenate(out)[:total]
-
-    def _blocks(self, mag: np.ndarray) -> np.ndarray:
-        """A fully convolutional model over ``(frames, bins, ...)`` in blocks of
-        :data:`BLOCK_FRAMES`, each seeing up to :data:`BLOCK_CONTEXT` frames of the song on
-        either side: the same call as on the whole spectrogram (zeros after its end, to the
-        model's time multiple) for songs of up to ``BLOCK_FRAMES + BLOCK_CONTEXT`` frames,
-        and memory that does not grow with longer ones. Blocks start on multiples of the
-        model's time multiple."""
-        total = mag.shape[0]
-        multiple = self.settings["time_multiple"]
-        size = math.ceil(BLOCK_FRAMES / multiple) * multiple
-        context = math.ceil(BLOCK_CONTEXT / multiple) * multiple
-        end = total + (-total % multiple)
-        padded = np.pad(mag, [(0, end - total)] + [(0, 0)] * (mag.ndim - 1))
-        out = []
-        for s in range(0, end, size):
-            lo, hi = max(0, s - context), min(end, s + size + context)
-            out.append(self._predict(padded[lo:hi]).numpy()[s - lo:min(s + size, end) - lo])
-        return np.concatenate(out)[:total]
+        if self.settings.frames is not None:  # the exact context of patches
+            block, context = self.block, self.settings.frames - self.hop
+        elif self.channels == 1:  # one call on the whole song
+            block, context = max(self.step, total + (-total % self.step)), 0
+        else:  # bounded memory
+            block = math.ceil(BLOCK_FRAMES / self.step) * self.step
+            context = math.ceil(BLOCK_CONTEXT / self.step) * self.step
+        pieces = [p for _, p in self.probability_blocks(lambda a, b: mag[a:b], total,
+                                                       block, context)]
+        out = np.concatenate(pieces) if pieces else np.zeros(mag.shape, np.float32)
+        return out if self.channels == 1 else np.moveaxis(out, -1, 0)
 
     def voice_mask(self, magnitude: np.ndarray) -> np.ndarray:
         """The separation mask ``(frames, config.bins)`` (a stereo model's ``(channels,
         frames, config.bins)``) for a model-rate magnitude, as :meth:`voice_probability`
         takes it."""
-        probability = self.voice_probability(magnitude)
-        return spectral.fit_bins(make_mask(probability, self.mask, self.threshold),
-                                 self.config.bins, self.extension)
+        return self._mask(self.voice_probability(magnitude))
 
     # -- waveform level ---------------------------------------------------------------
     def separate(self, waveform: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
-        """Separate a mixture.
+        """Separate a mixture: the stems of :meth:`separate_with_mask`.
 
         Args:
             waveform: float ``(channels, samples)`` or ``(samples,)``.
@@ -274,6 +392,24 @@ class Separator:
         Returns:
             ``{"vocals": ..., "accompaniment": ...}``: float32, the input's shape; they sum
             to the input.
+
+        Raises:
+            ValueError: the waveform holds NaN or infinite samples.
+        """
+        return self.separate_with_mask(waveform, sample_rate)[0]
+
+    def separate_with_mask(self, waveform: np.ndarray,
+                           sample_rate: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Separate a mixture, and give the mask it was separated with.
+
+        Args:
+            waveform: float ``(channels, samples)`` or ``(samples,)``.
+            sample_rate: its rate in Hz (any; the model's input is resampled internally).
+
+        Returns:
+            ``(stems, mask)``: ``stems`` as :meth:`separate` gives them; ``mask`` the voice
+            mask on the model's STFT grid, float32 ``(frames, config.bins)`` (a stereo
+            model's ``(channels, frames, config.bins)``, one per channel it saw).
 
         Raises:
             ValueError: the waveform holds NaN or infinite samples.
@@ -294,7 +430,7 @@ class Separator:
                 mono = audio.resample(x.mean(axis=0), sample_rate, self.config.sample_rate)
                 model_spectrum = spectral.stft_numpy(mono, self.config, workers=_WORKERS)
         else:
-            picked = _pick_channels(x.shape[0], self.channels)
+            picked = model_channels(x.shape[0], self.channels)
             if native == self.config:
                 model_spectrum = spectrum[picked]
             else:  # each input channel resampled once, even when the model sees it twice
@@ -304,21 +440,19 @@ class Separator:
                                                      workers=_WORKERS)[where]
         model_mask = self.voice_mask(np.abs(model_spectrum))
         if self.channels == 1:
-            self.last_mask = model_mask
             spectrum *= spectral.mask_to_grid(model_mask, self.config, native,
                                               spectrum.shape[1])
         else:
-            self.last_mask = model_mask.mean(axis=0)
             grids = [spectral.mask_to_grid(m, self.config, native, spectrum.shape[1])
                      for m in model_mask]
-            own = x.shape[0] >= self.channels  # else a mono input: both channels' mean
-            if not own or x.shape[0] > len(grids):
-                mean = sum(grids) / len(grids)
-            for c in range(x.shape[0]):
-                spectrum[c] *= grids[c] if own and c < len(grids) else mean
+            sources = mask_channels(x.shape[0], self.channels)
+            if np.any(sources == self.channels):  # a channel takes the mean mask
+                grids.append(sum(grids) / len(grids))
+            for c, k in enumerate(sources):
+                spectrum[c] *= grids[k]
         vocals = spectral.istft_numpy(spectrum, native, x.shape[-1], workers=_WORKERS)
         stems = {"vocals": vocals, "accompaniment": x - vocals}
-        return {k: v[0] if squeeze else v for k, v in stems.items()}
+        return {k: v[0] if squeeze else v for k, v in stems.items()}, model_mask
 
     def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
                       codec: str = "wav", bit_depth: int = 16,
@@ -356,14 +490,15 @@ class Separator:
             if missing:
                 raise ValueError(f"paths lacks {missing}")
         waveform, rate = audio.read(path)
-        separated = self.separate(waveform, rate)
+        separated, mask = self.separate_with_mask(waveform, rate)
         # all stems or none: a failure writing one (full disk, ...) leaves none behind
         audio.write_all({paths[stem]: separated[stem] for stem in stems}, rate, bit_depth)
         written = {stem: paths[stem] for stem in stems}
         if plot:
             from .plotting import plot_separation
 
-            written["plot"] = plot_separation(waveform, separated, rate, self.last_mask,
+            mean = mask if mask.ndim == 2 else mask.mean(axis=0)  # a stereo model's: mean
+            written["plot"] = plot_separation(waveform, separated, rate, mean,
                                               self.config, paths["plot"],
                                               title=Path(path).name)
         return written

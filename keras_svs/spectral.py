@@ -70,10 +70,24 @@ class StftConfig:
         """Samples needed for exactly ``frames`` frames when no padding is applied."""
         return self.win_length + (frames - 1) * self.hop_length
 
-    def frame_times(self, frames: int) -> np.ndarray:
-        """Centre of each frame's window, in seconds from the signal's start."""
-        return (np.arange(frames) * self.hop_length - self.pad
+    def frame_times(self, frames: int, start: int = 0) -> np.ndarray:
+        """Centre of the window of frames ``[start, start + frames)``, in seconds from the
+        signal's start: float64 ``(frames,)``."""
+        return (np.arange(start, start + frames) * self.hop_length - self.pad
                 + self.win_length / 2) / self.sample_rate
+
+    def frame_position(self, times: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`frame_times`: the fractional frame index whose window is
+        centred at each of ``times`` (seconds), float64 of their shape."""
+        return (np.asarray(times) - self.frame_times(1)[0]) / (self.hop_length
+                                                               / self.sample_rate)
+
+    def frame_span(self, start: int, stop: int) -> tuple[int, int]:
+        """The samples ``[first, last)`` of a signal that frames ``[start, stop)`` of its
+        padded :func:`stft` are computed from; negative indices and those past the
+        signal's end stand for the padding's zeros. Framing those samples unpadded
+        (``padded=False``) gives exactly those frames."""
+        return start * self.hop_length - self.pad, stop * self.hop_length
 
     def bin_frequencies(self) -> np.ndarray:
         """Centre frequency of each bin in Hz: ``(bins,)``."""
@@ -357,25 +371,28 @@ def fit_bins(mask: tf.Tensor | np.ndarray, bins: int,
 
 
 def mask_to_grid(mask: np.ndarray, source: StftConfig, target: StftConfig,
-                 frames: int) -> np.ndarray:
+                 frames: int, source_start: int = 0, target_start: int = 0) -> np.ndarray:
     """Carry a time-frequency mask to another STFT grid (rate, FFT size, hop).
 
     Linear interpolation in seconds and in Hz; frequencies above the source's Nyquist take
-    the mask of its top bin, so a 44.1 kHz song keeps its full band.
+    the mask of its top bin, so a 44.1 kHz song keeps its full band. A stretch of a mask
+    carries as the whole one does where the source frames reach at least two frames
+    beyond the target's on either side (the ends are clamped).
 
     Args:
-        mask: ``(source_frames, source.bins)``.
+        mask: ``(source_frames, source.bins)``: source frames ``[source_start,
+            source_start + source_frames)``.
         source, target: the two STFT settings.
-        frames: frames of the target spectrogram.
+        frames: frames of the target spectrogram wanted, from frame ``target_start``.
 
     Returns:
         float32 ``(frames, target.bins)``.
     """
     mask = fit_bins(np.asarray(mask, np.float32), source.bins)
-    if source == target and mask.shape[0] == frames:
+    if source == target and mask.shape[0] == frames and source_start == target_start:
         return mask
-    t_src = source.frame_times(mask.shape[0])
-    t_dst = target.frame_times(frames)
+    t_src = source.frame_times(mask.shape[0], source_start)
+    t_dst = target.frame_times(frames, target_start)
     mask = _interp_axis(mask, t_src, t_dst, axis=0)
     return _interp_axis(mask, source.bin_frequencies(), target.bin_frequencies(), axis=1)
 

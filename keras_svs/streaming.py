@@ -11,23 +11,21 @@ How the blocks stay exact:
   ``[j * hop - pad, j * hop - pad + win)``; a block of frames ``[j0, j1)`` is computed from
   samples ``[j0 * hop - pad, j1 * hop)`` read from the file (zeros outside it), so its
   frames are exactly the one-piece frames.
-* **Model context.** Model frames are predicted in blocks ``[s, e)`` with ``context``
-  frames of input on both sides: for patch models the patch overlap ``P - hop`` (the
-  blocks start on the patch grid, as in :meth:`Separator.voice_probability`); for fully
-  convolutional models (U-Net) the blocks and their context start at multiples of the
-  model's ``time_multiple`` (so every stride-2 level sees the same grid as the one-piece
-  call) and the context is :data:`UNET_CONTEXT_MULTIPLES` ``* time_multiple`` frames (320 for
-  six levels: a change of one input frame reaches at most 309 output frames on either side,
-  measured with impulses; ``tests/test_streaming.py`` checks that it stays within 320). The
+* **Model context.** Model frames come from :meth:`Separator.mask_blocks`, the engine of
+  the whole-file path, in blocks ``[s, e)`` with ``context`` frames of input on both
+  sides: for patch models the patch overlap ``P - hop`` (the blocks start on the patch
+  grid, so they are exact); for fully convolutional models (U-Net) the blocks and their
+  context start at multiples of the model's ``time_multiple`` (so every stride-2 level
+  sees the same grid as the one-piece call) and the context is
+  :data:`UNET_CONTEXT_MULTIPLES` ``* time_multiple`` frames, which covers the six-level
+  U-Net's receptive field (``tests/test_streaming.py`` checks it with impulses). The
   frames past the end up to the next multiple are zero magnitudes, as in the one-piece call.
 * **Rates.** When the file's rate differs from the model's, its mono mix is resampled with
-  ``soxr.ResampleStream`` (quality HQ) in chunks; this is bit-identical to the one-shot
-  ``soxr.resample`` that :func:`audio.resample` uses (measured: max difference 0.0 for
-  22.05/44.1/48/16 kHz to 8/16 kHz, chunks of 1000 to 48000 samples), then trimmed or padded
-  to ``round(n * ratio)`` samples as there.
-* **Mask to the input's grid.** The model-rate mask is interpolated to the input's frame
-  times and bins exactly as :func:`spectral.mask_to_grid` does, from the few model frames
-  around each block.
+  ``soxr.ResampleStream`` (quality HQ) in chunks, which gives the samples of the one-shot
+  ``soxr.resample`` that :func:`audio.resample` uses, then trimmed or padded to
+  ``round(n * ratio)`` samples as there.
+* **Mask to the input's grid.** The model-rate mask is carried to the input's frame times
+  and bins by :func:`spectral.mask_to_grid`, from the few model frames around each block.
 * **Inverse STFT.** Each block's frames are inverted and overlap-added
   (:func:`spectral.overlap_add_numpy`, as ``tf.signal.inverse_stft``); the
   last ``win - hop`` samples of its overlap-add (still missing later frames) are carried to
@@ -47,23 +45,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from . import audio, spectral
-from .separation import (STEMS, Separator, fft_threads, make_mask, patch_probabilities,
-                         release_free_memory)
+from .separation import STEMS, Separator, fft_threads, release_free_memory
 
-#: Default block length in seconds of :func:`separate_stream`: with the shipped U-Net a
-#: model call then sees 640 + 2 x 320 frames, and the process peaks near 0.9 GB
-#: (``benchmarks/long_file.py``); longer blocks cost less context but more memory.
+#: Default block length in seconds of :func:`separate_stream`; longer blocks cost less
+#: context but more memory (``benchmarks/long_file.py`` measures the peak).
 DEFAULT_BLOCK_SECONDS = 10.0
 #: Context of fully convolutional models on each side of a block, in multiples of their
-#: ``time_multiple`` (``2 ** levels``): 5 x 64 = 320 frames for the six-level U-Net, whose
-#: receptive field reaches 309 frames on either side (measured with impulses).
+#: ``time_multiple`` (``2 ** levels``): 5 x 64 = 320 frames for the six-level U-Net, more
+#: than its receptive field reaches on either side.
 UNET_CONTEXT_MULTIPLES = 5
 #: Longest stretch, in seconds, that the input-rate STFT, mask and inverse STFT handle at a
-#: time (shorter than a model block: their buffers add to the model's at the peak; 2.5
-#: instead of 10 s took ~60 MB off the peak for the shipped model, at no cost in time).
+#: time: shorter than a model block, because their buffers add to the model's at the peak.
 INPUT_BLOCK_SECONDS = 2.5
 #: Input samples read at a time when the mono mix is resampled for the model.
 _RESAMPLE_CHUNK = 2 ** 16
@@ -72,11 +66,10 @@ _RESAMPLE_CHUNK = 2 ** 16
 def model_blocking(separator: Separator) -> tuple[int, int]:
     """``(step, context)`` in model frames: model blocks start at multiples of ``step`` and
     see ``context`` frames of input on each side."""
-    frames = separator.settings["frames"]
+    frames = separator.settings.frames
     if frames is None:  # fully convolutional
-        multiple = separator.settings["time_multiple"]
-        return multiple, UNET_CONTEXT_MULTIPLES * multiple
-    return separator.hop, frames - separator.hop
+        return separator.step, UNET_CONTEXT_MULTIPLES * separator.step
+    return separator.step, frames - separator.hop
 
 
 # -- input ------------------------------------------------------------------------------
@@ -117,41 +110,24 @@ class _ResampledMono:
 def _frames(read, config: spectral.StftConfig, k0: int, k1: int) -> np.ndarray:
     """Frames ``[k0, k1)`` of the one-piece padded STFT of ``read``'s signal: complex64
     ``(channels, k1 - k0, bins)``."""
-    segment = read(k0 * config.hop_length - config.pad, k1 * config.hop_length)
+    segment = read(*config.frame_span(k0, k1))
     return spectral.stft_numpy(segment, config, padded=False, workers=fft_threads())
 
 
-# -- model ------------------------------------------------------------------------------
-def _mask_blocks(separator: Separator, read, total: int, block: int, context: int):
-    """Yield ``(start, mask)`` for consecutive blocks of the ``total`` model frames: the
-    voice mask ``(frames, config.bins)`` of :meth:`Separator.voice_mask` on the one-piece
-    model-rate magnitude of ``read``'s signal (mean of its channels' spectra)."""
-    config, bins = separator.config, separator.settings["bins"]
-    step, _ = model_blocking(separator)
-    convolutional = separator.settings["frames"] is None
-    if convolutional:
-        predict = separator._predict  # (frames, bins) -> (frames, bins), any frames
-        end = total + (-total % step)  # the one-piece call's zero-padded length
-    else:
-        predict = tf.function(
-            lambda x: patch_probabilities(separator.model, x, separator.hop,
-                                          separator._weights),
-            input_signature=[tf.TensorSpec([None, bins], tf.float32)])
-    for s in range(0, total, block):
-        e = min(s + block, total)
-        if convolutional:
-            lo, hi = max(0, s - context), min(end, s + block + context)
-        else:
-            lo, hi = s - context, s + block + context
-        a, b = max(lo, 0), min(hi, total)
-        magnitude = np.zeros((hi - lo, bins), np.float32)
+def _model_magnitude(separator: Separator, read) -> Callable[[int, int], np.ndarray]:
+    """``magnitude(a, b)``: the model-rate magnitude ``(b - a, model bins)`` of frames
+    ``[a, b)`` of ``read``'s signal (the mean of its channels' spectra), as
+    :meth:`Separator.mask_blocks` reads it."""
+    config, bins = separator.config, separator.settings.bins
+
+    def magnitude(a: int, b: int) -> np.ndarray:
         spectrum = _frames(read, config, a, b).mean(axis=0)
-        magnitude[a - lo:b - lo] = np.abs(spectrum[:, :bins])
+        out = np.abs(spectrum[:, :bins])
+        del spectrum
         release_free_memory()  # the model's activations start from a trimmed heap
-        probability = predict(tf.constant(magnitude)).numpy()[s - lo:e - lo]
-        release_free_memory()  # and the next STFTs from one trimmed of the activations
-        mask = make_mask(probability, separator.mask, separator.threshold)
-        yield s, spectral.fit_bins(mask, config.bins)
+        return out
+
+    return magnitude
 
 
 # -- separation -------------------------------------------------------------------------
@@ -163,7 +139,7 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
     """Separate an audio file block by block, in memory bounded by ``block_seconds``.
 
     The stems equal :meth:`Separator.separate` of the whole file (float32 rounding) and
-    keep its rate, channels and length; :attr:`Separator.last_mask` is not set.
+    keep its rate, channels and length; the model's part is :meth:`Separator.mask_blocks`.
 
     Args:
         separator: the :class:`Separator` (model, mask, threshold, mode).
@@ -189,7 +165,7 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
     """
     if separator.channels != 1:
         raise ValueError(f"block streaming separates with mono models; this "
-                         f"{separator.settings['preset']!r} model takes {separator.channels} "
+                         f"{separator.settings.preset!r} model takes {separator.channels} "
                          "channels: separate the file whole (no --block-seconds)")
     in_path = Path(in_path)
     paths = {stem: Path(p) for stem, p in out_paths.items()}
@@ -245,39 +221,31 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
     context = default_context if context is None else int(context)
     block = step * max(1, math.ceil(block_seconds * config.sample_rate
                                     / config.hop_length / step))
-    masks = _mask_blocks(separator, model_read, total, block, context)
+    masks = separator.mask_blocks(_model_magnitude(separator, model_read), total, block,
+                                  context)
     buffer, buffer_start = np.zeros((0, config.bins), np.float32), 0
 
     frames = native.num_frames(n)
     hop, pad = native.hop_length, native.pad
     native_block = max(1, round(min(block_seconds, INPUT_BLOCK_SECONDS) * rate / hop))
-    first_time = config.frame_times(1)[0]
-    frame_step = config.hop_length / config.sample_rate
     carry = np.zeros((reader.channels, pad), np.float32)
     for j0 in range(0, frames, native_block):
         j1 = min(frames, j0 + native_block)
         if same:
             lo, hi = j0, j1
-        else:
-            times = native.frame_times(j1)[j0:]
-            position = (times - first_time) / frame_step
+        else:  # the model frames around this block's frame times
+            position = config.frame_position(native.frame_times(j1 - j0, j0))
             lo = max(0, math.floor(position.min()) - 2)
             hi = min(total, math.ceil(position.max()) + 3)
         while buffer_start + buffer.shape[0] < hi:
             _, mask_block = next(masks)
+            release_free_memory()  # the next STFTs start from a heap trimmed of activations
             buffer = np.concatenate([buffer, mask_block])
         buffer, buffer_start = buffer[lo - buffer_start:], lo
-        model_mask = buffer[:hi - lo]
-        if same:
-            mask = model_mask
-        else:  # spectral.mask_to_grid on the frames around this block
-            source_times = (np.arange(lo, hi) * config.hop_length - config.pad
-                            + config.win_length / 2) / config.sample_rate
-            mask = spectral._interp_axis(model_mask, source_times, times, axis=0)
-            mask = spectral._interp_axis(mask, config.bin_frequencies(),
-                                         native.bin_frequencies(), axis=1)
-        start = j0 * hop - pad  # input sample of the block's first frame
-        segment = reader.read(start, j1 * hop)
+        mask = spectral.mask_to_grid(buffer[:hi - lo], config, native, j1 - j0,
+                                     source_start=lo, target_start=j0)
+        start, stop = native.frame_span(j0, j1)  # input samples of the block's frames
+        segment = reader.read(start, stop)
         spectrum = spectral.stft_numpy(segment, native, padded=False, workers=fft_threads())
         spectrum *= mask
         vocals = spectral.overlap_add_numpy(spectrum, native, workers=fft_threads())

@@ -24,7 +24,7 @@ def test_paper_model_has_the_papers_size_and_shapes():
     assert model.input_shape == (None, 9, 2049)
     assert model.output_shape == (None, 9, 2049, 2)
     assert model.name == "paper"
-    assert settings(model)["preset"] == "paper"
+    assert settings(model).preset == "paper"
     assert stft_config(model) == StftConfig(22050, 4096, 1024, 256)
 
 
@@ -85,8 +85,8 @@ def test_unet_is_fully_convolutional(unet_models, frames):
     y = np.asarray(model(_magnitudes((1, frames, 512)), training=False))
     assert y.shape == (1, frames, 512, 2)
     np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-6)
-    assert settings(model)["frames"] is None
-    assert settings(model)["time_multiple"] == 64
+    assert settings(model).frames is None
+    assert settings(model).time_multiple == 64
 
 
 def test_unet_without_shortcuts_has_the_same_weights(unet_models):
@@ -103,7 +103,7 @@ def test_unet_without_shortcuts_has_the_same_weights(unet_models):
 def test_unet_standardises_input(unet_models):
     model, _ = unet_models
     layer = front_end(model)
-    assert layer.settings["log_input"] and layer.settings["standardize"]
+    assert layer.settings.log_input and layer.settings.standardize
     x = _magnitudes((1, 64, 512), seed=4)
     plain = np.asarray(layer(x))
     np.testing.assert_allclose(plain[..., 0], np.log(x + 1e-6), rtol=1e-5)
@@ -127,8 +127,8 @@ def test_save_load_round_trip(tmp_path):
     model.save(path)
     loaded = load_model(path)
     assert settings(loaded) == settings(model)
-    assert settings(loaded)["mask"] == "soft"
-    assert settings(loaded)["threshold"] == pytest.approx(0.3)
+    assert settings(loaded).mask == "soft"
+    assert settings(loaded).threshold == pytest.approx(0.3)
     x = _magnitudes((4, 9, 129))
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-7)
     assert loaded.count_params() == model.count_params()

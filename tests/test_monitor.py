@@ -63,7 +63,7 @@ def test_patch_model_probability_shape_range_and_separator_agreement(tiny_model,
 
 
 def test_centre_mode_is_the_centre_frame_of_a_patch_around_each_frame(tiny_model):
-    frames = settings(tiny_model)["frames"]
+    frames = settings(tiny_model).frames
     half = frames // 2
     mag = magnitude_of(tiny_model, seconds=0.25)  # a few dozen frames
     total = mag.shape[0]
@@ -75,7 +75,7 @@ def test_centre_mode_is_the_centre_frame_of_a_patch_around_each_frame(tiny_model
 
 
 def test_average_mode_averages_every_patch_covering_a_frame(tiny_model):
-    frames = settings(tiny_model)["frames"]
+    frames = settings(tiny_model).frames
     hop = math.ceil(frames / 3)
     mag = magnitude_of(tiny_model, seconds=0.25)
     total = mag.shape[0]
@@ -104,7 +104,7 @@ def test_short_input_shorter_than_a_patch(tiny_model):
 @pytest.mark.parametrize("mode", MODES)
 def test_fully_convolutional_probability(small_unet, mode):
     cfg = settings(small_unet)
-    assert cfg["frames"] is None and cfg["time_multiple"] == 64
+    assert cfg.frames is None and cfg.time_multiple == 64
     mag = magnitude_of(small_unet, seconds=1.1)  # 16 kHz: 72 frames, not a multiple of 64
     assert mag.shape[1] == 513 and mag.shape[0] % 64
     p = monitor.voice_probability(small_unet, mag, mode)

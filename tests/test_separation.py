@@ -10,10 +10,9 @@ import tensorflow as tf
 
 from conftest import TINY_RATE, synth_mixture
 from keras_svs import audio, spectral
-from keras_svs.export import whole_probability
+from keras_svs.export import patch_probabilities, whole_probability
 from keras_svs.models import build_model, get_preset
-from keras_svs.separation import (MASKS, Separator, make_mask, patch_probabilities,
-                                  patch_weights)
+from keras_svs.separation import MASKS, Separator, make_mask, patch_weights
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +175,7 @@ def test_separator_defaults_come_from_the_model(tiny_model):
 
 def test_separator_loads_a_path(tiny_model_path):
     separator = Separator(tiny_model_path)
-    assert separator.settings["preset"] == "tiny"
+    assert separator.settings.preset == "tiny"
     assert separator.config == spectral.StftConfig(8000, 256, 256, 64)
 
 

@@ -94,18 +94,14 @@ def test_unet_mask_needs_the_whole_receptive_field(unet_separator):
     """At the mask level, 64 frames of context (one multiple) are measurably short of the
     receptive field; the default 320 give the one-piece mask to float rounding."""
     x = synth_mixture(16000, 25.0, 2, seed=2)[:, :-37]
-
-    def read(start, stop):
-        out = np.zeros((2, stop - start), np.float32)
-        a, b = max(start, 0), min(stop, x.shape[1])
-        out[:, a - start:b - start] = x[:, a:b]
-        return out
-
     spectrum = spectral.stft_numpy(x, unet_separator.config)  # as Separator.separate
-    whole = unet_separator.voice_mask(np.abs(spectrum.mean(axis=0)))
+    magnitude = np.abs(spectrum.mean(axis=0))
+    whole = unet_separator.voice_mask(magnitude)
+    bins = unet_separator.settings.bins
 
     def blocks(context):
-        parts = streaming._mask_blocks(unet_separator, read, whole.shape[0], 64, context)
+        parts = unet_separator.mask_blocks(lambda a, b: magnitude[a:b, :bins], whole.shape[0],
+                                           64, context)
         return np.abs(np.concatenate([m for _, m in parts]) - whole).max()
 
     assert streaming.model_blocking(unet_separator) == (64, 320)
@@ -162,15 +158,15 @@ def test_failure_leaves_no_file(tiny_separator, tmp_path, monkeypatch):
     out.mkdir()
     (out / "vocals.wav").write_bytes(b"old")  # an existing output stays untouched
     calls = {"n": 0}
-    original = streaming.make_mask
+    original = tiny_separator.predict
 
-    def failing(*args, **kwargs):  # called once per model block, after the model
+    def failing(*args, **kwargs):  # the model, called once per model block
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("model failed")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(streaming, "make_mask", failing)
+    monkeypatch.setattr(tiny_separator, "predict", failing)
     with pytest.raises(RuntimeError, match="model failed"):
         _stream(tiny_separator, path, out, block_seconds=0.5)
     assert calls["n"] == 3

@@ -31,7 +31,7 @@ def _quiet_mir_eval() -> Iterator[None]:
         yield
 
 
-def _audible(x: np.ndarray, what: str = "an estimate",
+def audible(x: np.ndarray, what: str = "an estimate",
              warn: Callable[[str], Any] | None = None) -> np.ndarray:
     """BSS-Eval cannot score an all-zero estimate: replace one by faint noise (-180 dBFS),
     which scores as the failure it is.
@@ -50,6 +50,10 @@ def _audible(x: np.ndarray, what: str = "an estimate",
     if warn is not None:
         warn(f"Warning: {what} is silent; scored as faint noise")
     return (np.random.default_rng(0).standard_normal(x.shape) * 1e-9).astype(np.float32)
+
+
+#: :func:`audible` under the name this package's modules import it by.
+_audible = audible
 
 
 def bss_metrics(references: np.ndarray, estimates: np.ndarray) -> dict[str, np.ndarray]:

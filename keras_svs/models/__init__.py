@@ -1,4 +1,4 @@
-"""Model construction and loading.
+"""Model construction (loading and settings: :mod:`.io`).
 
 Every model maps mixture magnitudes ``(batch, frames, bins)`` to per-bin probabilities
 ``(batch, frames, bins, 2)`` (channel 0 = voice); a model of ``channels > 1`` audio channels
@@ -8,14 +8,11 @@ carries the STFT settings and input statistics, so a saved ``.keras`` file is se
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import keras
-import numpy as np
 
-from ..spectral import StftConfig
-from .layers import BinSoftmax, SpectrogramInput
+from .io import front_end, load_model, save_half_precision, set_input_statistics, settings, \
+    stft_config
+from .layers import BinSoftmax, ModelSettings, SpectrogramInput
 from .losses import (bin_accuracy, bin_cross_entropy, magnitude_weights,
                      phase_sensitive_error, power_weights, weighted_bin_cross_entropy)
 from .paper import paper_body
@@ -24,7 +21,7 @@ from .presets import PRESETS, Preset, get_preset
 from .unet import unet_body
 
 __all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model", "logits_model",
-           "save_half_precision", "settings",
+           "save_half_precision", "settings", "ModelSettings", "set_input_statistics",
            "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
            "weighted_bin_cross_entropy", "magnitude_weights", "phase_sensitive_error",
            "power_weights"]
@@ -87,102 +84,3 @@ def logits_model(model: keras.Model) -> keras.Model:
     except ValueError:
         raise ValueError(f"model {model.name!r} has no 'logits_grid' layer") from None
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
-
-
-def load_model(path: str | os.PathLike) -> keras.Model:
-    """Load a keras-svs ``.keras`` model (Keras safe mode: no arbitrary code runs).
-
-    Raises:
-        ValueError: the file is missing or not a keras-svs model; the message names it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such model file")
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: not a loadable keras-svs model ({first})") from None
-    try:
-        front_end(model)  # raises if it is some other Keras model
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    return model
-
-
-def save_half_precision(model: str | os.PathLike | keras.Model, path: str | os.PathLike) -> Path:
-    """Save a model with its float32 weights stored as float16 (half the file size).
-
-    The file loads like any other (:func:`load_model`): Keras casts the stored weights back
-    to the layers' float32 variables, so inference still computes in float32.
-
-    Returns:
-        ``path``.
-    """
-    import tempfile
-    import zipfile
-
-    import h5py
-
-    model = model if isinstance(model, keras.Model) else load_model(model)
-    path = Path(path)
-    with tempfile.TemporaryDirectory() as tmp:
-        full = Path(tmp) / "full.keras"
-        model.save(full)
-        with zipfile.ZipFile(full) as archive:
-            members = {name: archive.read(name) for name in archive.namelist()}
-        weights32, weights16 = Path(tmp) / "w32.h5", Path(tmp) / "w16.h5"
-        weights32.write_bytes(members["model.weights.h5"])
-        with h5py.File(weights32, "r") as source, h5py.File(weights16, "w") as target:
-            _copy_h5(source, target)
-        members["model.weights.h5"] = weights16.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.tmp")
-    with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    os.replace(staged, path)  # atomic: never a half-written model
-    return path
-
-
-def _copy_h5(source, target) -> None:
-    """Copy an HDF5 tree, float32 datasets as float16, keeping every attribute."""
-    import h5py
-
-    target.attrs.update(dict(source.attrs))
-
-    def visit(name, item):
-        if isinstance(item, h5py.Dataset):
-            data = item[()]
-            if getattr(data, "dtype", None) == np.float32:
-                data = data.astype(np.float16)
-            target.create_dataset(name, data=data)
-        else:
-            target.require_group(name)
-        target[name].attrs.update(dict(item.attrs))
-
-    source.visititems(visit)
-
-
-def front_end(model: keras.Model) -> SpectrogramInput:
-    """The model's :class:`SpectrogramInput` layer (``ValueError`` if it has none)."""
-    for layer in model.layers:
-        if isinstance(layer, SpectrogramInput):
-            return layer
-    raise ValueError(f"model {model.name!r} is not a keras-svs model (no SpectrogramInput)")
-
-
-def settings(model: keras.Model) -> dict:
-    """STFT, patch and mask settings stored in the model (a copy)."""
-    return dict(front_end(model).settings)
-
-
-def stft_config(model: keras.Model) -> StftConfig:
-    """The STFT settings the model expects its input magnitudes to be computed with."""
-    s = settings(model)
-    return StftConfig(s["sample_rate"], s["n_fft"], s["win_length"], s["hop_length"])
-
-
-def set_input_statistics(model: keras.Model, mean: np.ndarray, std: np.ndarray) -> None:
-    """Store per-bin input mean/std ``(bins,)`` in the model's front end."""
-    front_end(model).set_statistics(mean, std)

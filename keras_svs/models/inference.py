@@ -58,7 +58,7 @@ def inference_model(model: keras.Model) -> keras.Model:
         return model
     levels = sum(1 for name in names if name.startswith("enc") and name.endswith("_conv"))
     front = model.get_layer("spectrogram_input")
-    bins = front.settings["bins"]
+    bins = front.settings.bins
     magnitude = keras.Input(shape=(None, bins), name="magnitude")
     spectrogram = SpectrogramInput.from_config(front.get_config())
     inputs = spectrogram(magnitude)

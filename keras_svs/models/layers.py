@@ -1,14 +1,77 @@
-"""Layers shared by the architectures: the spectrogram front end and the per-bin softmax head.
+"""Layers shared by the architectures: the spectrogram front end (which carries the model's
+:class:`ModelSettings`) and the per-bin softmax head.
 
 Backend-agnostic Keras 3 (``keras.ops`` only).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 from keras import ops
 
+from ..spectral import StftConfig
+
 LOG_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """What a model file says about its use: the STFT of its input, its input shape and
+    normalisation, and its default separation mask. Stored as the configuration of the
+    model's :class:`SpectrogramInput` (the keys of a saved ``.keras`` file are these field
+    names), read with :func:`keras_svs.models.settings`.
+
+    Attributes:
+        preset: name of the recipe the model was built from.
+        sample_rate: Hz of the model's input.
+        n_fft, win_length, hop_length: its STFT, in samples (:attr:`stft`).
+        bins: frequency bins the network sees (<= ``n_fft // 2 + 1``).
+        frames: patch length in frames of a patch model; ``None`` for a fully
+            convolutional one.
+        time_multiple: a fully convolutional model takes frame counts that are multiples
+            of it (1 for patch models).
+        log_input, standardize, input_scale: the input normalisation
+            (:class:`SpectrogramInput`).
+        mask, threshold: the default separation mask and its threshold
+            (:data:`keras_svs.options.MASKS`).
+        channels: audio channels of the input (1: the mono mix; 2: stereo).
+        extension: default mask of the bins above ``bins``
+            (:data:`keras_svs.options.EXTENSIONS`).
+
+    Raises:
+        ValueError: ``channels`` < 1.
+    """
+
+    preset: str
+    sample_rate: int
+    n_fft: int
+    win_length: int
+    hop_length: int
+    bins: int
+    frames: int | None = None
+    time_multiple: int = 1
+    log_input: bool = False
+    standardize: bool = False
+    mask: str = "binary"
+    threshold: float = 0.5
+    channels: int = 1
+    input_scale: float = 1.0
+    extension: str = "top"
+
+    def __post_init__(self) -> None:
+        if self.channels < 1:
+            raise ValueError(f"channels must be >= 1, not {self.channels}")
+
+    @property
+    def stft(self) -> StftConfig:
+        """The STFT settings the model's input magnitudes are computed with."""
+        return StftConfig(self.sample_rate, self.n_fft, self.win_length, self.hop_length)
+
+    def as_dict(self) -> dict:
+        """The settings as ``{field: value}``, in field order (the stored form)."""
+        return dataclasses.asdict(self)
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")
@@ -51,15 +114,14 @@ class SpectrogramInput(keras.layers.Layer):
                  input_scale: float = 1.0, extension: str = "top", **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        self.settings = dict(preset=preset, sample_rate=int(sample_rate), n_fft=int(n_fft),
-                             win_length=int(win_length), hop_length=int(hop_length),
-                             bins=int(bins), frames=None if frames is None else int(frames),
-                             time_multiple=int(time_multiple), log_input=bool(log_input),
-                             standardize=bool(standardize), mask=str(mask),
-                             threshold=float(threshold), channels=int(channels),
-                             input_scale=float(input_scale), extension=str(extension))
-        if self.settings["channels"] < 1:
-            raise ValueError(f"channels must be >= 1, not {channels}")
+        #: the model's :class:`ModelSettings` (what :func:`keras_svs.models.settings` reads)
+        self.settings = ModelSettings(
+            preset=str(preset), sample_rate=int(sample_rate), n_fft=int(n_fft),
+            win_length=int(win_length), hop_length=int(hop_length), bins=int(bins),
+            frames=None if frames is None else int(frames), time_multiple=int(time_multiple),
+            log_input=bool(log_input), standardize=bool(standardize), mask=str(mask),
+            threshold=float(threshold), channels=int(channels),
+            input_scale=float(input_scale), extension=str(extension))
         self.mean = self.std = None
         if standardize:  # only then: the paper's network keeps its exact parameter count
             self.mean = self.add_weight(shape=(bins,), initializer="zeros", trainable=False,
@@ -76,26 +138,26 @@ class SpectrogramInput(keras.layers.Layer):
 
     def call(self, magnitude):
         x = magnitude
-        if self.settings["input_scale"] != 1.0:
-            x = x * self.settings["input_scale"]
-        if self.settings["log_input"]:
+        if self.settings.input_scale != 1.0:
+            x = x * self.settings.input_scale
+        if self.settings.log_input:
             x = ops.log(x + LOG_EPS)
-        if self.settings["standardize"]:
+        if self.settings.standardize:
             mean, std = self.mean, self.std
-            if self.settings["channels"] > 1:  # per bin, the same for every channel
+            if self.settings.channels > 1:  # per bin, the same for every channel
                 mean, std = mean[:, None], std[:, None]
             x = (x - mean) / std
-        if self.settings["channels"] > 1:
+        if self.settings.channels > 1:
             return x
         return ops.expand_dims(x, -1)
 
     def compute_output_shape(self, input_shape):
-        if self.settings["channels"] > 1:
+        if self.settings.channels > 1:
             return tuple(input_shape)
         return (*input_shape, 1)
 
     def get_config(self):
-        return {**super().get_config(), **self.settings}
+        return {**super().get_config(), **self.settings.as_dict()}
 
 
 @keras.saving.register_keras_serializable(package="keras_svs")

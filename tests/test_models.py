@@ -10,7 +10,7 @@ import pytest
 
 from keras_svs.models import (PRESETS, bin_accuracy, bin_cross_entropy, build_model,
                               front_end, get_preset, load_model, set_input_statistics,
-                              settings, stft_config)
+                              ModelSettings, settings, stft_config)
 from keras_svs.spectral import StftConfig
 
 
@@ -117,6 +117,26 @@ def test_unet_standardises_input(unet_models):
 def test_paper_model_has_no_statistics(tiny_model):
     with pytest.raises(ValueError, match="standardise"):
         set_input_statistics(tiny_model, np.zeros(129), np.ones(129))
+
+
+def test_settings_are_typed_and_stored_by_field_name():
+    model = build_model("tiny")
+    s = settings(model)
+    assert isinstance(s, ModelSettings) and s.preset == "tiny" and s.frames == 9
+    assert s.stft == stft_config(model)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.mask = "soft"
+    config = model.get_layer("spectrogram_input").get_config()
+    assert {k: config[k] for k in s.as_dict()} == s.as_dict()
+    with pytest.raises(ValueError, match="channels"):
+        dataclasses.replace(s, channels=0)
+
+
+def test_the_shipped_model_file_has_typed_settings():
+    from keras_svs.separation import default_model_path
+
+    s = settings(load_model(default_model_path()))
+    assert (s.preset, s.channels, s.frames, s.extension) == ("spleeter", 2, None, "mean")
 
 
 def test_save_load_round_trip(tmp_path):

@@ -12,7 +12,8 @@ from conftest import TINY_RATE, synth_mixture
 from keras_svs import audio, spectral
 from keras_svs.export import patch_probabilities, whole_probability
 from keras_svs.models import build_model, get_preset
-from keras_svs.separation import MASKS, Separator, make_mask, patch_weights
+from keras_svs.separation import (MASKS, Separator, average_patches, make_mask, mask_channels,
+                                  model_channels, patch_weights)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,58 @@ def test_patch_probabilities_with_a_constant_model():
     out = patch_probabilities(model, tf.zeros([30, 7]), 3, tf.ones([9])).numpy()
     assert out.shape == ((30 - 9) // 3 * 3 + 9, 7)
     np.testing.assert_allclose(out, 0.25, atol=1e-7)
+
+
+def test_average_patches_weighs_each_position_and_leaves_gaps_at_zero():
+    voice = np.stack([np.full((4, 2), v, np.float32) for v in (0.2, 0.6, 1.0)])  # 3 patches
+    out = average_patches(voice, 2, np.ones(4, np.float32))
+    assert out.shape == (2 * 2 + 4, 2)
+    np.testing.assert_allclose(out[:, 0], [0.2, 0.2, 0.4, 0.4, 0.8, 0.8, 1.0, 1.0], atol=1e-7)
+    centre = average_patches(voice, 5, np.float32([0, 1, 0, 0]))  # apart: frames between
+    np.testing.assert_allclose(centre[:, 1], [0, 0.2, 0, 0, 0, 0, 0.6, 0, 0, 0, 0, 1.0, 0, 0],
+                               atol=1e-7)
+
+
+@pytest.mark.parametrize("have,seen,masks", [(1, [0, 0], [2]), (2, [0, 1], [0, 1]),
+                                             (4, [0, 1], [0, 1, 2, 2])])
+def test_channels_a_stereo_model_sees_and_the_masks_they_take(have, seen, masks):
+    np.testing.assert_array_equal(model_channels(have, 2), seen)
+    np.testing.assert_array_equal(mask_channels(have, 2), masks)  # 2: the mean mask
+    assert list(model_channels(have, 1)) == [0] and 0 not in mask_channels(have, 1)[1:]
+
+
+def test_separate_with_mask_gives_the_mask_on_the_models_grid(separator):
+    x = synth_mixture(16000, 0.6, 2, seed=4)
+    stems, mask = separator.separate_with_mask(x, 16000)
+    for stem, data in separator.separate(x, 16000).items():
+        np.testing.assert_array_equal(stems[stem], data)
+    mono = audio.resample(x.mean(axis=0), 16000, separator.config.sample_rate)
+    expected = separator.voice_mask(np.abs(spectral.stft_numpy(mono, separator.config)))
+    np.testing.assert_array_equal(mask, expected)
+    assert not hasattr(separator, "last_mask")
+
+
+def test_a_model_as_it_is_follows_its_weights(tiny_model):
+    """inference_form=False computes with the model itself: new weights, new output (what
+    validation during training needs)."""
+    model = build_model("tiny")
+    model.set_weights(tiny_model.get_weights())
+    live = Separator(model, mask="soft", inference_form=False)
+    assert live.model is model
+    magnitude = np.random.default_rng(3).uniform(0, 0.5, (20, 129)).astype(np.float32)
+    before = live.voice_probability(magnitude)
+    layer = model.get_layer("logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([np.zeros_like(kernel), np.full_like(bias, 100.0)])
+    np.testing.assert_array_equal(live.voice_probability(magnitude), 1.0)
+    assert np.all(before < 1.0)
+
+
+def test_probability_blocks_start_on_the_models_grid(separator):
+    with pytest.raises(ValueError, match="multiple of 3"):
+        next(separator.probability_blocks(lambda a, b: None, 10, 4, 6))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Separator(separator.model, mode="middle")
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])

@@ -340,3 +340,27 @@ def test_numpy_transforms_in_chunks_match_tensorflow(monkeypatch, name):
     assert _relative(y, x) < 1e-5
     assert _relative(y, spectral.istft(tf.constant(spectrum), config, x.shape[-1]).numpy()) \
         < 1e-5
+
+
+def test_frame_span_position_and_times_of_a_stretch():
+    x = np.random.default_rng(8).standard_normal(3000).astype(np.float32)
+    whole = spectral.stft_numpy(x, ODD)
+    first, last = ODD.frame_span(4, 9)
+    padded = np.pad(x, (ODD.pad, ODD.pad + ODD.hop_length * 10))  # sample i at i + pad
+    piece = spectral.stft_numpy(padded[first + ODD.pad:last + ODD.pad], ODD, padded=False)
+    np.testing.assert_allclose(piece, whole[4:9], atol=1e-6)
+    np.testing.assert_array_equal(ODD.frame_times(5, 4), ODD.frame_times(9)[4:])
+    np.testing.assert_allclose(ODD.frame_position(ODD.frame_times(5, 4)), np.arange(4, 9),
+                               atol=1e-9)
+
+
+def test_mask_to_grid_of_a_stretch_equals_the_whole_ones():
+    target = StftConfig(11025, 512, 353, 88)
+    mask = np.random.default_rng(9).uniform(0, 1, (60, TINY.bins)).astype(np.float32)
+    whole = spectral.mask_to_grid(mask, TINY, target, 80)
+    # target frames 30-49 lie between source frames 29 and 50
+    piece = spectral.mask_to_grid(mask[27:53], TINY, target, 20, source_start=27,
+                                  target_start=30)
+    np.testing.assert_allclose(piece, whole[30:50], rtol=0, atol=1e-6)
+    shifted = spectral.mask_to_grid(mask[27:53], TINY, target, 20)  # without the offsets
+    assert np.abs(shifted - whole[30:50]).max() > 0.1

@@ -87,7 +87,7 @@ def main() -> None:
     m = machine()
     print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; {m['date']}")
     print(f"input: {args.seconds:.0f} s stereo {RATE / 1000:g} kHz; model "
-          f"{separator.settings['preset']} in {args.precision}; best of {args.repeats}")
+          f"{separator.settings.preset} in {args.precision}; best of {args.repeats}")
     for name, seconds in best.items():
         print(f"  {name:26s} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
     print(f"  {'sum of stages':26s} {total:7.3f} s  ({args.seconds / total:.1f}x real time)")

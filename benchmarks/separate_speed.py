@@ -147,7 +147,7 @@ def child_keras_svs(args) -> dict:
     seconds = time.perf_counter() - began
     return {"seconds": seconds, "load_seconds": load,
             "outputs": {k: str(v) for k, v in written.items() if k != "plot"},
-            "model": f"{separator.settings['preset']} "
+            "model": f"{separator.settings.preset} "
                      f"({separator.model.count_params():,} parameters), mode {args.mode}, "
                      f"mask {separator.mask}, {args.precision}",
             "versions": {"keras-svs": __version__, "keras": keras.__version__,

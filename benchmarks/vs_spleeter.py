@@ -62,7 +62,7 @@ class SpleeterAsShipped:
         native = self.config.at_rate(rate)
         x = np.atleast_2d(np.asarray(waveform, np.float32))
         spectrum = spectral.stft_numpy(x, native)
-        cut = self.engine.settings["bins"] * self.config.sample_rate / self.config.n_fft
+        cut = self.engine.settings.bins * self.config.sample_rate / self.config.n_fft
         spectrum[..., native.bin_frequencies() < cut] = 0  # the band Spleeter drops
         band = spectral.istft_numpy(spectrum, native, x.shape[-1])
         accompaniment = np.atleast_2d(stems["accompaniment"]) - band

@@ -181,9 +181,9 @@ def test_shapes_and_settings(random_spleeter):
     assert y.shape == (1, 64, 1024, 2, 2) and y.dtype == np.float32
     np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-6)
     s = settings(model)
-    assert s["preset"] == "spleeter" and s["channels"] == 2 and s["bins"] == 1024
-    assert s["frames"] is None and s["time_multiple"] == 64 and s["mask"] == "soft"
-    assert s["input_scale"] == 2048.0
+    assert s.preset == "spleeter" and s.channels == 2 and s.bins == 1024
+    assert s.frames is None and s.time_multiple == 64 and s.mask == "soft"
+    assert s.input_scale == 2048.0
     assert stft_config(model) == StftConfig(44100, 4096, 4096, 1024)
     preset = get_preset("spleeter")
     assert preset.frames == 512 and preset.channels == 2
@@ -269,7 +269,7 @@ def test_existing_models_without_the_new_settings_still_load(tmp_path):
         for name, data in members.items():
             archive.writestr(name, data)
     loaded = load_model(old)
-    assert settings(loaded)["channels"] == 1 and settings(loaded)["input_scale"] == 1.0
+    assert settings(loaded).channels == 1 and settings(loaded).input_scale == 1.0
     x = np.random.default_rng(0).uniform(0, 0.3, (2, 9, 129)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
     front = SpectrogramInput("p", 8000, 256, 256, 64, 129)
@@ -496,7 +496,7 @@ def test_import_spleeter_writes_a_loadable_model(tmp_path):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spleeter.keras"]
     model = load_model(out)
-    assert settings(model)["preset"] == "spleeter" and settings(model)["mask"] == "soft"
+    assert settings(model).preset == "spleeter" and settings(model).mask == "soft"
     assert model.count_params() == 2 * UNET_PARAMETERS
     direct = import_spleeter(SOURCE, tmp_path / "again.keras")
     again = load_model(direct)

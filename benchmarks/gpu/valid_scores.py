@@ -35,7 +35,7 @@ def main() -> None:
         mask, mode = (options + ["soft", "average"][len(options):])[:2]
         try:
             model = load_model(path)
-            rate = settings(model)["sample_rate"]
+            rate = settings(model).sample_rate
             if rate not in cache:
                 cache[rate] = decode(tracks, rate)
             for mask, mode in [(mask, mode)]:

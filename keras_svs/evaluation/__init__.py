@@ -31,7 +31,7 @@ from ..datasets import DatasetError
 from ..plotting import PLOT_HINT, require_matplotlib
 from .methods import (DEFAULT_STFT, METHODS, REPET_MARGIN, REPET_POWER, REPET_WIDTH_S,
                       default_config, estimate, repet_mask)
-from .metrics import (METRICS, SOURCES, _audible, _museval_metrics, _quiet_mir_eval,
+from .metrics import (METRICS, SOURCES, audible, _museval_metrics, _quiet_mir_eval,
                       bss_metrics, clip_metrics, global_metrics, museval_scorer, museval_sdr)
 from .reports import _finite, csv_columns, format_table, plot_nsdr, write_csv, write_json
 from .runner import (MUSDB_LAYOUTS, _score_clip, _scoring_jobs, _tracks, _worker_init,

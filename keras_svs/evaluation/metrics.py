@@ -52,10 +52,6 @@ def audible(x: np.ndarray, what: str = "an estimate",
     return (np.random.default_rng(0).standard_normal(x.shape) * 1e-9).astype(np.float32)
 
 
-#: :func:`audible` under the name this package's modules import it by.
-_audible = audible
-
-
 def bss_metrics(references: np.ndarray, estimates: np.ndarray) -> dict[str, np.ndarray]:
     """BSS-Eval v3 source metrics, estimate ``j`` scored against reference ``j``.
 

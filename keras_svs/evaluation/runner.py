@@ -20,7 +20,7 @@ import numpy as np
 from ..datasets import DatasetError, Track, discover, select_split
 from ..datasets.splits import split_file_for
 from .methods import METHODS, default_config, estimate
-from .metrics import SOURCES, _audible, clip_metrics, global_metrics, museval_scorer, \
+from .metrics import SOURCES, audible, clip_metrics, global_metrics, museval_scorer, \
     museval_sdr
 
 #: Layouts whose stereo images get a museval-style framewise SDR.
@@ -108,8 +108,8 @@ def _scoring_jobs(tracks: list[Track], method: str, config, separator,
             v_est, a_est = estimate(method, voice, accompaniment, rate, config, separator)
         job = {"name": track.name, "rate": rate,
                "references": np.stack([voice, accompaniment]),
-               "estimates": np.stack([_audible(v_est, f"{track.name}: the voice estimate", warn),
-                                      _audible(a_est, f"{track.name}: the accompaniment "
+               "estimates": np.stack([audible(v_est, f"{track.name}: the voice estimate", warn),
+                                      audible(a_est, f"{track.name}: the accompaniment "
                                                       "estimate", warn)])}
         if images is not None:
             job["images"] = images

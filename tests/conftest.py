@@ -148,15 +148,15 @@ def tiny_model(tiny_model_path):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> dict:
     """A tiny model trained for seconds: ``{"out": run folder, "model": model.keras,
-    "data": dataset root, "config": TrainConfig}``."""
-    from keras_svs.training import TrainConfig, train
+    "data": dataset root, "config": (Recipe, RunOptions)}``."""
+    from keras_svs.training import Recipe, RunOptions, train
 
     base = tmp_path_factory.mktemp("trained")
     data = write_training_pairs(base / "data", tracks=4, seconds=1.5)
-    config = TrainConfig(preset="tiny", epochs=1, pretrain_epochs=1, steps_per_epoch=3,
-                         verbose=0)
+    config = (Recipe(preset="tiny", epochs=1, pretrain_epochs=1, steps_per_epoch=3),
+              RunOptions(verbose=0))
     out = base / "run"
-    path = train(data, out, config)
+    path = train(data, out, *config)
     return {"out": out, "model": path, "data": data, "config": config}
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from conftest import synth_pair, write_musdb, write_pairs, write_splits
 from keras_svs import evaluation, pipeline, separation, spectral
-from keras_svs.batches import PatchSampler, examples, validation_arrays
+from keras_svs.examples import PatchSampler, from_segments, patch_samples, validation_arrays
 from keras_svs.models import build_model, get_preset, load_model, settings
 from keras_svs.separation import Separator
 
@@ -203,10 +203,10 @@ def test_stereo_batches_have_a_channel_axis_and_each_channels_ibm():
     np.testing.assert_array_equal(sampler.batch(0)[0], x)  # (seed, index) decides
     # without augmentation a patch is the first clip's own channels: their IBMs differ
     v, a = decoded.track(0)
-    seg = pipeline.patch_samples(preset)
-    inputs, targets = examples(v[None, :, :seg], a[None, :, :seg], preset, "finetune")
+    seg = patch_samples(preset)
+    inputs, targets = from_segments(v[None, :, :seg], a[None, :, :seg], preset, "finetune")
     for c in range(2):
-        mono_in, mono_target = examples(v[None, c, :seg], a[None, c, :seg],
+        mono_in, mono_target = from_segments(v[None, c, :seg], a[None, c, :seg],
                                         dataclasses.replace(preset, channels=1), "finetune")
         np.testing.assert_allclose(inputs[..., c], mono_in, atol=1e-6)
         np.testing.assert_array_equal(targets[..., c], mono_target)
@@ -232,18 +232,8 @@ def test_decode_gives_a_mono_dataset_two_equal_channels(tmp_path):
         pipeline.concatenate([stereo, mono])
 
 
-def test_tf_loader_refuses_stereo():
-    from keras_svs.training import resolve_loader
-
-    assert resolve_loader("auto", channels=2) == "numpy"
-    with pytest.raises(ValueError, match="takes --loader numpy"):
-        resolve_loader("tf", channels=2)
-    with pytest.raises(ValueError, match="NumPy loader"):
-        pipeline.training_dataset(_decoded_stereo(), get_preset("tinystereo"))
-
-
 def test_a_stereo_model_trains_on_two_datasets_joined(tmp_path):
-    from keras_svs.training import TrainConfig, train, with_patch_frames
+    from keras_svs.training import Recipe, RunOptions, train, with_patch_frames
 
     musdb = write_musdb(tmp_path / "musdb", ["m1", "m2", "m3"], rate=RATE, seconds=2.0)
     write_splits(musdb, {"train": ["m1", "m2"], "valid": ["m3"]})
@@ -251,10 +241,10 @@ def test_a_stereo_model_trains_on_two_datasets_joined(tmp_path):
     write_splits(pairs, {"train": ["p1", "p2"], "valid": ["p3"]})
     init = tmp_path / "init.keras"
     build_model("tinystereo").save(init)
-    config = TrainConfig("tinystereo", epochs=2, pretrain_epochs=0, steps_per_epoch=3,
-                         learning_rate=1e-2, verbose=0, init=str(init), loss="weighted",
-                         freeze_batch_norm=True, frames=128, gnsdr_clips=1)
-    path = train([musdb, pairs], tmp_path / "run", config)
+    recipe = Recipe(preset="tinystereo", epochs=2, pretrain_epochs=0, steps_per_epoch=3,
+                    learning_rate=1e-2, loss="weighted", freeze_batch_norm=True, frames=128)
+    options = RunOptions(verbose=0, init=str(init), gnsdr_clips=1)
+    path = train([musdb, pairs], tmp_path / "run", recipe, options)
     model = load_model(path)
     assert settings(model).channels == 2
     import csv

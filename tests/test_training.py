@@ -23,19 +23,6 @@ from keras_svs.training import (epochs_done, load_splits, resolve, resolve_loade
                                 resolve_precision, train)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> dict:
-    """A tiny model trained for seconds: ``{"out": run folder, "model": model.keras,
-    "data": dataset root, "config": (Recipe, RunOptions)}``."""
-    base = tmp_path_factory.mktemp("trained")
-    data = write_training_pairs(base / "data", tracks=4, seconds=1.5)
-    config = (Recipe(preset="tiny", epochs=1, pretrain_epochs=1, steps_per_epoch=3),
-              RunOptions(verbose=0))
-    out = base / "run"
-    path = train(data, out, *config)
-    return {"out": out, "model": path, "data": data, "config": config}
-
-
 def _log(path):
     with open(path) as f:
         return list(csv.DictReader(f))

@@ -13,8 +13,8 @@ import keras
 from .io import front_end, load_model, save_half_precision, set_input_statistics, settings, \
     stft_config
 from .layers import BinSoftmax, ModelSettings, SpectrogramInput
-from .losses import (bin_accuracy, bin_cross_entropy, magnitude_weights,
-                     phase_sensitive_error, power_weights, weighted_bin_cross_entropy)
+from .losses import (bin_accuracy, bin_cross_entropy, phase_sensitive_error,
+                     weighted_bin_cross_entropy)
 from .paper import paper_body
 from .spleeter import TIME_MULTIPLE as SPLEETER_TIME_MULTIPLE, spleeter_body
 from .presets import PRESETS, Preset, get_preset
@@ -23,8 +23,7 @@ from .unet import unet_body
 __all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model", "logits_model",
            "save_half_precision", "settings", "ModelSettings", "set_input_statistics",
            "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
-           "weighted_bin_cross_entropy", "magnitude_weights", "phase_sensitive_error",
-           "power_weights"]
+           "weighted_bin_cross_entropy", "phase_sensitive_error"]
 
 
 def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:

@@ -35,7 +35,8 @@ def weighted_bin_cross_entropy(target, logits):
 
     Args:
         target: ``(batch, frames, bins, 2)``: channel 0 the voice target in [0, 1] (the
-            smoothed IBM), channel 1 the bin's weight (:func:`magnitude_weights`).
+            smoothed IBM), channel 1 the bin's weight (the training examples carry it:
+            the bin's mixture magnitude over the patch's mean magnitude).
         logits: ``(batch, frames, bins)`` voice logits.
 
     Returns:
@@ -48,9 +49,10 @@ def weighted_bin_cross_entropy(target, logits):
 @keras.saving.register_keras_serializable(package="keras_svs")
 def phase_sensitive_error(target, logits):
     """Weighted squared error of the voice probability against the phase-sensitive mask
-    (``--loss psa``). With the :func:`power_weights` of the mixture, a patch's loss is
-    ``sum |p X - V|^2`` over its mean ``|X|^2``, up to a term the model cannot change: the
-    error of the separated voice's complex spectrum, the quantity SDR measures.
+    (``--loss psa``). With weights of each bin's mixture power over the patch's mean power
+    (the training examples carry them), a patch's loss is ``sum |p X - V|^2`` over its
+    mean ``|X|^2``, up to a term the model cannot change: the error of the separated
+    voice's complex spectrum, the quantity SDR measures.
 
     Args:
         target: ``(batch, frames, bins, 2)``: channel 0 the phase-sensitive mask
@@ -63,25 +65,6 @@ def phase_sensitive_error(target, logits):
     target = ops.cast(target, "float32")
     error = ops.sigmoid(ops.cast(logits, "float32")) - target[..., 0]
     return ops.mean(ops.square(error) * target[..., 1], axis=(1, 2))
-
-
-def power_weights(magnitude):
-    """Weights of :func:`phase_sensitive_error`: each bin's mixture power over the patch's
-    mean power. ``(batch, frames, bins)`` -> NumPy float32, same shape. The training
-    examples carry them (:func:`keras_svs.examples.bin_weights`, where the formula lives)."""
-    from ..examples import bin_weights
-
-    return bin_weights(ops.convert_to_numpy(magnitude), 2)
-
-
-def magnitude_weights(magnitude):
-    """Weights of :func:`weighted_bin_cross_entropy`: each bin's mixture magnitude over the
-    patch's mean magnitude, so loud bins (where a wrong mask costs the most signal) count
-    more. ``(batch, frames, bins)`` -> NumPy float32, same shape (as
-    :func:`power_weights`)."""
-    from ..examples import bin_weights
-
-    return bin_weights(ops.convert_to_numpy(magnitude), 1)
 
 
 def _cross_entropy(target, logits):

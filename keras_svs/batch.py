@@ -12,10 +12,13 @@ Nothing here imports TensorFlow until a file is separated.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import string
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
@@ -261,8 +264,8 @@ def separate_files(separator, paths: Iterable[str | os.PathLike],
     Args:
         separator: a :class:`~keras_svs.separation.Separator`, or the keyword arguments
             that make one (``model``, ``mask``, ``threshold``, ``mode``, ``precision``,
-            ``extension``); worker processes (``jobs`` > 1) each load their own, so they
-            need the arguments.
+            ``extension``); worker processes (``jobs`` > 1) each load their own from
+            these arguments (a Separator's :attr:`~keras_svs.separation.Separator.arguments`).
         paths: the input audio files.
         out_dir: the output folder.
         filename: each output's name inside ``out_dir`` (:func:`output_paths`).
@@ -285,7 +288,7 @@ def separate_files(separator, paths: Iterable[str | os.PathLike],
 
     Raises:
         OutputNameError: the names (:func:`output_paths`), before any work.
-        ValueError: an unknown stem, or ``jobs`` > 1 with a ``Separator``.
+        ValueError: an unknown stem, or ``jobs`` > 1 with a Separator of a Keras object.
         ImportError: ``plot`` without matplotlib.
         the model's errors (:class:`~keras_svs.separation.Separator`), with ``jobs`` 1.
     """
@@ -302,10 +305,12 @@ def separate_files(separator, paths: Iterable[str | os.PathLike],
     work = dict(stems=tuple(stems), bit_depth=int(bit_depth), block_seconds=block_seconds,
                 plot=plot, overwrite=overwrite)
     if jobs > 1:
-        if not isinstance(separator, Mapping):
+        arguments = (separator if isinstance(separator, Mapping)
+                     else getattr(separator, "arguments", None))
+        if arguments is None:
             raise ValueError("jobs > 1: worker processes load their own model; pass the "
-                             "separator's arguments, not a Separator")
-        return _in_pool(dict(separator), work, jobs, list(zip(paths, plans)), fail_fast)
+                             "separator's arguments, or a Separator made from a model file")
+        return _in_pool(dict(arguments), work, jobs, list(zip(paths, plans)), fail_fast)
     if isinstance(separator, Mapping):
         from .separation import Separator
 
@@ -374,3 +379,90 @@ def _in_pool(options: dict, work: dict, jobs: int, tasks: list,
                 outcome = future.result()
                 stopping = stopping or (outcome.error is not None and fail_fast)
                 yield outcome
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message as one line: its first, without the quotes ``KeyError`` adds;
+    the error's type name where it has no message."""
+    lines = str(error).strip().splitlines()
+    return lines[0].strip("'\"") if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM (a container stop, a scheduler's kill) raises
+    ``KeyboardInterrupt("terminated")`` as Ctrl-C does, so that the writers' clean-up runs
+    and no partial file is left; the previous handler is restored after. Outside the main
+    thread, where no handler can be set, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise KeyboardInterrupt("terminated")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def speed(audio_seconds: float, seconds: float) -> str:
+    """Real-time factor as ``"37x"``, one decimal under 10 (``"0.4x"``)."""
+    ratio = audio_seconds / max(seconds, 1e-9)
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.1f}x"
+
+
+class Report:
+    """The lines ``keras-svs separate`` prints for a batch: one per :class:`Outcome`
+    (:meth:`line`), a closing total (:meth:`summary`) and the reason for a non-zero exit
+    (:meth:`failure`).
+
+    Args:
+        files: how many inputs the batch has.
+        stems: the stems written (a file's line names their folder, or the files).
+        fail_fast: the batch stops at its first failure.
+    """
+
+    def __init__(self, files: int, stems: tuple[str, ...] = STEMS, fail_fast: bool = False):
+        self.files, self.stems, self.fail_fast = files, tuple(stems), fail_fast
+        self.done = self.failed = 0
+        self.audio_seconds = 0.0
+        self.started = time.perf_counter()
+
+    def line(self, outcome: Outcome) -> str:
+        """``IN -> WHERE (A s of audio in T s, Nx real time)``, or ``Error: IN: why``."""
+        if outcome.error is not None:
+            self.failed += 1
+            why = first_line(outcome.error)
+            return f"Error: {why}" if str(outcome.path) in why else \
+                f"Error: {outcome.path}: {why}"
+        self.done += 1
+        self.audio_seconds += outcome.audio_seconds
+        folders = {outcome.written[stem].parent for stem in self.stems}
+        where = (f"{folders.pop()}/" if len(folders) == 1 and len(self.stems) > 1
+                 else ", ".join(str(outcome.written[stem]) for stem in self.stems))
+        return (f"{outcome.path} -> {where} ({outcome.audio_seconds:.1f} s of audio in "
+                f"{outcome.seconds:.1f} s, {speed(outcome.audio_seconds, outcome.seconds)} "
+                f"real time)")
+
+    def summary(self) -> str | None:
+        """``N files, A s of audio in T s (Nx real time)`` since the report began; None if
+        no file was separated."""
+        if not self.done:
+            return None
+        total = time.perf_counter() - self.started
+        return (f"{self.done} file{'s' if self.done != 1 else ''}, {self.audio_seconds:.1f} "
+                f"s of audio in {total:.1f} s ({speed(self.audio_seconds, total)} real time)")
+
+    def failure(self) -> str | None:
+        """Why the batch failed (how many files, or where ``fail_fast`` stopped it); None
+        if every file was separated."""
+        if not self.failed:
+            return None
+        if self.fail_fast:
+            untried = self.files - self.done - self.failed
+            return (f"stopped at the first failure (--fail-fast): {self.done} of "
+                    f"{self.files} files separated, {untried} not tried")
+        return f"{self.failed} of {self.files} files failed"

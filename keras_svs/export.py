@@ -26,7 +26,8 @@ import keras
 import tensorflow as tf
 
 from . import spectral
-from .separation import make_mask, mask_channels, model_channels, patch_weights
+from .separation import (default_model_path, make_mask, mask_channels, model_channels,
+                         patch_weights)
 from .models import load_model, settings
 
 #: The array functions that :func:`model_channels` and :func:`mask_channels` use, for
@@ -86,13 +87,13 @@ def whole_probability(model: keras.Model, magnitude: tf.Tensor, mode: str = "ave
     return probability[edge:edge + total]
 
 
-def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
+def export(model: str | os.PathLike | keras.Model | None, out_dir: str | os.PathLike,
            mask: str | None = None, threshold: float | None = None,
            mode: str = "average", extension: str | None = None) -> Path:
     """Write a SavedModel with ``serve`` (waveform) and ``spectrogram`` endpoints.
 
     Args:
-        model: ``.keras`` path or loaded model.
+        model: ``.keras`` path or loaded model; ``None``: the shipped model.
         out_dir: destination folder (replaced if it exists).
         mask, threshold, mode, extension: as for :class:`keras_svs.Separator` (defaults:
             the model's).
@@ -100,7 +101,8 @@ def export(model: str | os.PathLike | keras.Model, out_dir: str | os.PathLike,
     Returns:
         ``out_dir``.
     """
-    model = model if isinstance(model, keras.Model) else load_model(model)
+    model = model if isinstance(model, keras.Model) else load_model(
+        model if model is not None else default_model_path())
     s = settings(model)
     config = s.stft
     mask = mask or s.mask
@@ -195,3 +197,17 @@ def load_export(path: str | os.PathLike) -> tuple[object, dict]:
 
 
 __all__ = ["export", "load_export", "patch_probabilities", "whole_probability"]
+
+
+def describe(path: str | os.PathLike | None = None) -> dict:
+    """What ``keras-svs info`` prints: a ``.keras`` model's settings
+    (:class:`~keras_svs.models.ModelSettings`) and ``parameters`` (its weight count), or a
+    SavedModel folder's settings (:func:`load_export`); ``None``: the shipped model.
+
+    Raises:
+        ValueError: the file or folder is not a keras-svs model or export.
+    """
+    if path is not None and Path(path).is_dir():
+        return load_export(path)[1]
+    model = load_model(path if path is not None else default_model_path())
+    return {**settings(model).as_dict(), "parameters": f"{model.count_params():,}"}

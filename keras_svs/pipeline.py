@@ -180,6 +180,38 @@ def save_hdf5(decoded: DecodedAudio, path: str | os.PathLike,
     return path
 
 
+def prepare(data: str | os.PathLike, output: str | os.PathLike, preset: str = "small",
+            splits: tuple[str, ...] = ("train", "valid"),
+            split_file: str | os.PathLike | None = None) -> DecodedAudio:
+    """Decode the tracks of ``splits`` of a dataset once, at ``preset``'s sample rate, and
+    write them to the HDF5 cache ``output`` (:func:`save_hdf5`, with the preset's STFT):
+    what ``keras-svs prepare`` does; ``keras-svs train --cache`` reads it.
+
+    Args:
+        data: the dataset root (any layout :func:`keras_svs.datasets.discover` knows).
+        splits: split names of the split file (``all``: every track); a track in several
+            is written once.
+        split_file: the JSON split file; ``None``: the dataset's own.
+
+    Returns:
+        what was written.
+
+    Raises:
+        DatasetError: no tracks, an unknown split, or unreadable audio.
+    """
+    from .datasets import discover, select_split
+    from .datasets.splits import split_file_for
+    from .models.presets import get_preset
+
+    config = get_preset(preset).stft
+    tracks = discover(data)
+    split_file = split_file or split_file_for(data)
+    chosen = {t.name: t for s in splits for t in select_split(tracks, s, split_file)}
+    decoded = decode(list(chosen.values()), config.sample_rate)
+    save_hdf5(decoded, output, config)
+    return decoded
+
+
 def load_hdf5(path: str | os.PathLike, names: list[str] | None = None) -> DecodedAudio:
     """Read a decode cache written by :func:`save_hdf5`, optionally only some tracks."""
     with h5py.File(path, "r") as f:

@@ -226,6 +226,13 @@ class Separator:
                  mode: str = "average", precision: str = "float32",
                  extension: str | None = None, inference_form: bool = True,
                  patch_batch: int | None = None):
+        #: the keyword arguments that make this separator again in another process
+        #: (:func:`keras_svs.batch.separate_files` with ``jobs`` > 1); None for a model
+        #: given as a Keras object
+        self.arguments = None if isinstance(model, keras.Model) else dict(
+            model=None if model is None else str(model), mask=mask, threshold=threshold,
+            mode=mode, precision=precision, extension=extension,
+            inference_form=inference_form, patch_batch=patch_batch)
         loaded = model if isinstance(model, keras.Model) else load_model(
             model if model is not None else default_model_path())
         #: the Keras model that computes the probabilities: for a U-Net or ``spleeter``
@@ -504,8 +511,11 @@ class Separator:
         return written
 
     def separate_files(self, paths, out_dir: str | os.PathLike = "separated", **options):
-        """Separate several files with this separator, one after another:
-        :func:`keras_svs.batch.separate_files` (same keyword ``options``, but no ``jobs``).
+        """Separate several files as ``keras-svs separate`` does:
+        :func:`keras_svs.batch.separate_files` with this separator and the same keyword
+        ``options`` (``filename``, ``codec``, ``bit_depth``, ``stems``, ``overwrite``,
+        ``fail_fast``, ``block_seconds``, ``jobs``, ``plot``, ``progress``); with ``jobs`` >
+        1 each worker process loads its own copy from :attr:`arguments`.
 
         Returns:
             an iterator of :class:`keras_svs.batch.Outcome`, one per file as it finishes.

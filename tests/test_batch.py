@@ -155,8 +155,34 @@ def test_block_seconds_for_streams_long_files_with_mono_models(inputs, monkeypat
     assert batch.block_seconds_for(path, None, stereo) is None
 
 
-def test_jobs_need_the_separator_arguments(separator, inputs, tmp_path):
-    with pytest.raises(ValueError, match="pass the separator's arguments"):
+def test_a_separator_drives_a_templated_fail_fast_batch_in_two_jobs(separator, inputs,
+                                                                     tmp_path):
+    """What ``keras-svs separate --filename ... --jobs 2 --fail-fast`` does, from Python:
+    the workers load the separator's model from its arguments; after the failure no file
+    is started, and every file that was separated is whole."""
+    missing = tmp_path / "in" / "missing.wav"
+    out = tmp_path / "out"
+    outcomes = list(separator.separate_files([missing, *inputs], out, jobs=2, fail_fast=True,
+                                             filename="{stem}/{track}.{codec}"))
+    failed = [o for o in outcomes if o.error is not None]
+    assert [o.path for o in failed] == [missing] and "missing.wav" in str(failed[0].error)
+    done = sorted(o.path.stem for o in outcomes if o.error is None)
+    assert len(done) < len(inputs)  # the files not yet started at the failure were not
+    assert files_under(out) == [f"{s}/{t}.wav" for s in ("accompaniment", "vocals")
+                                for t in done]
+    for outcome in outcomes:
+        if outcome.error is None:
+            written = outcome.written["vocals"]
+            assert written == out / "vocals" / f"{outcome.path.stem}.wav"
+            assert sf.info(written).frames == sf.info(outcome.path).frames
+
+
+def test_jobs_need_a_separator_that_can_be_made_again(tiny_model, inputs, tmp_path):
+    from keras_svs import Separator
+
+    separator = Separator(tiny_model)
+    assert separator.arguments is None
+    with pytest.raises(ValueError, match="a Separator made from a model file"):
         batch.separate_files(separator, inputs, tmp_path / "out", jobs=2)
     with pytest.raises(ValueError, match="unknown stems"):
         batch.separate_files(separator, inputs, tmp_path / "out", stems=("drums",))

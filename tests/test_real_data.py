@@ -68,4 +68,4 @@ def test_train_cli_runs_both_stages_on_mir1k(tmp_path):
     assert result.exit_code == 0, result.output
     for stage in ("pretrain", "finetune"):
         assert (out / stage / "log.csv").read_text().count("\n") == 2  # header + 1 epoch
-    assert settings(load_model(out / "model.keras"))["sample_rate"] == 16000
+    assert settings(load_model(out / "model.keras")).sample_rate == 16000

@@ -32,8 +32,6 @@ def _clean_errors(command):
         try:
             with batch.sigterm_as_interrupt():
                 return command(*args, **kwargs)
-        except click.ClickException:
-            raise
         except (*batch.EXPECTED_ERRORS, ImportError) as error:  # ImportError: an extra missing
             raise click.ClickException(batch.first_line(error)) from None
         except KeyboardInterrupt as interrupt:
@@ -50,13 +48,11 @@ def _stderr_is_terminal() -> bool:
 
 def _checked(check):
     """A click callback from a library check that raises ``ValueError``."""
-
     def callback(ctx, param, value):
         try:
             return check(value)
         except ValueError as error:
             raise click.BadParameter(str(error)) from None
-
     return callback
 
 
@@ -90,7 +86,7 @@ def _separator_options(prefix: str = "", precision: bool = True):
         click.option("--extension", type=click.Choice(EXTENSIONS), help=prefix + "Mask above "
                      "the model's band: top repeats its top bin, zero gives the vocals none, "
                      "mean its top quarter's mean (default: the model's own)."),
-        *([click.option("--precision", "inference_precision", default="float32",
+        *([click.option("--precision", default="float32",
                         type=click.Choice(INFERENCE_PRECISIONS), show_default=True,
                         help=prefix + "bfloat16: faster on CPUs with AVX-512 BF16 or AMX and "
                         "on GPUs, much slower on other CPUs; results differ slightly.")]
@@ -121,24 +117,20 @@ def _separator_options(prefix: str = "", precision: bool = True):
 @click.option("--plot", is_flag=True, help="Also write separation.png ({stem} = separation, "
               "{codec} = png): spectrograms and voice mask (needs matplotlib).")
 @_clean_errors
-def separate(files, out_dir, model, mask, threshold, mode, extension, inference_precision,
-             stems, filename, codec, bit_depth, overwrite, fail_fast, block_seconds, jobs,
-             plot):
+def separate(files, out_dir, stems, bit_depth, **options):
     """Separate FILES into vocals and accompaniment.
 
     The stems keep each input's sample rate, channel count and length, and sum to it. A
     file that fails is reported and the others go on (exit status 1), or with --fail-fast
     the run stops there (with --jobs, the files already started are finished).
     """
-    report = batch.Report(len(files), stems, fail_fast)
+    separator = {k: options.pop(k) for k in ("model", "mask", "threshold", "mode", "precision",
+                                             "extension")}
+    report = batch.Report(len(files), stems, options["fail_fast"])
     streams = _StreamBars() if _stderr_is_terminal() else None
     try:
-        outcomes = batch.separate_files(
-            dict(model=model, mask=mask, threshold=threshold, mode=mode,
-                 precision=inference_precision, extension=extension), files, out_dir,
-            filename=filename, codec=codec, bit_depth=int(bit_depth), stems=stems,
-            overwrite=overwrite, fail_fast=fail_fast, block_seconds=block_seconds,
-            jobs=jobs, plot=plot, progress=streams)
+        outcomes = batch.separate_files(separator, files, out_dir, stems=stems,
+                                        bit_depth=int(bit_depth), progress=streams, **options)
     except batch.OutputNameError as error:
         raise click.BadParameter(str(error), param_hint="'--filename'") from None
     bar = None
@@ -272,8 +264,7 @@ def prepare(data, output, preset, splits, split_file):
 @_separator_options(prefix="--method model: ")
 @click.option("--limit", type=INT1, help="Score only the split's first N clips.")
 @_clean_errors
-def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, split_file,
-             mask, threshold, mode, extension, inference_precision, limit):
+def evaluate(data, split, method, json_path, csv_path, plot_path, **options):
     """Score a method with BSS-Eval v3: GNSDR, GSIR, GSAR of voice and accompaniment.
 
     NSDR is the SDR gain over the mixture; G-metrics are means weighted by clip length. Clips
@@ -283,10 +274,7 @@ def evaluate(data, split, model, method, jobs, json_path, csv_path, plot_path, s
 
     if plot_path is not None:
         evaluation.require_matplotlib()
-    result = evaluation.evaluate(data, split, method, model=model, jobs=jobs,
-                                 split_file=split_file, mask=mask, threshold=threshold,
-                                 mode=mode, limit=limit, precision=inference_precision,
-                                 extension=extension)
+    result = evaluation.evaluate(data, split, method, **options)
     for path, write in ((json_path, evaluation.write_json), (csv_path, evaluation.write_csv),
                         (plot_path, evaluation.plot_nsdr)):
         if path is not None:

@@ -26,7 +26,7 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-## Speed benchmarks: they print numbers (issue 5). Open-Unmix is timed too where the
+## Speed benchmarks: they print numbers. Open-Unmix is timed too where the
 ## [bench] extra is installed (`$(BIN)/python -m pip install -e .[bench]`), else skipped.
 bench: venv
 	$(BIN)/python benchmarks/separate_speed.py
@@ -73,7 +73,7 @@ train-unet16k: venv
 ## The faithful `paper` preset (Lin et al. 2018: 22.05 kHz, 9 x 2049 patches, 19,489,049
 ## parameters) on MUSDB18-7 train with the paper's Adam 1e-4 and batch 107, scaled to a
 ## 2-core CPU: 4 x 50 autoencoder steps, then 8 x 50 fine-tuning steps (the paper: 300 + 300
-## epochs). 32 minutes on a 2-core AVX-512 CPU on 2026-12-01 (BENCHMARKS.md, "Issue 21").
+## epochs); its time and scores: BENCHMARKS.md ("Issue 21").
 train-paper: venv
 	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \
 	  --pretrain-epochs 4 --epochs 8 --steps-per-epoch 50 --batch-size 107 --learning-rate 1e-4 \

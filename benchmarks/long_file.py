@@ -1,4 +1,4 @@
-"""Streaming separation of a long file: memory, time and exact output length (issue 5).
+"""Streaming separation of a long file: memory, time and exact output length.
 
     python benchmarks/long_file.py [--minutes 60] [--block-seconds S] [--dir DIR] [--json OUT]
 

@@ -1,4 +1,4 @@
-"""Inference and training speed of U-Net widths on this machine (issues 5 and 8).
+"""Inference and training speed of U-Net widths on this machine.
 
     python benchmarks/model_speed.py [--widths 1,0.5] [--frames 1024] [--repeats 3]
 

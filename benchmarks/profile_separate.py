@@ -1,4 +1,4 @@
-"""Where the time of one separation goes, stage by stage (issue 5).
+"""Where the time of one separation goes, stage by stage.
 
     python benchmarks/profile_separate.py [--seconds 180] [--model PATH] [--repeats 2]
         [--precision float32|bfloat16]

@@ -1,4 +1,4 @@
-"""Separation speed of keras-svs and Open-Unmix (UMX-L) on one stereo 44.1 kHz file (issue 5).
+"""Separation speed of keras-svs and Open-Unmix (UMX-L) on one stereo 44.1 kHz file.
 
     python benchmarks/separate_speed.py [--seconds 180] [--repeats 3] [--model PATH]
         [--mode average|centre] [--precision float32|bfloat16] [--threads N] [--no-openunmix]

@@ -214,8 +214,8 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
 def _frames(audio: np.ndarray, subtype: str) -> np.ndarray:
     """``(channels, samples)`` or ``(samples,)`` float audio as the ``(samples, channels)``
     array libsndfile writes: clipped to [-1, 1] for integer PCM, and already 16-bit for
-    ``PCM_16`` (converting here is 3x faster than libsndfile's float conversion; the
-    values may differ from libsndfile's by one least significant bit)."""
+    ``PCM_16`` (converting here is faster than libsndfile's float conversion; the values
+    may differ from libsndfile's by one least significant bit)."""
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     if subtype == "PCM_16":
         out = np.empty(audio.shape[::-1], np.int16)

@@ -162,7 +162,7 @@ def trained_run(tmp_path_factory) -> dict:
 
 # -- reporting -----------------------------------------------------------------------------
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Issue 6: how many bad-input cases (``tests/test_bad_inputs.py``) ran, and how."""
+    """How many bad-input cases (``tests/test_bad_inputs.py``) ran, and how."""
     rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 2}
     outcomes: dict[str, str] = {}
     for status in rank:

@@ -1,4 +1,4 @@
-"""Bad inputs (issue 6): whatever a user hands ``keras-svs separate`` or ``Separator``, the
+"""Bad inputs: whatever a user hands ``keras-svs separate`` or ``Separator``, the
 outcome is a correct separation or one clear error naming the file.
 
 Every input is generated here, in ``tmp_path``. Each case runs through the command (click's
@@ -299,7 +299,7 @@ CASES = [
     Case("output-exists-no-overwrite", GOOD, ("exists", "--overwrite"),
          setup=existing_output, names="good/vocals.wav", cli_only=True),
 ]
-assert len({case.id for case in CASES}) == len(CASES) >= 40  # issue 6: at least 40
+assert len({case.id for case in CASES}) == len(CASES) >= 40  # at least 40 cases
 
 #: Cases also run through streamed separation (``--block-seconds``), where the input is
 #: readable in blocks: what it separates, what it refuses, its own full disk.

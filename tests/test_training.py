@@ -308,7 +308,7 @@ def test_settings_split_into_a_recipe_and_run_options():
         Recipe("tiny")  # keyword only: a positional recipe hides which field is which
 
 
-# -- faults: a killed run, NaN loss, bad tracks (issue 6) ----------------------------------
+# -- faults: a killed run, NaN loss, bad tracks -----------------------------------------
 def _train_command(data, out, epochs):
     import sys
     from pathlib import Path

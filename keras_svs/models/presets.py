@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("tiny", "paper", StftConfig(8000, 256, 256, 64), bins=129, frames=9,
            arch=dict(filters=(4, 4, 4, 4), dense=(32, 16)),
            batch_size=16, learning_rate=1e-3, pretrain_epochs=1, epochs=1, threshold=0.5),
-    # Fully convolutional encoder-decoder on log, standardised magnitudes (issue 8).
+    # Fully convolutional encoder-decoder on log, standardised magnitudes.
     Preset("unet", "unet", StftConfig(16000, 1024, 1024, 256), bins=512, frames=128,
            log_input=True, standardize=True,
            arch=dict(filters=(16, 32, 64, 128, 256, 512), dropout=0.2),

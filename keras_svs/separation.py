@@ -3,8 +3,10 @@
 This module is the separation engine: :class:`Separator` is used for whole files (here), for
 files streamed block by block (:mod:`keras_svs.streaming`), for validation during training
 (:mod:`keras_svs.monitor`), and is what the SavedModel graph (:mod:`keras_svs.export`)
-is tested equal to. It runs on any Keras backend (model calls compiled with ``tf.function``
-on TensorFlow; TensorFlow is imported only there).
+is tested equal to. Its one model call, :attr:`Separator.predict`, runs on a runtime of
+:mod:`keras_svs.runtime`: TensorFlow (any Keras backend: compiled with ``tf.function`` on
+TensorFlow, eager elsewhere) or LiteRT (a converted form, cached; then neither Keras nor
+TensorFlow is imported). Keras is imported only where a model is loaded or built.
 
 Steps (:meth:`Separator.separate_with_mask`):
 
@@ -32,13 +34,13 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import keras
+import sys
+import warnings
+
 import numpy as np
 
-from . import audio, spectral
+from . import audio, runtime as runtimes, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
-from .models import load_model, settings
-from .models.inference import at_precision, inference_model
 from .options import MODES, STEMS
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
@@ -156,30 +158,19 @@ def mask_channels(have, want: int, xp=np):
     return xp.where((channel < want) & (have >= want), channel, want)
 
 
-def _compiled(model: keras.Model, shape: list,
-              batched: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """The model's voice probability (output channel 0, as float32 NumPy) of an input of
-    ``shape`` (``None``: any size; a batch of patches when ``batched``, else one
-    spectrogram without a batch axis): one compiled function on TensorFlow, an eager call
-    on the other backends."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+def load_model(path: str | os.PathLike):
+    """:func:`keras_svs.models.load_model` (imports Keras, quietly where
+    ``TF_CPP_MIN_LOG_LEVEL`` asks for it: :func:`keras_svs.runtime.import_tensorflow_quietly`)."""
+    runtimes.import_tensorflow_quietly()
+    from .models import load_model as load
 
-        def call(x):
-            voice = model(x if batched else x[tf.newaxis], training=False)[..., 0]
-            voice = tf.cast(voice, tf.float32)
-            return voice if batched else voice[0]
+    return load(path)
 
-        function = tf.function(call, input_signature=[tf.TensorSpec(shape, tf.float32)],
-                               reduce_retracing=True)
-        return lambda x: function(x).numpy()
 
-    def eager(x):
-        voice = model(x if batched else x[None], training=False)[..., 0]
-        voice = keras.ops.convert_to_numpy(voice).astype(np.float32)
-        return voice if batched else voice[0]
-
-    return eager
+def _is_keras_model(model) -> bool:
+    """Whether ``model`` is a ``keras.Model`` (never true before Keras is imported)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)
 
 
 class Separator:
@@ -215,35 +206,60 @@ class Separator:
         patch_batch: patch models: patches per model call (plus those overlapping the
             block's ends); default: as many as keep the activations near
             :data:`_BLOCK_BUDGET` values. The result does not depend on it.
+        runtime: what runs the model call (:mod:`keras_svs.runtime`): ``tensorflow``
+            (the Keras model), ``litert`` (its LiteRT form, converted once per model file
+            and cached; fully convolutional models from a file, float32, inference form;
+            the same stems within 1e-4) or ``auto`` (default: ``litert`` where it applies
+            and ``ai-edge-litert`` is installed, else ``tensorflow``; a model whose
+            conversion fails falls back to ``tensorflow`` with a warning).
 
     Raises:
-        ValueError: an unknown mask, mode, extension or precision; a model file that is
-            not a keras-svs model.
+        ValueError: an unknown mask, mode, extension, precision or runtime; a model file
+            that is not a keras-svs model; ``runtime="litert"`` where it does not apply.
+        ImportError: ``runtime="litert"`` without ``ai-edge-litert``.
     """
 
     def __init__(self, model: str | os.PathLike | keras.Model | None = None,
                  mask: str | None = None, threshold: float | None = None,
                  mode: str = "average", precision: str = "float32",
                  extension: str | None = None, inference_form: bool = True,
-                 patch_batch: int | None = None):
+                 patch_batch: int | None = None, runtime: str = "auto"):
+        given = _is_keras_model(model)
         #: the keyword arguments that make this separator again in another process
         #: (:func:`keras_svs.batch.separate_files` with ``jobs`` > 1); None for a model
         #: given as a Keras object
-        self.arguments = None if isinstance(model, keras.Model) else dict(
+        self.arguments = None if given else dict(
             model=None if model is None else str(model), mask=mask, threshold=threshold,
             mode=mode, precision=precision, extension=extension,
-            inference_form=inference_form, patch_batch=patch_batch)
-        loaded = model if isinstance(model, keras.Model) else load_model(
-            model if model is not None else default_model_path())
+            inference_form=inference_form, patch_batch=patch_batch, runtime=runtime)
+        path = None if given else Path(model) if model is not None else default_model_path()
+        choice = dict(from_file=path is not None, precision=precision,
+                      inference_form=inference_form)
+        #: the runtime of :attr:`predict`: ``tensorflow`` or ``litert``
+        self.runtime = runtimes.resolve(runtime, **choice)
+        form = runtimes.cached_form(path) if self.runtime == "litert" else None
         #: the Keras model that computes the probabilities: for a U-Net or ``spleeter``
         #: model its inference form (unless ``inference_form`` is False; the training form
-        #: is not kept, which saves its weights' memory), else ``model``; in ``precision``
-        self.model = at_precision(inference_model(loaded) if inference_form else loaded,
-                                  precision)
-        del loaded
+        #: is not kept, which saves its weights' memory), else ``model``; in ``precision``.
+        #: None where the ``litert`` runtime found its form cached (no Keras model loaded).
+        self.model = None
+        if form is None:
+            runtimes.import_tensorflow_quietly()
+            from .models import settings
+            from .models.inference import at_precision, inference_model
+
+            loaded = model if given else load_model(path)
+            self.model = at_precision(inference_model(loaded) if inference_form else loaded,
+                                      precision)
+            del loaded
+            #: the model's :class:`keras_svs.models.ModelSettings` (the same attributes,
+            #: read from the cache, where no Keras model is loaded)
+            self.settings = settings(self.model)
+            self.runtime = runtimes.resolve(runtime, **choice,
+                                            convolutional=self.settings.frames is None)
+        else:
+            self.settings = runtimes.stored_settings(form[1])
         self.precision = precision
-        #: the model's :class:`keras_svs.models.ModelSettings`
-        self.settings = settings(self.model)
         #: audio channels the model takes (1: the mono mix; 2: stereo, ``spleeter``)
         self.channels = self.settings.channels
         #: the model's STFT settings
@@ -273,11 +289,24 @@ class Separator:
             #: patches ``(n, P, bins) -> (n, P, bins)``, or a whole spectrogram ``(frames,
             #: bins) -> (frames, bins)`` (a stereo model's ``(frames, bins, channels)``;
             #: frames a multiple of the time multiple)
-            self.predict = _compiled(self.model, [None, frames, bins], batched=True)
+            self.predict = runtimes.tensorflow_predict(self.model, [None, frames, bins],
+                                                       batched=True)
         else:  # fully convolutional: any number of frames (a multiple of time_multiple)
             self.step = self.settings.time_multiple
             shape = [None, bins] if self.channels == 1 else [None, bins, self.channels]
-            self.predict = _compiled(self.model, shape, batched=False)
+            if self.runtime == "litert" and form is None:
+                try:
+                    form = runtimes.convert(self.model, shape, path)
+                except Exception as error:  # noqa: BLE001 (any converter failure)
+                    if runtime != "auto":
+                        raise
+                    warnings.warn(f"{path}: no LiteRT form ({runtimes.first_line(error)}); "
+                                  "separating with TensorFlow", RuntimeWarning, stacklevel=2)
+                    self.runtime = "tensorflow"
+            if self.runtime == "litert":
+                self.predict = runtimes.litert_predict(form[0], _WORKERS)
+            else:
+                self.predict = runtimes.tensorflow_predict(self.model, shape, batched=False)
         release_free_memory()  # loading leaves freed but resident heap behind
 
     # -- spectrogram level ------------------------------------------------------------

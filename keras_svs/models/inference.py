@@ -19,7 +19,9 @@ Built with Keras layers only, from the weights of a model made by
 Never saved: the ``.keras`` file keeps the training-time form. A ``spleeter`` pair
 (:mod:`keras_svs.models.spleeter`) gets the sub-pixel rewrite of its transposed
 convolutions (:func:`spleeter_inference_model`); its batch norms stay (they follow a ReLU,
-or feed a skip connection that takes the convolution before them).
+or feed a skip connection that takes the convolution before them), and its head computes
+:class:`~keras_svs.models.spleeter.PairRatioLogit`'s function with finite terms in every
+runtime (:class:`StableRatioLogit`).
 
 :func:`at_precision` runs any model in ``bfloat16`` instead (not exact: faster where the
 hardware has bfloat16 dot products, slower where it has not).
@@ -91,7 +93,7 @@ def spleeter_inference_model(model: keras.Model) -> keras.Model:
     spleeter_body`): each 5 x 5 stride-2 transposed convolution and its ReLU become a
     3 x 3 convolution and a pixel shuffle; every other layer is copied with its weights.
     Same input and output as the model's own."""
-    from .spleeter import PairRatioLogit, STEMS
+    from .spleeter import STEMS
 
     front = model.get_layer("spectrogram_input")
     magnitude = keras.Input(shape=model.input_shape[1:], name="magnitude")
@@ -124,7 +126,7 @@ def spleeter_inference_model(model: keras.Model) -> keras.Model:
             if i < levels:
                 x = layers.Concatenate(name=f"{p}up{i}_skip")([convs[-1 - i], x])
         logits.append(copy(f"{p}up{levels + 1}_conv", x))
-    ratio = PairRatioLogit(name="logits_grid")(logits)
+    ratio = StableRatioLogit(name="logits_grid")(logits)
     return keras.Model(magnitude, BinSoftmax(name="probabilities")(ratio),
                        name=f"{model.name}_inference")
 
@@ -240,3 +242,27 @@ class ShiftSum(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "kh": self.kh, "kw": self.kw, "bias": self.bias}
+
+
+@keras.saving.register_keras_serializable(package="keras_svs")
+class StableRatioLogit(keras.layers.Layer):
+    """:class:`~keras_svs.models.spleeter.PairRatioLogit`'s function, ``2 * (log_sigmoid(z_v)
+    - log_sigmoid(z_a))`` of the two nets' logits ``(batch, frames, bins, channels)``, with
+    ``log_sigmoid(z) = min(z, 0) - log(1 + exp(-|z|))``: each term finite for every finite
+    logit whichever kernels run it. (The LiteRT converter lowers ``log_sigmoid`` to
+    ``-log(1 + exp(-z))``, infinite for logits below about -88, which the shipped model
+    gives.) Equal to it up to float32 rounding. No weights; computes in float32."""
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        def log_sigmoid(z):
+            return ops.minimum(z, 0.0) - ops.log(1.0 + ops.exp(-ops.abs(z)))
+
+        voice, accompaniment = (ops.cast(z, "float32") for z in inputs)
+        return 2.0 * (log_sigmoid(voice) - log_sigmoid(accompaniment))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])

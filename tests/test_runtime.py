@@ -1,0 +1,113 @@
+"""keras_svs.runtime: the LiteRT form gives TensorFlow's stems; auto falls back cleanly."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import synth_pair
+from keras_svs import runtime
+from keras_svs.separation import Separator
+
+RATE = 8000
+needs_litert = pytest.mark.skipif(not runtime.litert_installed(),
+                                  reason="ai-edge-litert is not installed")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("KERAS_SVS_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stereo_path(tmp_path_factory):
+    import keras
+
+    from keras_svs.models import build_model
+
+    keras.utils.set_random_seed(3)
+    path = tmp_path_factory.mktemp("runtime") / "tinystereo.keras"
+    build_model("tinystereo").save(path)
+    return path
+
+
+def _song(seconds: float = 3.0) -> np.ndarray:
+    v, a = synth_pair(RATE, seconds, 1)
+    return np.stack([v + 0.6 * a, 0.5 * v + a]).astype(np.float32)
+
+
+@needs_litert
+def test_litert_stems_equal_tensorflow_and_the_form_is_cached(stereo_path, cache):
+    song = _song()
+    reference = Separator(stereo_path, runtime="tensorflow")
+    converted = Separator(stereo_path, runtime="litert")
+    assert reference.runtime == "tensorflow" and converted.runtime == "litert"
+    assert len(list((cache / "litert").glob("*.tflite"))) == 1
+    cached = Separator(stereo_path)  # auto: the cached form, no Keras model loaded
+    assert cached.runtime == "litert" and cached.model is None
+    assert cached.settings.as_dict() == reference.settings.as_dict()
+    assert cached.settings.stft == reference.config
+    want = reference.separate(song, RATE)
+    for separator in (converted, cached):
+        got = separator.separate(song, RATE)
+        for stem in want:
+            np.testing.assert_allclose(got[stem], want[stem], atol=1e-4)
+
+
+@needs_litert
+def test_a_cached_separation_imports_neither_keras_nor_tensorflow(stereo_path, cache):
+    Separator(stereo_path, runtime="litert")  # converts and caches
+    code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
+            f"s = Separator({str(stereo_path)!r}); s.separate(np.zeros((2, 4000), np.float32), "
+            "8000); print(s.runtime, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ})
+    assert out.stdout.split() == ["litert", "False", "False"], out.stderr
+
+
+def test_auto_falls_back_to_tensorflow_without_litert(stereo_path, cache, monkeypatch):
+    monkeypatch.setattr(runtime, "litert_installed", lambda: False)
+    assert Separator(stereo_path).runtime == "tensorflow"
+    assert not cache.exists()  # nothing converted
+    with pytest.raises(ImportError, match="ai-edge-litert"):
+        Separator(stereo_path, runtime="litert")
+
+
+def test_litert_where_it_does_not_apply(tiny_model_path, tiny_model, stereo_path, cache):
+    assert Separator(tiny_model_path).runtime == "tensorflow"  # a patch model: auto
+    assert Separator(stereo_path, precision="bfloat16").runtime == "tensorflow"
+    for model, options in ((tiny_model_path, {}), (stereo_path, {"precision": "bfloat16"}),
+                           (stereo_path, {"inference_form": False})):
+        with pytest.raises(ValueError, match="litert"):
+            Separator(model, runtime="litert", **options)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Separator(stereo_path, runtime="onnx")
+
+
+def test_a_damaged_cache_entry_is_ignored(stereo_path, cache):
+    flatbuffer = cache / "litert" / (runtime.form_key(stereo_path) + ".tflite")
+    flatbuffer.parent.mkdir(parents=True)
+    flatbuffer.write_bytes(b"")  # no settings beside it
+    assert runtime.cached_form(stereo_path) is None
+    flatbuffer.with_suffix(".json").write_text(json.dumps({"preset": "x"}))
+    assert runtime.cached_form(stereo_path)[1] == {"preset": "x"}
+
+
+def test_the_stable_ratio_logit_is_the_pair_ratio_logit():
+    from keras_svs.models.inference import StableRatioLogit
+    from keras_svs.models.spleeter import PairRatioLogit
+
+    rng = np.random.default_rng(0)
+    voice, accompaniment = (rng.normal(0, 30, (1, 8, 16, 2)).astype(np.float32)
+                            for _ in range(2))
+    want = np.asarray(PairRatioLogit()([voice, accompaniment]))
+    got = np.asarray(StableRatioLogit()([voice, accompaniment]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    extreme = np.asarray(StableRatioLogit()([np.float32([[-500.0, 500.0]]),
+                                              np.float32([[-400.0, -500.0]])]))
+    np.testing.assert_allclose(extreme, [[-200.0, 1000.0]])

@@ -324,6 +324,8 @@ def _attempt(separator, path: Path, plan: dict, work: dict,
     try:
         return separate_one(separator, path, plan, progress=progress, **work)
     except EXPECTED_ERRORS as error:
+        if _TERMINATING.is_set():  # the signal surfaced as another error: stop the batch
+            raise KeyboardInterrupt("terminated") from error
         return Outcome(path, error=error)
 
 
@@ -392,20 +394,32 @@ def first_line(error: BaseException) -> str:
 def sigterm_as_interrupt():
     """Within the block, SIGTERM (a container stop, a scheduler's kill) raises
     ``KeyboardInterrupt("terminated")`` as Ctrl-C does, so that the writers' clean-up runs
-    and no partial file is left; the previous handler is restored after. Outside the main
-    thread, where no handler can be set, it does nothing."""
+    and no partial file is left; the previous handler is restored after. A signal that
+    lands inside native code (TensorFlow) can surface as another exception there: after a
+    SIGTERM, any exception leaving the block is raised as that ``KeyboardInterrupt``.
+    Outside the main thread, where no handler can be set, it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminated(signum, frame):
+        _TERMINATING.set()
         raise KeyboardInterrupt("terminated")
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         yield
+    except Exception as error:
+        if _TERMINATING.is_set():
+            raise KeyboardInterrupt("terminated") from error
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _TERMINATING.clear()
+
+
+#: Set by :func:`sigterm_as_interrupt`'s handler once SIGTERM has arrived.
+_TERMINATING = threading.Event()
 
 
 def speed(audio_seconds: float, seconds: float) -> str:

@@ -226,3 +226,25 @@ def test_the_cli_and_batch_import_no_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_that_surfaces_as_another_error_still_ends_as_terminated():
+    """A signal landing in native code can come out as another exception; after a SIGTERM
+    it is still the interrupt, and the previous handler is back afterwards."""
+    import os
+    import signal
+    import time
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="terminated"):
+        with batch.sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here
+            except KeyboardInterrupt:
+                raise AttributeError("what the native code made of it") from None
+    assert signal.getsignal(signal.SIGTERM) is previous
+    with pytest.raises(AttributeError):  # without a signal, errors are themselves
+        with batch.sigterm_as_interrupt():
+            raise AttributeError("a bug")

@@ -15,20 +15,21 @@ import click
 
 from . import batch
 from .options import (BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS, INFERENCE_PRECISIONS,
-                      LOADERS, LOSSES, MASKS, METHODS, MODES, TRAINING_PRECISIONS, Recipe,
-                      RunOptions, training_settings)
+                      LOADERS, LOSSES, MASKS, METHODS, MODES, RUNTIMES, TRAINING_PRECISIONS,
+                      Recipe, RunOptions, training_settings)
 
 # TensorFlow's C++ start-up chatter is noise for a command-line user.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _clean_errors(command):
-    """Import TensorFlow quietly, run the command with SIGTERM taken as Ctrl-C, and turn
-    expected exceptions into one ``Error:`` line and exit status 1."""
+    """Import TensorFlow quietly (``separate`` does where its runtime needs it), run the command
+    with SIGTERM taken as Ctrl-C, and turn expected exceptions into one ``Error:`` line, exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        batch.import_tensorflow_quietly()
+        if command.__name__ != "separate":
+            batch.import_tensorflow_quietly()
         try:
             with batch.sigterm_as_interrupt():
                 return command(*args, **kwargs)
@@ -114,6 +115,8 @@ def _separator_options(prefix: str = "", precision: bool = True):
               " Default: files over 5 minutes in 10 s blocks.")
 @click.option("-j", "--jobs", type=INT1, default=1, show_default=True, help="Files separated "
               "at once, each in its own process with its own model (N times the memory).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="What runs the model: LiteRT (auto, where installed) or TensorFlow.")
 @click.option("--plot", is_flag=True, help="Also write separation.png ({stem} = separation, "
               "{codec} = png): spectrograms and voice mask (needs matplotlib).")
 @_clean_errors
@@ -125,7 +128,7 @@ def separate(files, out_dir, stems, bit_depth, **options):
     the run stops there (with --jobs, the files already started are finished).
     """
     separator = {k: options.pop(k) for k in ("model", "mask", "threshold", "mode", "precision",
-                                             "extension")}
+                                             "extension", "runtime")}
     report = batch.Report(len(files), stems, options["fail_fast"])
     streams = _StreamBars() if _stderr_is_terminal() else None
     try:
@@ -295,8 +298,7 @@ def export_command(paths, mask, threshold, mode, extension):
     if len(paths) > 2:
         raise click.UsageError("give at most MODEL and OUTDIR")
     model, out_dir = paths if len(paths) == 2 else (None, paths[0])
-    path = export(model, out_dir, mask=mask, threshold=threshold, mode=mode,
-                  extension=extension)
+    path = export(model, out_dir, mask=mask, threshold=threshold, mode=mode, extension=extension)
     click.echo(f"SavedModel written to {path}", err=True)
 
 

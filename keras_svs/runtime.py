@@ -198,7 +198,7 @@ def convert(model, shape: list, model_path: str | os.PathLike) -> tuple[Path, di
 
     function = _voice_function(model, shape, batched=False)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
+    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model).convert()
     stored = settings(model).as_dict()
     base = cache_dir() / "litert" / form_key(model_path)
     base.parent.mkdir(parents=True, exist_ok=True)

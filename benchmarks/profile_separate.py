@@ -1,7 +1,7 @@
 """Where the time of one separation goes, stage by stage.
 
     python benchmarks/profile_separate.py [--seconds 180] [--model PATH] [--repeats 2]
-        [--precision float32|bfloat16]
+        [--precision float32|bfloat16] [--runtime auto|tensorflow|litert]
 
 Synthesises the same stereo 44.1 kHz file as separate_speed.py, then runs the stages of
 `Separator.separate_file` one after the other, timing each (best of --repeats after a
@@ -67,13 +67,14 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--runtime", default="auto", choices=["auto", "tensorflow", "litert"])
     args = parser.parse_args()
     from keras_svs import Separator
 
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
         synthesize(song, args.seconds)
-        separator = Separator(args.model, precision=args.precision)
+        separator = Separator(args.model, precision=args.precision, runtime=args.runtime)
         stages(separator, song, Path(tmp))  # warm-up
         runs = [stages(separator, song, Path(tmp)) for _ in range(args.repeats)]
         wholes = []
@@ -87,7 +88,7 @@ def main() -> None:
     m = machine()
     print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; {m['date']}")
     print(f"input: {args.seconds:.0f} s stereo {RATE / 1000:g} kHz; model "
-          f"{separator.settings.preset} in {args.precision}; best of {args.repeats}")
+          f"{separator.settings.preset} in {args.precision} on {separator.runtime}; best of {args.repeats}")
     for name, seconds in best.items():
         print(f"  {name:26s} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
     print(f"  {'sum of stages':26s} {total:7.3f} s  ({args.seconds / total:.1f}x real time)")

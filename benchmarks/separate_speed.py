@@ -2,7 +2,9 @@
 
     python benchmarks/separate_speed.py [--seconds 180] [--repeats 3] [--model PATH]
         [--mode average|centre] [--precision float32|bfloat16] [--threads N] [--no-openunmix]
-        [--json OUT]
+        [--versus MODEL] [--runtimes auto,tensorflow,litert] [--json OUT]
+    python benchmarks/separate_speed.py --startup [--repeats 5] [--runtimes tensorflow,litert]
+    python benchmarks/separate_speed.py --compare-runtimes [--seconds 180] [--repeats 5]
 
 Synthesises a stereo 44.1 kHz 16-bit WAV, then times the whole file -> files path of each tool
 on it: keras-svs `Separator.separate_file` (default model and settings: decode, resample, STFT,
@@ -13,7 +15,16 @@ subprocess, the tools alternating (keras-svs, Open-Unmix, keras-svs, ...): the c
 model, separates the file once untimed (warm-up: tracing, allocator, caches), then once timed.
 The peak RSS of each tool is that of its own child (`os.wait4`), model load and warm-up included.
 Prints medians, real-time factors, the speed ratio (Open-Unmix time / keras-svs time), the peak
-RSS of each and the machine; `--json` also writes them.
+RSS of each and the machine; `--json` also writes them. `--runtimes` times keras-svs once per
+runtime (`Separator(runtime=...)`, alternating; the model and its `--versus` alike); each child
+also times its model call on one block (`BLOCK_FRAMES` frames with `BLOCK_CONTEXT` frames of
+context on each side: the stereo engine's call), median of 5 after the warm-up.
+
+`--startup` times whole processes of `keras-svs separate` on a 1 s stereo 44.1 kHz file, each
+runtime in turn (after one untimed run that converts and caches the LiteRT form): the start-up
+a user waits for. `--compare-runtimes` runs TensorFlow and LiteRT in one process: their block
+calls alternating (`--repeats` each) and the largest difference of their stems (float32) on the
+`--seconds` file, which must stay within 1e-4.
 
 Open-Unmix is UMX-L as `openunmix.umxl` builds it (openunmix 1.3.0, `openunmix/__init__.py`
 `umxl_spec`/`umxl`), with randomly initialised weights (no download: the compute does not
@@ -129,29 +140,116 @@ def run_child(argv: list[str]) -> tuple[dict, float, float]:
 
 # ------------------------------------------------------------------------------ the children
 
+def _versions() -> dict:
+    """Versions of keras-svs and its runtimes, without importing them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("keras-svs", "keras", "tensorflow-cpu", "tensorflow", "ai-edge-litert"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def block_window(separator) -> np.ndarray:
+    """A magnitude window of one stereo-engine model call: ``(BLOCK_FRAMES + 2 *
+    BLOCK_CONTEXT, bins[, channels])`` frames (a patch model's: one batch of patches)."""
+    from keras_svs.separation import BLOCK_CONTEXT, BLOCK_FRAMES
+
+    settings, rng = separator.settings, np.random.default_rng(0)
+    if settings.frames is not None:
+        shape = (separator.block // separator.hop, settings.frames, settings.bins)
+    else:
+        shape = (BLOCK_FRAMES + 2 * BLOCK_CONTEXT, settings.bins) + (
+            (separator.channels,) if separator.channels != 1 else ())
+    return np.abs(rng.standard_normal(shape)).astype(np.float32)
+
+
+def time_block(separator, repeats: int = 5) -> float:
+    """Median seconds of ``separator.predict`` on :func:`block_window` (after one call)."""
+    window = block_window(separator)
+    separator.predict(window)
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        separator.predict(window)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
 def child_keras_svs(args) -> dict:
-    import keras
-    import tensorflow as tf
+    from keras_svs.separation import Separator, set_threads
 
     if args.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from keras_svs import Separator, __version__
-
+        set_threads(args.threads)
     began = time.perf_counter()
-    separator = Separator(args.model, mode=args.mode, precision=args.precision)
+    separator = Separator(args.model, mode=args.mode, precision=args.precision,
+                          runtime=args.runtime)
     load = time.perf_counter() - began
+    began = time.perf_counter()
     separator.separate_file(args.input, args.out)  # warm-up: tracing, caches
+    first = time.perf_counter() - began
     began = time.perf_counter()
     written = separator.separate_file(args.input, args.out)
     seconds = time.perf_counter() - began
-    return {"seconds": seconds, "load_seconds": load,
+    s = separator.settings
+    return {"seconds": seconds, "load_seconds": load, "first_seconds": first,
+            "block_seconds": time_block(separator),
             "outputs": {k: str(v) for k, v in written.items() if k != "plot"},
-            "model": f"{separator.settings.preset} "
-                     f"({separator.model.count_params():,} parameters), mode {args.mode}, "
-                     f"mask {separator.mask}, {args.precision}",
-            "versions": {"keras-svs": __version__, "keras": keras.__version__,
-                         "tensorflow": tf.__version__}}
+            "model": f"{s.preset} ({s.sample_rate} Hz, {s.channels} channels), mode "
+                     f"{args.mode}, mask {separator.mask}, {args.precision}, runtime "
+                     f"{separator.runtime}",
+            "versions": _versions()}
+
+
+def startup(repeats: int, runtimes: list[str], model: str | None) -> dict:
+    """Whole-process seconds of ``keras-svs separate`` on a 1 s file, per runtime: the
+    runs alternate between runtimes; each runtime runs once untimed first (the LiteRT
+    form is converted and cached there). ``{runtime: [seconds, ...]}``."""
+    times: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
+    with tempfile.TemporaryDirectory() as tmp:
+        song = Path(tmp) / "one_second.wav"
+        synthesize(song, 1.0)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        for repeat in range(-1, repeats):
+            for runtime in runtimes:
+                argv = [sys.executable, "-m", "keras_svs.cli", "separate", str(song), "-o",
+                        str(Path(tmp) / runtime), "--overwrite", "--runtime", runtime]
+                argv += ["--model", str(model)] if model else []
+                began = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True, env=env)
+                if repeat >= 0:
+                    times[runtime].append(time.perf_counter() - began)
+                    print(f"  start-up run {repeat + 1}/{repeats} {runtime}: "
+                          f"{times[runtime][-1]:.2f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def compare_runtimes(seconds: float, repeats: int, model: str | None) -> dict:
+    """TensorFlow and LiteRT in one process: block-call seconds of each (alternating,
+    ``repeats`` each, after a warm-up) and the largest absolute difference of their stems on
+    ``seconds`` of the test signal (float32)."""
+    from keras_svs.separation import Separator
+
+    separators = {r: Separator(model, runtime=r) for r in ("tensorflow", "litert")}
+    window = block_window(separators["tensorflow"])
+    times: dict[str, list[float]] = {r: [] for r in separators}
+    for separator in separators.values():
+        separator.predict(window)
+    for _ in range(repeats):
+        for runtime, separator in separators.items():
+            began = time.perf_counter()
+            separator.predict(window)
+            times[runtime].append(time.perf_counter() - began)
+    song = signal(0, int(round(seconds * RATE))).T
+    stems = {r: s.separate(song, RATE) for r, s in separators.items()}
+    difference = {stem: float(np.abs(stems["litert"][stem] - stems["tensorflow"][stem]).max())
+                  for stem in stems["tensorflow"]}
+    return {"block_shape": list(window.shape), "block_times": times,
+            "block_median_seconds": {r: statistics.median(t) for r, t in times.items()},
+            "stems_max_abs_difference": difference, "seconds": seconds}
 
 
 def import_openunmix():
@@ -263,7 +361,15 @@ def main() -> None:
     parser.add_argument("--versus", default=None,
                         help="another keras-svs model, timed in the same run, alternating "
                              "(e.g. the previous default against a new one)")
+    parser.add_argument("--runtimes", default="auto",
+                        help="keras-svs runtimes to time, comma-separated, alternating "
+                             "(auto, tensorflow, litert; default auto)")
+    parser.add_argument("--startup", action="store_true",
+                        help="time whole `keras-svs separate` processes on a 1 s file instead")
+    parser.add_argument("--compare-runtimes", action="store_true",
+                        help="block calls and stems of TensorFlow and LiteRT in one process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--runtime", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -274,21 +380,42 @@ def main() -> None:
         return
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    host = machine()
+    simd = " ".join(host["simd"]) or "no AVX2"
+    if args.startup or args.compare_runtimes:
+        print(f"machine: {host['cpu']} ({simd}), {host['cores']} cores; {host['date']}; "
+              f"1-min load average {host['load_average_1min']}")
+        if args.startup:
+            result = {"startup_seconds": startup(args.repeats, runtimes, args.model)}
+            for runtime, times in result["startup_seconds"].items():
+                print(f"start-up, 1 s file, whole `keras-svs separate` process, {runtime}: "
+                      f"median {statistics.median(times):.2f} s, runs "
+                      f"{[round(t, 2) for t in times]}")
+        else:
+            result = compare_runtimes(args.seconds, args.repeats, args.model)
+            for runtime, times in result["block_times"].items():
+                print(f"block {tuple(result['block_shape'])}, {runtime}: median "
+                      f"{statistics.median(times):.3f} s, runs {[round(t, 3) for t in times]}")
+            print(f"stems on {args.seconds:.0f} s, largest |litert - tensorflow|: "
+                  f"{result['stems_max_abs_difference']}")
+        if args.json:
+            args.json.write_text(json.dumps({"machine": host, **result}, indent=2) + "\n")
+        return
 
-    tools = list(TOOLS)
+    tools = [f"keras-svs [{r}]" for r in runtimes] + ["open-unmix"]
     missing = "--no-openunmix" if args.no_openunmix else openunmix_available()
     if missing:
         tools.remove("open-unmix")
         if not args.no_openunmix:
             print(f"Open-Unmix skipped: torch/openunmix not importable ({missing}); "
                   f"install them with `{BENCH_HINT}`", file=sys.stderr)
-    host = machine()
     if host["load_average_1min"] and host["load_average_1min"] > 0.5:
         print(f"warning: load average {host['load_average_1min']:.2f}: the machine is not quiet; "
               "on an oversubscribed CPU torch's OpenMP threads slow down badly, so these "
               "timings are not representative", file=sys.stderr)
     if args.versus:
-        tools.append("keras-svs versus")
+        tools += [f"keras-svs versus [{r}]" for r in runtimes]
     runs: dict[str, list[dict]] = {tool: [] for tool in tools}
     with tempfile.TemporaryDirectory() as tmp:
         song = Path(tmp) / "song.wav"
@@ -296,13 +423,15 @@ def main() -> None:
         seconds = frames / RATE
         for repeat in range(args.repeats):
             for tool in tools:
-                child = "keras-svs" if tool == "keras-svs versus" else tool
+                child = "open-unmix" if tool == "open-unmix" else "keras-svs"
                 argv = [sys.executable, str(Path(__file__).resolve()), "--child", child,
                         "--input", str(song), "--out", str(Path(tmp) / tool.replace(" ", "_")),
                         "--mode", args.mode, "--precision", args.precision]
                 if args.threads:
                     argv += ["--threads", str(args.threads)]
-                model = args.versus if tool == "keras-svs versus" else args.model
+                model = args.versus if tool.startswith("keras-svs versus") else args.model
+                if child == "keras-svs":
+                    argv += ["--runtime", tool.split("[")[1].rstrip("]")]
                 if model:
                     argv += ["--model", str(model)]
                 result, peak_mb, wall = run_child(argv)
@@ -331,16 +460,23 @@ def main() -> None:
             "load_seconds_median": statistics.median(r["load_seconds"] for r in results),
             "child_wall_seconds_median": statistics.median(r["child_wall_seconds"] for r in results),
             "model": results[0]["model"], "versions": results[0]["versions"]}
+        if "block_seconds" in results[0]:
+            summary["tools"][tool].update(
+                block_seconds_median=statistics.median(r["block_seconds"] for r in results),
+                first_seconds_median=statistics.median(r["first_seconds"] for r in results))
         if "threads" in results[0]:
             summary["tools"][tool]["torch_threads"] = results[0]["threads"]
-    if "keras-svs versus" in runs:
-        summary["speed_ratio_keras_svs_over_versus"] = (
-            summary["tools"]["keras-svs versus"]["median_seconds"]
-            / summary["tools"]["keras-svs"]["median_seconds"])
+    medians = {tool: s["median_seconds"] for tool, s in summary["tools"].items()}
+    if args.versus:
+        summary["speed_ratio_keras_svs_over_versus"] = {
+            r: medians[f"keras-svs versus [{r}]"] / medians[f"keras-svs [{r}]"] for r in runtimes}
+    if len(runtimes) > 1:
+        summary["speed_ratio_over_first_runtime"] = {
+            r: medians[f"keras-svs [{runtimes[0]}]"] / medians[f"keras-svs [{r}]"]
+            for r in runtimes[1:]}
     if "open-unmix" in runs:
         summary["speed_ratio_openunmix_over_keras_svs"] = (
-            summary["tools"]["open-unmix"]["median_seconds"]
-            / summary["tools"]["keras-svs"]["median_seconds"])
+            medians["open-unmix"] / medians[f"keras-svs [{runtimes[0]}]"])
 
     print(f"machine: {host['cpu']} ({' '.join(host['simd']) or 'no AVX2'}), "
           f"{host['cores']} cores ({host['usable_cores']} usable), "
@@ -357,9 +493,15 @@ def main() -> None:
               f"({s['real_time_factor']:.1f}x real time), runs {[round(t, 2) for t in s['times']]}; "
               f"peak RSS {s['peak_rss_mb']:.0f} MB; model load {s['load_seconds_median']:.2f} s; "
               f"process wall {s['child_wall_seconds_median']:.1f} s")
-    if "speed_ratio_keras_svs_over_versus" in summary:
-        print(f"speed of keras-svs relative to the versus model (its time / keras-svs time): "
-              f"{summary['speed_ratio_keras_svs_over_versus']:.2f}")
+        if "block_seconds_median" in s:
+            print(f"  first separation (warm-up) {s['first_seconds_median']:.2f} s; one model "
+                  f"block call {s['block_seconds_median']:.3f} s")
+    for runtime, ratio in summary.get("speed_ratio_keras_svs_over_versus", {}).items():
+        print(f"speed of keras-svs relative to the versus model, {runtime} (its time / "
+              f"keras-svs time): {ratio:.2f}")
+    for runtime, ratio in summary.get("speed_ratio_over_first_runtime", {}).items():
+        print(f"speed of runtime {runtime} relative to {runtimes[0]} ({runtimes[0]} time / "
+              f"{runtime} time): {ratio:.2f}")
     if "speed_ratio_openunmix_over_keras_svs" in summary:
         print(f"speed ratio (Open-Unmix time / keras-svs time): "
               f"{summary['speed_ratio_openunmix_over_keras_svs']:.2f}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import sys
@@ -43,8 +42,12 @@ FORM_VERSION = 1
 
 
 def litert_installed() -> bool:
-    """Whether ``ai-edge-litert`` (the ``litert`` runtime) is importable."""
-    return importlib.util.find_spec("ai_edge_litert") is not None
+    """Whether ``ai-edge-litert``'s interpreter (the ``litert`` runtime) imports."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check(runtime: str) -> str:

@@ -186,12 +186,21 @@ def convert(model, shape: list, model_path: str | os.PathLike) -> tuple[Path, di
 
     The converted function is :func:`tensorflow_predict`'s, its variables frozen into
     constants: one spectrogram ``shape`` (``[None, bins]`` or ``[None, bins, channels]``)
-    in, its voice probability out. Written atomically: a concurrent or interrupted
-    conversion leaves no half-written form.
+    in, its voice probability out. Written atomically: an interrupted conversion leaves no
+    half-written form; processes converting the same file at once (``--jobs``) take turns
+    on a lock file, and those after the first find its form.
 
     Returns:
         ``(flatbuffer path, stored settings)``, as :func:`cached_form` gives them.
     """
+    base = cache_dir() / "litert" / form_key(model_path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(base.with_suffix(".lock")):
+        return cached_form(model_path) or _convert(model, shape, base)
+
+
+def _convert(model, shape: list, base: Path) -> tuple[Path, dict]:
+    """:func:`convert`'s work: the form written to ``base`` + ``.tflite`` and ``.json``."""
     import_tensorflow_quietly()
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
@@ -203,8 +212,6 @@ def convert(model, shape: list, model_path: str | os.PathLike) -> tuple[Path, di
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model).convert()
     stored = settings(model).as_dict()
-    base = cache_dir() / "litert" / form_key(model_path)
-    base.parent.mkdir(parents=True, exist_ok=True)
     for suffix, data in ((".json", json.dumps(stored).encode()), (".tflite", flatbuffer)):
         staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
         staged.write_bytes(data)
@@ -237,6 +244,22 @@ def litert_predict(flatbuffer: str | os.PathLike,
         return interpreter.get_tensor(target).copy()
 
     return predict
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on ``path`` (``fcntl.flock``; no lock where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
     python benchmarks/profile_separate.py [--seconds 180] [--model PATH] [--repeats 2]
         [--precision float32|bfloat16] [--runtime auto|tensorflow|litert]
+    python benchmarks/profile_separate.py --startup [--runtime tensorflow|litert] [--model PATH]
 
 Synthesises the same stereo 44.1 kHz file as separate_speed.py, then runs the stages of
 `Separator.separate_file` one after the other, timing each (best of --repeats after a
@@ -9,15 +10,23 @@ warm-up): decode, resample of the mono mix to the model's rate, the model-rate S
 model, the mask carried to the input's grid, the input-rate STFT of both channels, the mask
 product and inverse STFT, and the writing of both stems. Prints seconds per stage and the
 share of the total, and the best of --repeats calls of `separate_file` itself.
+
+`--startup` times, in this fresh process, what a separation waits for before its first block:
+the engine's imports, then on TensorFlow the TensorFlow and Keras imports, the model load, the
+inference form and the first call (tracing) on a 64-frame input; on LiteRT the cache look-up
+(the model file's SHA-256), the interpreter and its first call (tensor allocation, XNNPACK).
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
+
+_STARTED = time.perf_counter()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,6 +70,50 @@ def stages(separator, path: Path, out: Path) -> dict[str, float]:
     return times
 
 
+def startup_stages(model: str | None, runtime: str) -> list[tuple[str, float]]:
+    """Seconds of each start-up stage, from this script's first line (see the docstring);
+    ``runtime`` ``tensorflow`` or ``litert`` (its form must be cached: run a separation once)."""
+    stages, last = [], _STARTED
+
+    def mark(name):
+        nonlocal last
+        now = time.perf_counter()
+        stages.append((name, now - last))
+        last = now
+
+    from keras_svs import runtime as runtimes, separation
+
+    mark("import keras_svs.separation (NumPy, SciPy, soundfile)")
+    path = model or separation.default_model_path()
+    if runtime == "tensorflow":
+        runtimes.import_tensorflow_quietly()
+        mark("import TensorFlow and Keras")
+        from keras_svs.models import load_model, settings
+        from keras_svs.models.inference import inference_model
+
+        loaded = load_model(path)
+        mark("load the .keras model")
+        form = inference_model(loaded)
+        mark("build its inference form")
+        s = settings(form)
+        shape = [None, s.bins] + ([s.channels] if s.channels != 1 else [])
+        predict = runtimes.tensorflow_predict(form, shape, batched=False)
+    else:
+        cached = runtimes.cached_form(path)
+        if cached is None:
+            raise SystemExit(f"no cached LiteRT form of {path}: separate a file with it first")
+        mark("find the cached form (SHA-256 of the model file)")
+        predict = runtimes.litert_predict(cached[0], os.cpu_count() or 1)
+        s = runtimes.stored_settings(cached[1])
+        mark("open the LiteRT interpreter")
+    x = np.zeros((64, s.bins) + ((s.channels,) if s.channels != 1 else ()), np.float32)
+    predict(x)
+    mark("first model call, 64 frames (tracing or allocation)")
+    predict(x)
+    mark("second model call, 64 frames")
+    return stages
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=180.0)
@@ -68,7 +121,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--runtime", default="auto", choices=["auto", "tensorflow", "litert"])
+    parser.add_argument("--startup", action="store_true", help="time the start-up stages")
     args = parser.parse_args()
+    if args.startup:
+        runtime = "litert" if args.runtime == "auto" else args.runtime
+        stages = startup_stages(args.model, runtime)
+        m = machine()
+        print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; "
+              f"{m['date']}; start-up on {runtime}, from this script's first line")
+        for name, seconds in stages:
+            print(f"  {name:54s} {seconds:6.2f} s")
+        print(f"  {'total':54s} {sum(t for _, t in stages):6.2f} s")
+        return
     from keras_svs import Separator
 
     with tempfile.TemporaryDirectory() as tmp:

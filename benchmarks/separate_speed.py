@@ -4,6 +4,7 @@
         [--mode average|centre] [--precision float32|bfloat16] [--threads N] [--no-openunmix]
         [--versus MODEL] [--runtimes auto,tensorflow,litert] [--json OUT]
     python benchmarks/separate_speed.py --startup [--repeats 5] [--runtimes tensorflow,litert]
+        [--process-seconds 1]
     python benchmarks/separate_speed.py --compare-runtimes [--seconds 180] [--repeats 5]
 
 Synthesises a stereo 44.1 kHz 16-bit WAV, then times the whole file -> files path of each tool
@@ -20,8 +21,8 @@ runtime (`Separator(runtime=...)`, alternating; the model and its `--versus` ali
 also times its model call on one block (`BLOCK_FRAMES` frames with `BLOCK_CONTEXT` frames of
 context on each side: the stereo engine's call), median of 5 after the warm-up.
 
-`--startup` times whole processes of `keras-svs separate` on a 1 s stereo 44.1 kHz file, each
-runtime in turn (after one untimed run that converts and caches the LiteRT form): the start-up
+`--startup` times whole processes of `keras-svs separate` on a 1 s stereo 44.1 kHz file (or
+`--process-seconds`), each runtime in turn (after one untimed run that converts and caches the LiteRT form): the start-up
 a user waits for. `--compare-runtimes` runs TensorFlow and LiteRT in one process: their block
 calls alternating (`--repeats` each) and the largest difference of their stems (float32) on the
 `--seconds` file, which must stay within 1e-4.
@@ -204,14 +205,15 @@ def child_keras_svs(args) -> dict:
             "versions": _versions()}
 
 
-def startup(repeats: int, runtimes: list[str], model: str | None) -> dict:
-    """Whole-process seconds of ``keras-svs separate`` on a 1 s file, per runtime: the
-    runs alternate between runtimes; each runtime runs once untimed first (the LiteRT
-    form is converted and cached there). ``{runtime: [seconds, ...]}``."""
+def startup(repeats: int, runtimes: list[str], model: str | None,
+            seconds: float = 1.0) -> dict:
+    """Whole-process seconds of ``keras-svs separate`` on a file of ``seconds``, per
+    runtime: the runs alternate between runtimes; each runtime runs once untimed first (the
+    LiteRT form is converted and cached there). ``{runtime: [seconds, ...]}``."""
     times: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
     with tempfile.TemporaryDirectory() as tmp:
-        song = Path(tmp) / "one_second.wav"
-        synthesize(song, 1.0)
+        song = Path(tmp) / "song.wav"
+        synthesize(song, seconds)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         for repeat in range(-1, repeats):
             for runtime in runtimes:
@@ -366,6 +368,8 @@ def main() -> None:
                              "(auto, tensorflow, litert; default auto)")
     parser.add_argument("--startup", action="store_true",
                         help="time whole `keras-svs separate` processes on a 1 s file instead")
+    parser.add_argument("--process-seconds", type=float, default=1.0,
+                        help="--startup: the file's length (default 1 s: the start-up)")
     parser.add_argument("--compare-runtimes", action="store_true",
                         help="block calls and stems of TensorFlow and LiteRT in one process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -387,9 +391,12 @@ def main() -> None:
         print(f"machine: {host['cpu']} ({simd}), {host['cores']} cores; {host['date']}; "
               f"1-min load average {host['load_average_1min']}")
         if args.startup:
-            result = {"startup_seconds": startup(args.repeats, runtimes, args.model)}
+            result = {"startup_seconds": startup(args.repeats, runtimes, args.model,
+                                                 args.process_seconds),
+                      "file_seconds": args.process_seconds}
             for runtime, times in result["startup_seconds"].items():
-                print(f"start-up, 1 s file, whole `keras-svs separate` process, {runtime}: "
+                print(f"{args.process_seconds:g} s file, whole `keras-svs separate` process, "
+                      f"{runtime}: "
                       f"median {statistics.median(times):.2f} s, runs "
                       f"{[round(t, 2) for t in times]}")
         else:

@@ -18,8 +18,9 @@ from .options import (BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS, INFERENC
                       LOADERS, LOSSES, MASKS, METHODS, MODES, RUNTIMES, TRAINING_PRECISIONS,
                       Recipe, RunOptions, training_settings)
 
-# TensorFlow's C++ start-up chatter is noise for a command-line user.
+# Quiet TensorFlow start-up; no NumPy huge-page advice (it slows the first touch of big arrays).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # read when NumPy is imported, after this
 
 
 def _clean_errors(command):
@@ -136,9 +137,8 @@ def separate(files, out_dir, stems, bit_depth, **options):
                                         bit_depth=int(bit_depth), progress=streams, **options)
     except batch.OutputNameError as error:
         raise click.BadParameter(str(error), param_hint="'--filename'") from None
-    bar = None
-    if len(files) > 1 and _stderr_is_terminal():
-        bar = click.progressbar(length=len(files), label="separating", file=sys.stderr)
+    bar = (click.progressbar(length=len(files), label="separating", file=sys.stderr)
+           if len(files) > 1 and _stderr_is_terminal() else None)
     with contextlib.closing(outcomes), bar or contextlib.nullcontext():
         for outcome in outcomes:
             if streams is not None:

@@ -7,9 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+import soundfile as sf
+from click.testing import CliRunner
 
 from conftest import synth_pair
 from keras_svs import runtime
+from keras_svs.cli import main
 from keras_svs.separation import Separator
 
 RATE = 8000
@@ -66,7 +69,7 @@ def test_a_cached_separation_imports_neither_keras_nor_tensorflow(stereo_path, c
             f"s = Separator({str(stereo_path)!r}); s.separate(np.zeros((2, 4000), np.float32), "
             "8000); print(s.runtime, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**__import__("os").environ})
+                         check=True)  # the environment, with KERAS_SVS_CACHE, is inherited
     assert out.stdout.split() == ["litert", "False", "False"], out.stderr
 
 
@@ -111,3 +114,15 @@ def test_the_stable_ratio_logit_is_the_pair_ratio_logit():
     extreme = np.asarray(StableRatioLogit()([np.float32([[-500.0, 500.0]]),
                                               np.float32([[-400.0, -500.0]])]))
     np.testing.assert_allclose(extreme, [[-200.0, 1000.0]])
+
+
+def test_separate_runtime_option(tiny_model_path, tmp_path):
+    song = tmp_path / "song.wav"
+    sf.write(song, _song(1.0).T, RATE)
+    result = CliRunner().invoke(main, ["separate", str(song), "--model", str(tiny_model_path),
+                                       "-o", str(tmp_path / "out"), "--runtime", "litert"])
+    assert result.exit_code == 1 and "Error: runtime litert takes" in result.output
+    result = CliRunner().invoke(main, ["separate", str(song), "--model", str(tiny_model_path),
+                                       "-o", str(tmp_path / "out"), "--runtime", "tensorflow"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "song" / "vocals.wav").is_file()

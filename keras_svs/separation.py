@@ -31,11 +31,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from .options import DEFAULT_FILENAME, PLACEHOLDERS, STEMS
+from .runtime import import_tensorflow_quietly  # noqa: F401  (the CLI's and workers' import)
 
 #: Errors a bad input or output causes; :func:`separate_files` reports them per file (any
 #: other exception propagates).
@@ -56,28 +57,6 @@ class Outcome:
     audio_seconds: float = 0.0
     seconds: float = 0.0
     error: Exception | None = None
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
-
-    TensorFlow logs "oneDNN custom operations are on" (on CPUs where it enables oneDNN)
-    through absl before ``TF_CPP_MIN_LOG_LEVEL`` takes effect, which would put lines of
-    start-up noise before a command's own output. Skipped when ``TF_CPP_MIN_LOG_LEVEL`` is
-    0 (asking for TensorFlow's log) or TensorFlow is already imported. A failing import
-    still raises: its traceback is printed after stderr is restored.
-    """
-    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def parse_stems(text: str) -> tuple[str, ...]:

@@ -82,6 +82,7 @@ def startup_stages(model: str | None, runtime: str) -> list[tuple[str, float]]:
         last = now
 
     from keras_svs import runtime as runtimes, separation
+    from keras_svs.settings import ModelSettings
 
     mark("import keras_svs.separation (NumPy, SciPy, soundfile)")
     path = model or separation.default_model_path()
@@ -104,7 +105,7 @@ def startup_stages(model: str | None, runtime: str) -> list[tuple[str, float]]:
             raise SystemExit(f"no cached LiteRT form of {path}: separate a file with it first")
         mark("find the cached form (SHA-256 of the model file)")
         predict = runtimes.litert_predict(cached[0], os.cpu_count() or 1)
-        s = runtimes.stored_settings(cached[1])
+        s = ModelSettings.from_dict(cached[1])
         mark("open the LiteRT interpreter")
     x = np.zeros((64, s.bins) + ((s.channels,) if s.channels != 1 else ()), np.float32)
     predict(x)

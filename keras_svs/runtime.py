@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,17 +123,6 @@ def cached_form(model_path: str | os.PathLike) -> tuple[Path, dict] | None:
         return flatbuffer, json.loads(stored.read_text())
     except (OSError, ValueError):
         return None
-
-
-def stored_settings(stored: dict):
-    """A model's settings from their stored form (:meth:`keras_svs.models.ModelSettings.
-    as_dict`), with their ``stft`` (:class:`keras_svs.spectral.StftConfig`): the same
-    attributes as :class:`~keras_svs.models.ModelSettings`, without importing Keras."""
-    from .spectral import StftConfig
-
-    stft = StftConfig(stored["sample_rate"], stored["n_fft"], stored["win_length"],
-                      stored["hop_length"])
-    return types.SimpleNamespace(**stored, stft=stft, as_dict=lambda: dict(stored))
 
 
 def import_tensorflow_quietly() -> None:

@@ -41,6 +41,7 @@ import numpy as np
 from . import audio, runtime as runtimes, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
 from .options import MODES, STEMS
+from .settings import ModelSettings
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 #: Values of patch-model activations kept in memory at once (sets the block size).
@@ -251,13 +252,13 @@ class Separator:
             self.model = at_precision(inference_model(loaded) if inference_form else loaded,
                                       precision)
             del loaded
-            #: the model's :class:`keras_svs.models.ModelSettings` (the same attributes,
-            #: read from the cache, where no Keras model is loaded)
+            #: the model's :class:`~keras_svs.settings.ModelSettings` (read from the
+            #: cached form where no Keras model is loaded)
             self.settings = settings(self.model)
             self.runtime = runtimes.resolve(runtime, **choice,
                                             convolutional=self.settings.frames is None)
         else:
-            self.settings = runtimes.stored_settings(form[1])
+            self.settings = ModelSettings.from_dict(form[1])
         self.precision = precision
         #: audio channels the model takes (1: the mono mix; 2: stereo, ``spleeter``)
         self.channels = self.settings.channels

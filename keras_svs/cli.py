@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from . import batch
-from .options import (BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS, INFERENCE_PRECISIONS,
-                      LOADERS, LOSSES, MASKS, METHODS, MODES, RUNTIMES, TRAINING_PRECISIONS,
-                      Recipe, RunOptions, training_settings)
+from .options import (BEAM_RUNNERS, BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS,
+                      INFERENCE_PRECISIONS, LOADERS, LOSSES, MASKS, METHODS, MODES, RUNTIMES,
+                      STRATEGIES, TRAINING_PRECISIONS, Recipe, RunOptions, training_settings)
 
 # Quiet TensorFlow start-up; no NumPy huge-page advice (it slows the first touch of big arrays).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,21 +95,25 @@ def _separator_options(prefix: str = "", precision: bool = True):
           if precision else []))
 
 
+_OUTPUT_OPTIONS = _options(  # the stems written, their names and format
+    click.option("--stems", default="vocals,accompaniment", show_default=True,
+                 callback=_checked(batch.parse_stems), help="Stems to write, comma-separated."),
+    click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
+                 callback=_checked(batch.check_template), help="Output path inside OUTPUT; "
+                 "placeholders {track} (input name without extension), {stem}, {codec}."),
+    click.option("--codec", type=click.Choice(CODECS), default="wav", show_default=True),
+    click.option("--bit-depth", type=click.Choice([str(b) for b in BIT_DEPTHS]),
+                 default="16", show_default=True, help="32 = float WAV."),
+    click.option("--overwrite", is_flag=True, help="Replace existing output files."))
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=PATH)
 @click.option("-o", "--output", "out_dir", type=PATH, default=Path("separated"),
               show_default=True, help="Output folder; --filename names the files in it.")
 @click.option("-m", "--model", type=PATH, help="A .keras model (default: the shipped one).")
 @_separator_options()
-@click.option("--stems", default="vocals,accompaniment", show_default=True,
-              callback=_checked(batch.parse_stems), help="Stems to write, comma-separated.")
-@click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
-              callback=_checked(batch.check_template), help="Output path inside OUTPUT; "
-              "placeholders {track} (input name without extension), {stem}, {codec}.")
-@click.option("--codec", type=click.Choice(CODECS), default="wav", show_default=True)
-@click.option("--bit-depth", type=click.Choice([str(b) for b in BIT_DEPTHS]), default="16",
-              show_default=True, help="32 = float WAV.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@_OUTPUT_OPTIONS
 @click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
 @click.option("--block-seconds", type=POSITIVE, help="Separate files longer than this in "
               "blocks of this many seconds, in bounded memory (same result; not with --plot)."
@@ -152,6 +156,33 @@ def separate(files, out_dir, stems, bit_depth, **options):
         click.echo(report.summary(), err=True)
     if report.failure():
         raise click.ClickException(report.failure())
+
+
+@main.command("separate-beam", context_settings={"ignore_unknown_options": True})
+@click.option("--input", "pattern", required=True, help="Glob of the inputs, local or on a "
+              "Beam file system (gs://...).")
+@click.option("-o", "--output", "out_dir", required=True, help="Output folder (local or "
+              "gs://...): the stems, separated.jsonl, and failed.jsonl with each reason.")
+@click.option("-m", "--model", help="A .keras model or a `keras-svs export` SavedModel.")
+@_separator_options()
+@_OUTPUT_OPTIONS
+@click.option("--runner", type=click.Choice(BEAM_RUNNERS), default="DirectRunner",
+              show_default=True)
+@click.option("--batch-size", type=INT1, default=4, show_default=True,
+              help="Files per RunInference call.")
+@click.argument("pipeline_args", nargs=-1, type=click.UNPROCESSED)
+@_clean_errors
+def separate_beam(pattern, out_dir, runner, pipeline_args, bit_depth, **options):
+    """Separate a catalogue on Apache Beam ([beam] extra): the files of --input, named as
+    `separate` names them. Further arguments are Beam pipeline options (--project,
+    --region, --temp_location, --direct_num_workers, ...)."""
+    from .beam import separate_catalogue
+
+    run = separate_catalogue(pattern, out_dir, runner=runner, pipeline_args=pipeline_args,
+                             bit_depth=int(bit_depth), **options)
+    click.echo(run.line(), err=True)
+    if run.failure():
+        raise click.ClickException(run.failure())
 
 
 class _StreamBars(dict):
@@ -216,6 +247,8 @@ def _setting(flag: str, type=None, help: str | None = None, short: str | None = 
     _setting("--average-last", INT0, "Keep the mean weights of the last N epochs (0: best)."),
     _setting("--frames", INT1, "Frames per training patch (default: the preset's)."),
     _setting("--freeze-batch-norm", help="Keep batch norms' statistics (those of --init)."),
+    _setting("--strategy", click.Choice(STRATEGIES), "Devices or machines (TF_CONFIG) to "
+             "train on; --batch-size is then the global batch."),
 )
 @_clean_errors
 def train(data, out_dir, **settings):

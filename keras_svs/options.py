@@ -33,8 +33,13 @@ TRAINING_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LOSSES = ("ce", "weighted", "psa")
 #: Training batch loaders.
 LOADERS = ("auto", "tf", "numpy")
+#: Where training runs (:mod:`keras_svs.distribute`): ``auto``, ``one-device``, ``mirrored``
+#: (this machine's devices), ``multi-worker`` (a cluster named by ``TF_CONFIG``).
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 #: Separation methods that :func:`keras_svs.evaluation.estimate` knows.
 METHODS = ("model", "ibm", "irm", "mixture", "repet")
+#: Beam runners that ``keras-svs separate-beam --runner`` names (:mod:`keras_svs.beam`).
+BEAM_RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 #: Output formats of separated stems (the file extension picks it).
 CODECS = ("wav", "flac", "ogg")
 #: Output sample formats: 16 and 24 bit PCM, 32 = float WAV.
@@ -122,6 +127,9 @@ class RunOptions:
             not fit (``epochs`` then caps the count), and the cosine schedule follows.
         gnsdr_clips, gnsdr_every: log the voice GNSDR on that many validation clips every
             that many fine-tuning epochs (``val_gnsdr``); 0 clips: never.
+        strategy: one of :data:`STRATEGIES` (:mod:`keras_svs.distribute`): ``tf.distribute``
+            on TensorFlow, ``keras.distribution`` on JAX; the batch size is then the global
+            batch of all replicas together, and only the chief writes the run folder.
         verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
     """
 
@@ -136,6 +144,7 @@ class RunOptions:
     time_budget: float | None = None
     gnsdr_clips: int = 3
     gnsdr_every: int = 1
+    strategy: str = "auto"
     verbose: int = 2
 
 

@@ -158,6 +158,23 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--strategy", "multi-worker"], "TF_CONFIG"),
+    (["--strategy", "mirrored", "--loader", "numpy"], "takes the tf loader, not numpy"),
+    (["--strategy", "cluster"], "Invalid value for '--strategy'")])
+def test_train_command_refuses_a_strategy_it_cannot_run(tmp_path, monkeypatch, extra, message):
+    from click.testing import CliRunner
+
+    from keras_svs.cli import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    data = write_training_pairs(tmp_path / "data", tracks=2, seconds=0.5)
+    result = CliRunner().invoke(main, ["train", "-d", str(data), "-o", str(tmp_path / "run"),
+                                       "-p", "tiny", *extra])
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

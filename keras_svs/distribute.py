@@ -175,9 +175,9 @@ class Plan:
     Raises:
         ValueError: an unknown strategy, ``multi-worker`` without a cluster, or a backend
             without a distribution engine (PyTorch) asked for more than one device.
-        RuntimeError: ``multi-worker`` on TensorFlow once this process has run an operation
-            or listed its devices (the strategy must configure the runtime first, as
-            :func:`keras_svs.training.train` does).
+        RuntimeError: ``multi-worker`` once this process has run an operation or listed
+            its devices (the strategy, or ``jax.distributed``, must configure the runtime
+            first, as :func:`keras_svs.training.train` does).
     """
 
     def __init__(self, strategy: str = "auto", tf_config: str | None = None):
@@ -203,10 +203,11 @@ class Plan:
         elif self.backend == "jax":
             from keras import distribution
 
-            self.name = choose(strategy, len(distribution.list_devices()), self.where.size)
-            if self.name == "multi-worker":
+            self.name = choose(strategy, 1, self.where.size)
+            if self.name == "multi-worker":  # before JAX starts its backend
                 distribution.initialize(**jax_job(self.where))
             devices = distribution.list_devices()  # every process's, after initialize
+            self.name = choose(strategy, len(devices), self.where.size)
             if self.name != "one-device":
                 self.engine = distribution.DataParallel(devices=devices)
             self.replicas = len(devices) if self.engine is not None else 1

@@ -121,3 +121,9 @@ def test_plans_follow_the_separate_rules():
         plan("/music/x.flac", "/out", "{track}.{codec}")
     with pytest.raises(ValueError, match="no such model"):
         ModelSource("/nowhere/model.keras").check()
+
+
+def test_a_folder_that_is_no_export_is_refused(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ValueError, match="not a keras-svs export"):
+        ModelSource(tmp_path / "folder").check()

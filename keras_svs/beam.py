@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -144,7 +145,8 @@ class StemsModelHandler(ModelHandler):
     float32 (channels, samples)}``, or the expected error
     (:data:`keras_svs.batch.EXPECTED_ERRORS`) that stopped that song. The separator is
     loaded once per worker process (RunInference's shared model); up to ``max_batch_size``
-    songs are handed to it per call.
+    songs are handed to it per call. The threads of a process take turns with it (a LiteRT
+    interpreter runs one call at a time; one call already uses every core).
 
     Args:
         source: the model (:class:`ModelSource`).
@@ -156,19 +158,27 @@ class StemsModelHandler(ModelHandler):
         self.source, self.max_batch_size = source, max_batch_size
 
     def load_model(self):
-        return self.source.load()
+        return _Taking(self.source.load())
 
     def run_inference(self, songs: Sequence[tuple], model, inference_args=None
                       ) -> Iterable[PredictionResult]:
         for path, plan, waveform, rate in songs:
             try:
-                stems = model.separate(waveform, rate)
+                with model.turn:
+                    stems = model.separator.separate(waveform, rate)
             except batch.EXPECTED_ERRORS as error:
                 stems = error
             yield PredictionResult((path, plan, rate), stems)
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": 1, "max_batch_size": self.max_batch_size}
+
+
+class _Taking:
+    """A worker's separator and the lock its threads take turns with."""
+
+    def __init__(self, separator):
+        self.separator, self.turn = separator, threading.Lock()
 
 
 class _Decode(beam.DoFn):

@@ -46,7 +46,7 @@ def test_direct_runner_separates_as_separate_does(tiny_model_path, tmp_path):
     result = CliRunner().invoke(main, [
         "separate-beam", "--input", str(tmp_path / "in" / "*" / "*"), "-o", str(out),
         "-m", str(tiny_model_path), "--batch-size", "2", "--bit-depth", "32",
-        "--direct_num_workers=1"])
+        "--direct_num_workers=2", "--direct_running_mode=multi_threading"])
     assert result.exit_code == 1, result.output
     assert "3 files separated" in result.output and "3 failed" in result.output
     assert f"see {out / 'failed.jsonl'}" in result.output

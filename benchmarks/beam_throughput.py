@@ -5,8 +5,8 @@
 Makes FILES stereo 44.1 kHz FLAC songs of SECONDS seconds each (the demo clip repeated), then
 runs, each in its own process (start-up, imports and model load included):
 
-* `keras-svs separate-beam --input 'DIR/*.flac' -o OUT --direct_num_workers=WORKERS`
-  (the shipped model, DirectRunner);
+* `keras-svs separate-beam --input 'DIR/*.flac' -o OUT --direct_num_workers=WORKERS
+  --direct_running_mode=multi_threading` (the shipped model, DirectRunner);
 * `keras-svs separate DIR/*.flac -o OUT` (the same files, one process, for comparison);
 
 and prints, as one JSON line, each one's wall seconds, files per minute and real-time factor
@@ -63,7 +63,8 @@ def main() -> None:
         runs = {
             "separate-beam": [KERAS_SVS, "separate-beam", "--input", str(folder / "*.flac"),
                               "-o", str(Path(tmp) / "beam"),
-                              f"--direct_num_workers={args.workers}"],
+                              f"--direct_num_workers={args.workers}",
+                              "--direct_running_mode=multi_threading"],
             "separate": [KERAS_SVS, "separate", *sorted(glob.glob(str(folder / "*.flac"))),
                          "-o", str(Path(tmp) / "separate")],
         }

@@ -173,6 +173,17 @@ def block_seconds_for(path: str | os.PathLike, block_seconds: float | None,
     return AUTO_BLOCK_SECONDS
 
 
+def check_overwrite(plan: Mapping[str, str | os.PathLike], stems: tuple[str, ...] = STEMS,
+                    overwrite: bool = False,
+                    exists: Callable[[str], bool] = os.path.exists) -> None:
+    """Raises ``FileExistsError`` naming the first output of ``stems`` in ``plan`` that
+    ``exists`` (a local file, or with another ``exists`` one on another file system),
+    unless ``overwrite``."""
+    existing = [t for t in (plan[stem] for stem in stems) if exists(str(t))]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists (use --overwrite to replace it)")
+
+
 #: The progress callback of :func:`separate_files`: ``(input, frames done, frames)``.
 Progress = Callable[[Path, int, int], object]
 
@@ -199,9 +210,7 @@ def separate_one(separator, path: str | os.PathLike, plan: Mapping[str, Path],
     from . import audio
 
     path = Path(path)
-    existing = [t for t in (plan[stem] for stem in stems) if Path(t).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{existing[0]} exists (use --overwrite to replace it)")
+    check_overwrite(plan, stems, overwrite)
     started = time.perf_counter()
     block = block_seconds_for(path, block_seconds, separator)
     if block is not None and not plot:

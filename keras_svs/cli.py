@@ -4,7 +4,6 @@ non-zero exit status, never a traceback."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import sys
@@ -14,9 +13,9 @@ from pathlib import Path
 import click
 
 from . import batch
-from .options import (BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS, INFERENCE_PRECISIONS,
-                      LOADERS, LOSSES, MASKS, METHODS, MODES, RUNTIMES, TRAINING_PRECISIONS,
-                      Recipe, RunOptions, training_settings)
+from .options import (BEAM_RUNNERS, BIT_DEPTHS, CODECS, DEFAULT_FILENAME, EXTENSIONS,
+                      INFERENCE_PRECISIONS, MASKS, METHODS, MODES, RUNTIMES, train_options,
+                      training_settings)
 
 # Quiet TensorFlow start-up; no NumPy huge-page advice (it slows the first touch of big arrays).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,21 +94,25 @@ def _separator_options(prefix: str = "", precision: bool = True):
           if precision else []))
 
 
+_OUTPUT_OPTIONS = _options(  # the stems written, their names and format
+    click.option("--stems", default="vocals,accompaniment", show_default=True,
+                 callback=_checked(batch.parse_stems), help="Stems to write, comma-separated."),
+    click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
+                 callback=_checked(batch.check_template), help="Output path inside OUTPUT; "
+                 "placeholders {track} (input name without extension), {stem}, {codec}."),
+    click.option("--codec", type=click.Choice(CODECS), default="wav", show_default=True),
+    click.option("--bit-depth", type=click.Choice([str(b) for b in BIT_DEPTHS]),
+                 default="16", show_default=True, help="32 = float WAV."),
+    click.option("--overwrite", is_flag=True, help="Replace existing output files."))
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=PATH)
 @click.option("-o", "--output", "out_dir", type=PATH, default=Path("separated"),
               show_default=True, help="Output folder; --filename names the files in it.")
 @click.option("-m", "--model", type=PATH, help="A .keras model (default: the shipped one).")
 @_separator_options()
-@click.option("--stems", default="vocals,accompaniment", show_default=True,
-              callback=_checked(batch.parse_stems), help="Stems to write, comma-separated.")
-@click.option("--filename", default=DEFAULT_FILENAME, show_default=True,
-              callback=_checked(batch.check_template), help="Output path inside OUTPUT; "
-              "placeholders {track} (input name without extension), {stem}, {codec}.")
-@click.option("--codec", type=click.Choice(CODECS), default="wav", show_default=True)
-@click.option("--bit-depth", type=click.Choice([str(b) for b in BIT_DEPTHS]), default="16",
-              show_default=True, help="32 = float WAV.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@_OUTPUT_OPTIONS
 @click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
 @click.option("--block-seconds", type=POSITIVE, help="Separate files longer than this in "
               "blocks of this many seconds, in bounded memory (same result; not with --plot)."
@@ -154,6 +157,29 @@ def separate(files, out_dir, stems, bit_depth, **options):
         raise click.ClickException(report.failure())
 
 
+@main.command("separate-beam", context_settings={"ignore_unknown_options": True,
+                                                "show_default": True})
+@click.option("--input", "pattern", required=True, help="Glob of inputs (local, gs://...).")
+@click.option("-o", "--output", "out_dir", required=True, help="Output folder (local, gs://"
+              "...): stems, separated.jsonl, and failed.jsonl with each reason.")
+@click.option("-m", "--model", help="A .keras model or a `keras-svs export` SavedModel.")
+@_separator_options()
+@_OUTPUT_OPTIONS
+@click.option("--runner", type=click.Choice(BEAM_RUNNERS), default="DirectRunner")
+@click.option("--batch-size", type=INT1, default=4, help="Files per RunInference call.")
+@click.argument("pipeline_args", nargs=-1, type=click.UNPROCESSED)
+@_clean_errors
+def separate_beam(pattern, out_dir, bit_depth, **options):
+    """Separate a catalogue on Apache Beam ([beam] extra), named as `separate` names them;
+    further arguments are Beam pipeline options (--project, --temp_location, ...)."""
+    from .beam import separate_catalogue
+
+    run = separate_catalogue(pattern, out_dir, bit_depth=int(bit_depth), **options)
+    click.echo(run.line(), err=True)
+    if run.failure():
+        raise click.ClickException(run.failure())
+
+
 class _StreamBars(dict):
     """A progress bar over each streamed file's frames (``separate_files``' ``progress``)."""
 
@@ -168,17 +194,22 @@ class _StreamBars(dict):
             self.pop(path).__exit__(None, None, None)
 
 
-def _setting(flag: str, type=None, help: str | None = None, short: str | None = None):
-    """A ``train`` option for the :class:`Recipe` or :class:`RunOptions` field of its name,
-    with that field's default (a ``bool`` field is a flag)."""
-    name = flag.lstrip("-").replace("-", "_")
-    owner = Recipe if name in {f.name for f in dataclasses.fields(Recipe)} else RunOptions
-    default = getattr(owner, name)
-    names = [short, flag] if short else [flag]
-    if isinstance(default, bool):
-        return click.option(*names, name, is_flag=True, default=default, help=help)
-    return click.option(*names, name, type=type, default=default,
-                        show_default=default is not None, help=help)
+#: Click types of the ``train`` options' kinds (:func:`keras_svs.options.train_options`).
+_KINDS = {"int": int, "int>=0": INT0, "int>=1": INT1, "float>0": POSITIVE, "str": str, "path":
+          PATH, "float>=0": click.FloatRange(0), "0..1": click.FloatRange(0, 1),
+          "file": click.Path(exists=True, dir_okay=False)}
+
+
+def _setting(field):
+    """The ``train`` option of a :class:`Recipe` or :class:`RunOptions` field, with its
+    default, kind and help (a ``bool`` field is a flag)."""
+    names = [n for n in (field.metadata["short"], "--" + field.name.replace("_", "-")) if n]
+    kind, help = field.metadata["kind"], field.metadata["help"]
+    if isinstance(field.default, bool):
+        return click.option(*names, field.name, is_flag=True, default=field.default, help=help)
+    return click.option(*names, field.name, default=field.default, help=help,
+                        type=click.Choice(kind) if isinstance(kind, tuple) else _KINDS[kind],
+                        show_default=field.default is not None)
 
 
 @main.command()
@@ -187,42 +218,11 @@ def _setting(flag: str, type=None, help: str | None = None, short: str | None = 
               "vocals.* and accompaniment.*. Repeat to join several datasets' splits.")
 @click.option("-o", "--output", "out_dir", required=True, type=PATH,
               help="Run folder: checkpoints, logs, and the final model.keras.")
-@_options(
-    _setting("--preset", str, "paper, paper16k, small, tiny, unet or spleeter.", short="-p"),
-    _setting("--epochs", INT0, "Fine-tuning epochs (default: the preset's)."),
-    _setting("--pretrain-epochs", INT0, "Autoencoder epochs; 0 skips the stage."),
-    _setting("--steps-per-epoch", INT1, "Batches per epoch (default: one pass)."),
-    _setting("--batch-size", INT1),
-    _setting("--learning-rate", POSITIVE),
-    _setting("--cosine", help="Cosine learning-rate decay while fine-tuning."),
-    _setting("--precision", click.Choice(TRAINING_PRECISIONS), "auto: mixed_float16 on a GPU."),
-    _setting("--remix", click.FloatRange(0, 1), "Probability of remixing clips' sources."),
-    _setting("--pitch", click.FloatRange(0, 1), "Probability of a 1-3 semitone voice shift."),
-    _setting("--gain-db", click.FloatRange(0), "Remixed sources' random gains: +-this many dB."),
-    _setting("--seed", int),
-    _setting("--cache", PATH, "HDF5 decode cache written by `keras-svs prepare`."),
-    _setting("--split-file", PATH, "JSON split file (default: the dataset's)."),
-    _setting("--train-split", str, "Split(s) to train on; join with + (e.g. train+valid)."),
-    _setting("--valid-split", str, "Split for validation loss and checkpoint selection."),
-    _setting("--loader", click.Choice(LOADERS), "tf.data or NumPy workers (same examples)."),
-    _setting("--workers", INT0, "NumPy loader processes (0: in the training process)."),
-    _setting("--time-budget", POSITIVE, "Seconds for the whole run (epochs that fit)."),
-    _setting("--gnsdr-clips", INT0, "Log voice GNSDR on this many validation clips."),
-    _setting("--gnsdr-every", INT1, "... every this many fine-tuning epochs."),
-    _setting("--init", click.Path(exists=True, dir_okay=False), "Start from this model."),
-    _setting("--skip-bad", help="Skip unusable tracks with a warning instead of stopping."),
-    _setting("--loss", click.Choice(LOSSES), "ce: cross-entropy against the IBM (the paper); "
-             "weighted: magnitude-weighted; psa: against the phase-sensitive mask."),
-    _setting("--average-last", INT0, "Keep the mean weights of the last N epochs (0: best)."),
-    _setting("--frames", INT1, "Frames per training patch (default: the preset's)."),
-    _setting("--freeze-batch-norm", help="Keep batch norms' statistics (those of --init)."),
-)
+@_options(*map(_setting, train_options()))
 @_clean_errors
 def train(data, out_dir, **settings):
-    """Train a model: autoencoder pretraining, then IBM fine-tuning.
-
-    Run the same command again to resume an interrupted run.
-    """
+    """Train a model: autoencoder pretraining, then IBM fine-tuning. Run the same command
+    again to resume an interrupted run."""
     from .training import train as run
 
     recipe, options = training_settings(**settings)

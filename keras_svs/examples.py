@@ -87,16 +87,25 @@ class PatchSampler:
         seed: the stream's seed.
         target: the fine-tuning target, one of :data:`TARGETS`.
         weights: the fine-tuning target's bin weights, a key of :data:`WEIGHTS`, or None.
+        shards, shard: this sampler makes shard ``shard`` of ``shards`` interleaved streams:
+            its batch ``k`` is the stream's batch ``k * shards + shard`` (one shard per
+            worker of distributed training, :mod:`keras_svs.distribute`; 1 and 0: the whole
+            stream).
 
     Raises:
-        ValueError: an unknown stage, target or weights.
+        ValueError: an unknown stage, target or weights, or a shard outside ``[0,
+            shards)``.
     """
 
     def __init__(self, decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
                  batch_size: int | None = None, remix: float | None = None,
                  pitch: float = Recipe.pitch, gain_db: float = Recipe.gain_db, seed: int = 0,
-                 target: str = "ibm", weights: str | None = None):
+                 target: str = "ibm", weights: str | None = None, shards: int = 1,
+                 shard: int = 0):
         check(stage, target, weights)
+        if not 0 <= shard < shards:
+            raise ValueError(f"shard must be in [0, {shards}), not {shard}")
+        self.shards, self.shard = int(shards), int(shard)
         self.preset, self.stage, self.seed = preset, stage, int(seed)
         self.target, self.weights = target, weights
         self.batch_size = batch_size or preset.batch_size
@@ -120,9 +129,9 @@ class PatchSampler:
         return x, x + (2,) if weighted else x
 
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch number ``index`` of the stream: float32 ``(input, target)`` of
-        :attr:`shapes`."""
-        rng = np.random.default_rng([self.seed, int(index)])
+        """Batch number ``index`` of this shard of the stream: float32 ``(input, target)``
+        of :attr:`shapes`."""
+        rng = np.random.default_rng([self.seed, int(index) * self.shards + self.shard])
         n = self.batch_size
         clips = rng.choice(len(self.lengths), size=(n, 2), p=self.probabilities)
         remixed = rng.random(n) < self.remix

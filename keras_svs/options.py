@@ -33,8 +33,13 @@ TRAINING_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LOSSES = ("ce", "weighted", "psa")
 #: Training batch loaders.
 LOADERS = ("auto", "tf", "numpy")
+#: Where training runs (:mod:`keras_svs.distribute`): ``auto``, ``one-device``, ``mirrored``
+#: (this machine's devices), ``multi-worker`` (a cluster named by ``TF_CONFIG``).
+STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 #: Separation methods that :func:`keras_svs.evaluation.estimate` knows.
 METHODS = ("model", "ibm", "irm", "mixture", "repet")
+#: Beam runners that ``keras-svs separate-beam --runner`` names (:mod:`keras_svs.beam`).
+BEAM_RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 #: Output formats of separated stems (the file extension picks it).
 CODECS = ("wav", "flac", "ogg")
 #: Output sample formats: 16 and 24 bit PCM, 32 = float WAV.
@@ -44,6 +49,22 @@ BIT_DEPTHS = (16, 24, 32)
 PLACEHOLDERS = ("track", "stem", "codec")
 #: Where each stem of an input goes, relative to the output folder.
 DEFAULT_FILENAME = "{track}/{stem}.{codec}"
+
+
+def _option(default, kind: str | tuple | None = None, help: str | None = None,
+            short: str | None = None):
+    """A settings field that is also a ``keras-svs train`` option (:func:`train_options`).
+
+    Args:
+        default: the field's default (a ``bool`` field's option is a flag).
+        kind: the option's values: a tuple of choices, or one of ``"int"``, ``"int>=0"``,
+            ``"int>=1"``, ``"float>0"``, ``"float>=0"``, ``"0..1"``, ``"str"``, ``"path"``,
+            ``"file"`` (an existing file); None for a flag.
+        help: the option's help text.
+        short: a short flag (``"-p"``).
+    """
+    return dataclasses.field(default=default, metadata={"kind": kind, "help": help,
+                                                        "short": short})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -83,22 +104,29 @@ class Recipe:
         seed: seeds Keras, NumPy and the example stream.
     """
 
-    preset: str = "small"
-    epochs: int | None = None
-    pretrain_epochs: int | None = None
-    steps_per_epoch: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    cosine: bool = False
-    precision: str = "auto"
-    remix: float | None = None
-    pitch: float = 0.0
-    gain_db: float = 6.0
-    loss: str = "ce"
-    frames: int | None = None
-    freeze_batch_norm: bool = False
-    average_last: int = 0
-    seed: int = 0
+    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet or spleeter.",
+                          short="-p")
+    epochs: int | None = _option(None, "int>=0", "Fine-tuning epochs (default: the preset's).")
+    pretrain_epochs: int | None = _option(None, "int>=0",
+                                          "Autoencoder epochs; 0 skips the stage.")
+    steps_per_epoch: int | None = _option(None, "int>=1",
+                                          "Batches per epoch (default: one pass).")
+    batch_size: int | None = _option(None, "int>=1")
+    learning_rate: float | None = _option(None, "float>0")
+    cosine: bool = _option(False, help="Cosine learning-rate decay while fine-tuning.")
+    precision: str = _option("auto", TRAINING_PRECISIONS, "auto: mixed_float16 on a GPU.")
+    remix: float | None = _option(None, "0..1", "Probability of remixing clips' sources.")
+    pitch: float = _option(0.0, "0..1", "Probability of a 1-3 semitone voice shift.")
+    gain_db: float = _option(6.0, "float>=0", "Remixed sources' random gains: +-this many dB.")
+    loss: str = _option("ce", LOSSES, "ce: cross-entropy against the IBM (the paper); "
+                        "weighted: magnitude-weighted; psa: against the phase-sensitive mask.")
+    frames: int | None = _option(None, "int>=1",
+                                 "Frames per training patch (default: the preset's).")
+    freeze_batch_norm: bool = _option(False, help="Keep batch norms' statistics (those of "
+                                      "--init).")
+    average_last: int = _option(0, "int>=0",
+                                "Keep the mean weights of the last N epochs (0: best).")
+    seed: int = _option(0, "int")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,21 +150,39 @@ class RunOptions:
             not fit (``epochs`` then caps the count), and the cosine schedule follows.
         gnsdr_clips, gnsdr_every: log the voice GNSDR on that many validation clips every
             that many fine-tuning epochs (``val_gnsdr``); 0 clips: never.
+        strategy: one of :data:`STRATEGIES` (:mod:`keras_svs.distribute`): ``tf.distribute``
+            on TensorFlow, ``keras.distribution`` on JAX; the batch size is then the global
+            batch of all replicas together, and only the chief writes the run folder.
         verbose: Keras fit verbosity (0, 1 progress bar, 2 a line per epoch).
     """
 
-    train_split: str = "train"
-    valid_split: str = "valid"
-    split_file: str | None = None
-    cache: str | None = None
-    init: str | None = None
-    skip_bad: bool = False
-    loader: str = "auto"
-    workers: int = 0
-    time_budget: float | None = None
-    gnsdr_clips: int = 3
-    gnsdr_every: int = 1
+    train_split: str = _option("train", "str",
+                               "Split(s) to train on; join with + (e.g. train+valid).")
+    valid_split: str = _option("valid", "str",
+                               "Split for validation loss and checkpoint selection.")
+    split_file: str | None = _option(None, "path", "JSON split file (default: the dataset's).")
+    cache: str | None = _option(None, "path", "HDF5 decode cache written by `keras-svs "
+                                "prepare`.")
+    init: str | None = _option(None, "file", "Start from this model.")
+    skip_bad: bool = _option(False, help="Skip unusable tracks with a warning instead of "
+                             "stopping.")
+    loader: str = _option("auto", LOADERS, "tf.data or NumPy workers (same examples).")
+    workers: int = _option(0, "int>=0", "NumPy loader processes (0: in the training process).")
+    time_budget: float | None = _option(None, "float>0",
+                                        "Seconds for the whole run (epochs that fit).")
+    gnsdr_clips: int = _option(3, "int>=0", "Log voice GNSDR on this many validation clips.")
+    gnsdr_every: int = _option(1, "int>=1", "... every this many fine-tuning epochs.")
+    strategy: str = _option("auto", STRATEGIES, "Devices or machines (TF_CONFIG) to train on; "
+                            "--batch-size is then the global batch.")
     verbose: int = 2
+
+
+def train_options() -> list[dataclasses.Field]:
+    """The :class:`Recipe` and :class:`RunOptions` fields that are ``keras-svs train``
+    options, in that order; each field's ``metadata`` holds its option's ``kind``, ``help``
+    and ``short`` flag (:func:`_option`)."""
+    return [field for owner in (Recipe, RunOptions) for field in dataclasses.fields(owner)
+            if "kind" in field.metadata]
 
 
 def training_settings(**settings) -> tuple[Recipe, RunOptions]:

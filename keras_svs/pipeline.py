@@ -263,24 +263,41 @@ def steps_per_epoch(decoded: DecodedAudio, preset: Preset, batch_size: int) -> i
     return max(1, patches // batch_size)
 
 
-def training_dataset(sampler: PatchSampler, start: int = 0) -> tf.data.Dataset:
+def training_dataset(sampler: PatchSampler, start: int = 0,
+                     replicas: int = 1) -> tf.data.Dataset:
     """The TensorFlow backend's endless stream of training batches: batches ``start, start +
     1, ...`` of ``sampler``, the one definition of an example (:mod:`keras_svs.examples`),
     made by tf.data's map threads (``tf.numpy_function``) and prefetched.
 
+    Args:
+        sampler: the examples (its ``batch_size`` patches a batch).
+        start: the first batch.
+        replicas: split each batch into this many consecutive slices of ``batch_size /
+            replicas`` patches, one element each (the per-replica batches of one input
+            pipeline under a ``tf.distribute`` strategy, :mod:`keras_svs.distribute`).
+
     Returns:
         ``tf.data.Dataset`` of ``(input, target)`` float32 tensors of ``sampler.shapes``,
-        equal to ``sampler.batch(k)`` for batch ``k``.
+        equal to ``sampler.batch(k)`` for batch ``k`` (with ``replicas``: its slices, in
+        order).
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``replicas``.
     """
     import tensorflow as tf
 
     x_shape, y_shape = sampler.shapes
+    if replicas < 1 or x_shape[0] % replicas:
+        raise ValueError(f"a batch of {x_shape[0]} cannot be split into {replicas} equal "
+                         f"per-replica batches")
 
     def make(index):
         x, y = tf.numpy_function(sampler.batch, [index], (tf.float32, tf.float32),
                                  stateful=False)
         return tf.ensure_shape(x, x_shape), tf.ensure_shape(y, y_shape)
 
-    ds = tf.data.Dataset.range(start, 2 ** 62)
-    return ds.map(make, num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(start, 2 ** 62).map(make, num_parallel_calls=tf.data.AUTOTUNE,
+                                                   deterministic=True)
+    if replicas > 1:
+        ds = ds.unbatch().batch(x_shape[0] // replicas, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import examples, pipeline
+from . import distribute, examples, pipeline
 from .datasets import DatasetError, discover, select_split
 from .datasets.splits import split_file_for
 from .models import (bin_accuracy, bin_cross_entropy, build_model, logits_model,
@@ -181,14 +182,19 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
             list of roots whose splits are joined (see :func:`load_splits`).
         out_dir: output folder (created).
         recipe: what to train and how (``None`` fields: the preset's, :func:`resolve`).
-        options: data selection, loader, monitoring, budget.
+        options: data selection, loader, monitoring, budget, strategy (on several devices
+            or machines, :mod:`keras_svs.distribute`: ``batch_size`` is the global batch;
+            only the chief writes ``out_dir``, each other worker ``out_dir/.worker-<task>``,
+            removed at the end).
 
     Returns:
-        path of the final ``.keras`` model.
+        path of the final ``.keras`` model (which only the chief writes).
 
     Raises:
-        ValueError: an unknown loss, loader or precision, a negative ``average_last``, or
-            patch ``frames`` the preset's network cannot take.
+        ValueError: an unknown loss, loader, precision or strategy, a negative
+            ``average_last``, patch ``frames`` the preset's network cannot take, a batch
+            size the replicas cannot share, a distributed run on another loader than its
+            backend's, or a multi-worker run with a time budget.
         KeyError: an unknown preset.
         DatasetError: data that cannot be used (see :func:`load_splits`).
     """
@@ -197,8 +203,16 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise ValueError(f"loss must be one of {LOSSES}, not {recipe.loss!r}")
     if recipe.average_last < 0:
         raise ValueError(f"average_last must be >= 0, not {recipe.average_last}")
-    resolve_loader(options.loader)
+    loader = resolve_loader(options.loader)
     preset = with_patch_frames(get_preset(recipe.preset), recipe.frames)
+    plan = distribute.Plan(options.strategy)
+    if plan.engine is not None and loader != resolve_loader("auto"):
+        raise ValueError(f"--strategy {plan.name} on the {keras.backend.backend()} backend "
+                         f"takes the {resolve_loader('auto')} loader, not {loader}")
+    if plan.name == "multi-worker" and options.time_budget is not None:
+        raise ValueError("a time budget cannot stop every worker of a multi-worker run at "
+                         "the same epoch; give --epochs instead")
+    plan.local_batch(recipe.batch_size)  # a batch that the replicas can share
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(recipe.seed)
@@ -213,37 +227,42 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
     keras.mixed_precision.set_global_policy(precision)
     try:
         stats = pipeline.input_statistics(train_audio, preset) if preset.standardize else None
-        model = build_model(preset)
-        if stats is not None:
-            set_input_statistics(model, *stats)
-        if options.init is not None:
-            _initialise(model, options.init)
-        if recipe.freeze_batch_norm:
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.trainable = False  # Keras: inference mode, statistics fixed
-        stage = functools.partial(_fit_stage, train_audio=train_audio, valid_audio=valid_audio,
-                                  preset=preset, recipe=recipe, options=options, steps=steps,
-                                  out=out)
-        if recipe.pretrain_epochs > 0:
-            autoencoder = build_model(preset, shortcuts=False)
+        with plan.scope():  # the model, its optimizer and metrics under the strategy
+            model = build_model(preset)
             if stats is not None:
-                set_input_statistics(autoencoder, *stats)
-            stage(autoencoder, "pretrain", epochs=recipe.pretrain_epochs,
-                  deadline=_deadline(started, options.time_budget, PRETRAIN_SHARE))
-            model.set_weights(autoencoder.get_weights())
-        stage(model, "finetune", epochs=recipe.epochs,
-              deadline=_deadline(started, options.time_budget, 1.0))
+                set_input_statistics(model, *stats)
+            if options.init is not None:
+                _initialise(model, options.init)
+            if recipe.freeze_batch_norm:
+                for layer in model.layers:
+                    if isinstance(layer, keras.layers.BatchNormalization):
+                        layer.trainable = False  # Keras: inference mode, statistics fixed
+            stage = functools.partial(_fit_stage, train_audio=train_audio,
+                                      valid_audio=valid_audio, preset=preset, recipe=recipe,
+                                      options=options, steps=steps,
+                                      folder=Path(plan.folder(out)), plan=plan)
+            if recipe.pretrain_epochs > 0:
+                autoencoder = build_model(preset, shortcuts=False)
+                if stats is not None:
+                    set_input_statistics(autoencoder, *stats)
+                stage(autoencoder, "pretrain", epochs=recipe.pretrain_epochs,
+                      deadline=_deadline(started, options.time_budget, PRETRAIN_SHARE))
+                model.set_weights(autoencoder.get_weights())
+            stage(model, "finetune", epochs=recipe.epochs,
+                  deadline=_deadline(started, options.time_budget, 1.0))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    path = out / "model.keras"
+    if not plan.chief:  # the chief writes the model; a worker's own files go
+        shutil.rmtree(plan.folder(out), ignore_errors=True)
+        return path
     final = build_model(preset)  # float32 policy whatever the training precision
     final.set_weights(model.get_weights())
-    path = out / "model.keras"
     tmp = out / ".model.tmp.keras"
     final.save(tmp)
     os.replace(tmp, path)
-    _write_record(out, recipe, options, precision, steps, train_audio, valid_audio, started,
-                  data)
+    _write_record(out, recipe, options, plan, precision, steps, train_audio, valid_audio,
+                  started, data)
     return path
 
 
@@ -266,35 +285,43 @@ def _deadline(started: float, budget: float | None, share: float) -> float | Non
 
 
 def _data(audio: pipeline.DecodedAudio, preset: Preset, recipe: Recipe,
-          options: RunOptions, stage: str, training: bool):
+          options: RunOptions, stage: str, training: bool,
+          plan: distribute.Plan | None = None):
     """The training stream of the configured loader (tf.data or NumPy batches of one
-    :class:`~keras_svs.examples.PatchSampler`), or the validation arrays; with a weighted
-    loss the fine-tuning targets carry the bins' weights (``(..., 2)``)."""
+    :class:`~keras_svs.examples.PatchSampler`, this worker's shard of it under ``plan``;
+    default: one device), or the validation arrays; with a weighted loss the fine-tuning
+    targets carry the bins' weights (``(..., 2)``)."""
+    plan = plan or distribute.Plan("one-device", tf_config="")
     _, weights, target = _LOSS_PARTS[recipe.loss]
     if not training:
         return examples.validation_arrays(audio, preset, stage, target, weights)
-    sampler = examples.PatchSampler(audio, preset, stage, recipe.batch_size, recipe.remix,
-                                    recipe.pitch, recipe.gain_db,
-                                    seed=recipe.seed + (stage == "finetune"), target=target,
-                                    weights=weights)
+    sampler = functools.partial(examples.PatchSampler, audio, preset, stage,
+                                remix=recipe.remix, pitch=recipe.pitch, gain_db=recipe.gain_db,
+                                seed=recipe.seed + (stage == "finetune"), target=target,
+                                weights=weights)
     if resolve_loader(options.loader) == "tf":
-        return pipeline.training_dataset(sampler)
+        return plan.dataset(lambda batch, shards, shard, replicas: pipeline.training_dataset(
+            sampler(batch_size=batch, shards=shards, shard=shard), replicas=replicas),
+            recipe.batch_size)
     from . import batches
 
-    return batches.stream(sampler, workers=options.workers)
+    return batches.stream(sampler(batch_size=plan.local_batch(recipe.batch_size),
+                                  shards=plan.pipelines, shard=plan.pipeline),
+                          workers=options.workers)
 
 
 def _fit_stage(model: keras.Model, stage: str, *, epochs: int, deadline: float | None,
                train_audio: pipeline.DecodedAudio, valid_audio: pipeline.DecodedAudio,
                preset: Preset, recipe: Recipe, options: RunOptions, steps: int,
-               out: Path) -> None:
-    """Fit one stage, resuming from its backup; leaves the best weights in ``model``.
+               folder: Path, plan: distribute.Plan) -> None:
+    """Fit one stage in ``folder / stage``, resuming from its backup; leaves the best
+    weights in ``model``.
 
     What is fitted is ``model``'s logits view (:func:`~keras_svs.models.logits_model`, the
     same weights): every loss is computed from the logits."""
     view = logits_model(model)
-    folder = out / stage
-    folder.mkdir(exist_ok=True)
+    folder = folder / stage
+    folder.mkdir(parents=True, exist_ok=True)
     best = folder / "best.weights.h5"
     averaging = stage == "finetune" and recipe.average_last > 0
     final = folder / "averaged.weights.h5" if averaging else best
@@ -305,8 +332,8 @@ def _fit_stage(model: keras.Model, stage: str, *, epochs: int, deadline: float |
     loss = _LOSS_PARTS[recipe.loss][0] if stage == "finetune" else bin_cross_entropy
     view.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss=loss,
                   metrics=[bin_accuracy] if stage == "finetune" else None)
-    train_ds = _data(train_audio, preset, recipe, options, stage, training=True)
-    valid_ds = _data(valid_audio, preset, recipe, options, stage, training=False)
+    train_ds = _data(train_audio, preset, recipe, options, stage, training=True, plan=plan)
+    valid_ds = _data(valid_audio, preset, recipe, options, stage, training=False, plan=plan)
     budget = TimeBudget(deadline, epochs)
     checkpoint = keras.callbacks.ModelCheckpoint(best, monitor="val_loss", save_best_only=True,
                                                  save_weights_only=True)
@@ -326,8 +353,9 @@ def _fit_stage(model: keras.Model, stage: str, *, epochs: int, deadline: float |
         callbacks.append(keras.callbacks.ModelCheckpoint(  # epoch01, epoch02, ...
             str(folder / "epoch{epoch:02d}.weights.h5"), save_weights_only=True))
     if options.verbose:
-        print(f"[{stage}] {epochs} epochs x {steps} steps, batch {recipe.batch_size}, "
-              f"{keras.mixed_precision.global_policy().name}", file=sys.stderr)
+        replicas = f" over {plan.replicas} replicas ({plan.name})" if plan.engine else ""
+        print(f"[{stage}] {epochs} epochs x {steps} steps, batch {recipe.batch_size}"
+              f"{replicas}, {keras.mixed_precision.global_policy().name}", file=sys.stderr)
     history = view.fit(train_ds, validation_data=valid_ds, epochs=epochs, steps_per_epoch=steps,
                         validation_batch_size=recipe.batch_size,
                         callbacks=callbacks, verbose=options.verbose, shuffle=False)
@@ -438,12 +466,13 @@ class Throughput(keras.callbacks.Callback):
             logs["eta_s"] = seconds * max(0, self.expected_epochs() - epoch - 1)
 
 
-def _write_record(out: Path, recipe: Recipe, options: RunOptions, precision: str, steps: int,
-                  train_audio: pipeline.DecodedAudio, valid_audio: pipeline.DecodedAudio,
-                  started: float, data) -> None:
+def _write_record(out: Path, recipe: Recipe, options: RunOptions, plan: distribute.Plan,
+                  precision: str, steps: int, train_audio: pipeline.DecodedAudio,
+                  valid_audio: pipeline.DecodedAudio, started: float, data) -> None:
     record = {
         "config": {**dataclasses.asdict(recipe), **dataclasses.asdict(options)},
         "precision": precision, "steps_per_epoch": steps,
+        "strategy": plan.name, "replicas": plan.replicas, "workers": plan.pipelines,
         "data": [str(d) for d in data] if isinstance(data, (list, tuple)) else str(data),
         "train_tracks": len(train_audio.names),
         "train_seconds": round(train_audio.seconds, 1), "valid_tracks": len(valid_audio.names),

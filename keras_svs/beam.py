@@ -112,12 +112,9 @@ class ModelSource:
             raise ValueError(f"{self.model}: no such model file or SavedModel folder")
         if not self.exported:
             return
-        try:
-            meta = json.loads((Path(self.model) / "assets" / "keras_svs.json").read_text())
-        except (OSError, ValueError):
-            raise ValueError(f"{self.model}: not a keras-svs export (no readable "
-                             f"assets/keras_svs.json)") from None
-        own = {**meta, "precision": "float32", "runtime": "tensorflow"}
+        from .export import export_settings
+
+        own = {**export_settings(self.model), "precision": "float32", "runtime": "tensorflow"}
         for key, value in self.settings.items():
             if own.get(key) != value:
                 raise ValueError(f"{self.model}: the SavedModel's {key} is {own.get(key)} "

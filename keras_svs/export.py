@@ -162,6 +162,24 @@ def export(model: str | os.PathLike | keras.Model | None, out_dir: str | os.Path
     return out
 
 
+def export_settings(path: str | os.PathLike) -> dict:
+    """The settings an export was written with (``assets/keras_svs.json`` of the folder:
+    sample rate, STFT, mask, threshold, mode, extension, ...), without loading its graph.
+
+    Raises:
+        ValueError: the folder is missing, or holds no readable ``assets/keras_svs.json``
+            ("not a keras-svs export"); the message names the path.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such SavedModel folder")
+    try:
+        return json.loads((folder / "assets" / "keras_svs.json").read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{folder}: not a keras-svs export (no readable "
+                         f"assets/keras_svs.json)") from None
+
+
 def load_export(path: str | os.PathLike) -> tuple[object, dict]:
     """Load a SavedModel written by :func:`export`, checking it is whole first.
 
@@ -183,12 +201,7 @@ def load_export(path: str | os.PathLike) -> tuple[object, dict]:
             variables.glob("variables.data-*")):
         raise ValueError(f"{folder}: the SavedModel's variables are missing "
                          f"(variables/variables.index and .data files); export it again")
-    meta_file = folder / "assets" / "keras_svs.json"
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, ValueError):
-        raise ValueError(f"{folder}: not a keras-svs export (no readable "
-                         f"assets/keras_svs.json)") from None
+    meta = export_settings(folder)
     try:
         loaded = tf.saved_model.load(str(folder))
     except Exception as error:

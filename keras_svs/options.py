@@ -104,7 +104,7 @@ class Recipe:
         seed: seeds Keras, NumPy and the example stream.
     """
 
-    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet or spleeter.",
+    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet, spleeter or spleeter1.",
                           short="-p")
     epochs: int | None = _option(None, "int>=0", "Fine-tuning epochs (default: the preset's).")
     pretrain_epochs: int | None = _option(None, "int>=0",
@@ -139,8 +139,9 @@ class RunOptions:
         split_file: JSON split file; ``None``: the dataset's own
             (:mod:`keras_svs.datasets.splits`).
         cache: HDF5 decode cache written by ``keras-svs prepare``; ``None``: decode.
-        init: a trained ``.keras`` model of the same preset to start from (its weights and
-            input statistics); ``None``: random initialisation.
+        init: a trained ``.keras`` model to start from, layer by layer of the same name
+            (its weights and input statistics): the same preset, or ``spleeter`` for
+            ``spleeter1``; ``None``: random initialisation.
         skip_bad: skip unusable tracks with a warning instead of stopping.
         loader: one of :data:`LOADERS`: ``tf`` (tf.data), ``numpy``
             (:mod:`keras_svs.batches`) or ``auto`` (tf on the TensorFlow backend, else numpy);

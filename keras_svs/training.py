@@ -270,14 +270,15 @@ PRETRAIN_SHARE = 0.15
 
 
 def _initialise(model: keras.Model, source: str | os.PathLike) -> None:
-    """Copy a trained model's weights (input statistics included) into ``model``."""
-    from .models import load_model
+    """Copy a trained model's weights into ``model`` (:func:`keras_svs.models.io.
+    copy_weights`: layer by layer of the same name), errors naming ``--init``."""
+    from .models.io import copy_weights, load_model
 
     trained = load_model(source)
-    if trained.name != model.name:
-        raise ValueError(f"--init {source}: a {trained.name!r} model cannot start a "
-                         f"{model.name!r} run")
-    model.set_weights([w.astype("float32") for w in trained.get_weights()])
+    try:
+        copy_weights(trained, model)
+    except ValueError as error:
+        raise ValueError(f"--init {source}: {error}") from None
 
 
 def _deadline(started: float, budget: float | None, share: float) -> float | None:

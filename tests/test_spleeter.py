@@ -11,6 +11,7 @@ stems against the imported model's separation (torch and the checkpoints).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -222,6 +223,35 @@ def test_logits_grid_is_the_pair_ratio(random_spleeter):
     m_v, m_a = _sigmoid(z_v), _sigmoid(z_a)
     np.testing.assert_allclose(_sigmoid(z), m_v ** 2 / (m_v ** 2 + m_a ** 2), atol=1e-6)
     np.testing.assert_allclose(p[..., 0], _sigmoid(z), atol=1e-6)
+
+
+def test_the_vocals_net_alone(random_spleeter):
+    """``spleeter1``: the pair's vocals net, its own mask the voice probability; it starts
+    from a pair's weights by layer name (``copy_weights``, what ``train --init`` uses)."""
+    from keras_svs.models import copy_weights
+
+    single = build_model("spleeter1")
+    assert single.count_params() == UNET_PARAMETERS
+    assert not any(layer.name.startswith("accompaniment_") for layer in single.layers)
+    assert settings(single).preset == "spleeter1" and settings(single).channels == 2
+    copy_weights(random_spleeter, single)
+    view = keras.Model(random_spleeter.input,
+                       random_spleeter.get_layer("vocals_up7_conv").output)
+    x = np.random.default_rng(6).uniform(0, 0.05, (1, 64, 1024, 2)).astype(np.float32)
+    p = np.asarray(single(x, training=False))
+    assert p.shape == (1, 64, 1024, 2, 2)
+    np.testing.assert_allclose(p[..., 0], _sigmoid(np.asarray(view(x, training=False))),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="no layer 'accompaniment_down1_conv'"):
+        copy_weights(single, build_model("spleeter"))
+    arrays = _random_arrays(0)
+    load_spleeter_weights(single, arrays, None)  # no accompaniment net: not needed
+    np.testing.assert_array_equal(single.get_layer("vocals_up7_conv").get_weights()[0],
+                                  keras_weights(arrays, "vocals_")["vocals_up7_conv"][0])
+    with pytest.raises(ValueError, match="accompaniment net"):
+        load_spleeter_weights(random_spleeter, arrays, None)
+    with pytest.raises(ValueError, match="1 or 2 nets"):
+        build_model(dataclasses.replace(get_preset("spleeter1"), arch={"nets": 3}))
 
 
 def test_pair_ratio_is_stable_at_extreme_logits():

@@ -295,10 +295,18 @@ def test_museval_package_scores_v4_when_installed():
     np.testing.assert_allclose(ours, np.median(sdr, axis=1))
 
 
-def test_the_inference_form_of_a_spleeter_pair_is_the_same_function(stereo_model_path):
+@pytest.mark.parametrize("nets", [2, 1])
+def test_the_inference_form_of_a_spleeter_model_is_the_same_function(stereo_model_path, nets):
+    """The pair (``spleeter``) and the vocals net alone (``spleeter1``)."""
     from keras_svs.models.inference import inference_model
 
-    model = load_model(stereo_model_path)
+    if nets == 2:
+        model = load_model(stereo_model_path)
+    else:
+        tiny = get_preset("tinystereo")
+        model = build_model(dataclasses.replace(tiny, name="tinystereo1",
+                                                arch={**tiny.arch, "nets": 1}))
+        assert not any(layer.name.startswith("accompaniment_") for layer in model.layers)
     rng = np.random.default_rng(0)
     for layer in model.layers:  # batch norms with statistics, so that nothing is trivial
         if "_bn" in layer.name:

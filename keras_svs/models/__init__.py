@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import keras
 
-from .io import front_end, load_model, save_half_precision, set_input_statistics, settings, \
-    stft_config
+from .io import (copy_weights, front_end, load_model, save_half_precision, set_input_statistics,
+                 settings, stft_config)
 from .layers import BinSoftmax, ModelSettings, SpectrogramInput
 from .losses import (bin_accuracy, bin_cross_entropy, phase_sensitive_error,
                      weighted_bin_cross_entropy)
@@ -21,8 +21,8 @@ from .presets import PRESETS, Preset, get_preset
 from .unet import unet_body
 
 __all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model", "logits_model",
-           "save_half_precision", "settings", "ModelSettings", "set_input_statistics",
-           "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
+           "save_half_precision", "copy_weights", "settings", "ModelSettings",
+           "set_input_statistics", "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
            "weighted_bin_cross_entropy", "phase_sensitive_error"]
 
 

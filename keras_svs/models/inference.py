@@ -54,7 +54,7 @@ def inference_model(model: keras.Model) -> keras.Model:
     probabilities, as the model's own.
     """
     names = {layer.name for layer in model.layers}
-    if "vocals_down1_conv" in names and "accompaniment_up7_conv" in names:
+    if "vocals_down1_conv" in names:
         return spleeter_inference_model(model)
     if "enc0_conv" not in names or "dec0_up" not in names or "input_off" in names:
         return model
@@ -90,9 +90,9 @@ def inference_model(model: keras.Model) -> keras.Model:
 
 def spleeter_inference_model(model: keras.Model) -> keras.Model:
     """The inference form of a ``spleeter`` model (:func:`keras_svs.models.spleeter.
-    spleeter_body`): each 5 x 5 stride-2 transposed convolution and its ReLU become a
-    3 x 3 convolution and a pixel shuffle; every other layer is copied with its weights.
-    Same input and output as the model's own."""
+    spleeter_body`, the pair or the vocals net alone): each 5 x 5 stride-2 transposed
+    convolution and its ReLU become a 3 x 3 convolution and a pixel shuffle; every other
+    layer is copied with its weights. Same input and output as the model's own."""
     from .spleeter import STEMS
 
     front = model.get_layer("spectrogram_input")
@@ -110,8 +110,9 @@ def spleeter_inference_model(model: keras.Model) -> keras.Model:
 
     levels = sum(1 for layer in model.layers
                  if layer.name.startswith(f"{STEMS[0]}_down") and layer.name.endswith("_conv"))
+    names = {layer.name for layer in model.layers}
     logits = []
-    for stem in STEMS:
+    for stem in (s for s in STEMS if f"{s}_down1_conv" in names):
         p = f"{stem}_"
         x, convs = inputs, []
         for i in range(1, levels + 1):
@@ -126,8 +127,11 @@ def spleeter_inference_model(model: keras.Model) -> keras.Model:
             if i < levels:
                 x = layers.Concatenate(name=f"{p}up{i}_skip")([convs[-1 - i], x])
         logits.append(copy(f"{p}up{levels + 1}_conv", x))
-    ratio = StableRatioLogit(name="logits_grid")(logits)
-    return keras.Model(magnitude, BinSoftmax(name="probabilities")(ratio),
+    if len(logits) == 1:  # the vocals net alone: its own logit
+        voice = layers.Activation("linear", dtype="float32", name="logits_grid")(logits[0])
+    else:
+        voice = StableRatioLogit(name="logits_grid")(logits)
+    return keras.Model(magnitude, BinSoftmax(name="probabilities")(voice),
                        name=f"{model.name}_inference")
 
 

@@ -69,6 +69,36 @@ def save_half_precision(model: str | os.PathLike | keras.Model, path: str | os.P
     return path
 
 
+def copy_weights(trained: keras.Model, model: keras.Model) -> keras.Model:
+    """Set every weighted layer of ``model`` from the layer of the same name in ``trained``
+    (input statistics included), in place: a model of the same preset, or one whose layers
+    include ``model``'s (a ``spleeter`` pair for ``spleeter1``: the vocals net's). Weights
+    are set as float32 (a half-precision file's too).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        ValueError: ``trained`` lacks a weighted layer of ``model``, or its weights' shapes
+            differ (the layer and both models named).
+    """
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            values = trained.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise ValueError(f"a {trained.name!r} model has no layer {layer.name!r} for a "
+                             f"{model.name!r} model") from None
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if shapes != [v.shape for v in values]:
+            raise ValueError(f"layer {layer.name!r} of the {trained.name!r} model has "
+                             f"weights {[v.shape for v in values]}; the {model.name!r} "
+                             f"model's take {shapes}")
+        layer.set_weights([np.asarray(v, np.float32) for v in values])
+    return model
+
+
 def _copy_h5(source, target) -> None:
     """Copy an HDF5 tree, float32 datasets as float16, keeping every attribute."""
     import h5py

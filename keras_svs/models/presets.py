@@ -17,7 +17,8 @@ class Preset:
     Attributes:
         name: the preset's name.
         architecture: ``"paper"`` (Lin et al. 2018 CNN on fixed patches), ``"unet"`` or
-            ``"spleeter"`` (Deezer's 2stems pair of U-Nets, on stereo magnitudes).
+            ``"spleeter"`` (Deezer's 2stems pair of U-Nets, or its vocals net alone, on
+            stereo magnitudes).
         stft: STFT settings (the model's sample rate among them).
         bins: frequency bins the network sees (the lowest ``bins`` of ``stft.bins``).
         frames: frames per training patch (and per inference patch for ``paper``).
@@ -88,6 +89,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("spleeter", "spleeter", StftConfig(44100, 4096, 4096, 1024), bins=1024,
            frames=512, batch_size=4, mask="soft", threshold=0.5, channels=2,
            input_scale=2048.0, extension="mean"),
+    # Spleeter's vocals U-Net alone (its accompaniment net dropped: half the compute); its
+    # own sigmoid mask is the voice probability. Starts from `keras-svs import-spleeter`'s
+    # file (``--init``: the layers of the same names).
+    Preset("spleeter1", "spleeter", StftConfig(44100, 4096, 4096, 1024), bins=1024,
+           frames=512, arch=dict(nets=1), batch_size=4, mask="soft", threshold=0.5,
+           channels=2, input_scale=2048.0, extension="mean"),
     # For tests: the spleeter architecture, stereo, with 2 filters a level, at 8 kHz.
     Preset("tinystereo", "spleeter", StftConfig(8000, 256, 256, 64), bins=64, frames=64,
            arch=dict(filters=(2, 2, 2, 2, 2, 2)), batch_size=4, learning_rate=1e-3,

@@ -144,16 +144,27 @@ def spleeter_unet(x, name_prefix: str = "", filters: tuple[int, ...] = ENCODER_F
                          name=f"{p}up7_conv")(x)
 
 
-def spleeter_body(x, name: str = "logits_grid", filters: tuple[int, ...] = ENCODER_FILTERS):
-    """The 2stems pair: network input ``(batch, frames, bins, channels)`` -> the voice
-    logit of every bin and channel, ``(batch, frames, bins, channels)``, whose sigmoid is
-    Spleeter's vocals ratio ``m_v ** 2 / (m_v ** 2 + m_a ** 2)`` (:class:`PairRatioLogit`).
+def spleeter_body(x, name: str = "logits_grid", filters: tuple[int, ...] = ENCODER_FILTERS,
+                  nets: int = 2):
+    """The 2stems pair, or its vocals net alone: network input ``(batch, frames, bins,
+    channels)`` -> the voice logit of every bin and channel, ``(batch, frames, bins,
+    channels)``, in float32.
 
-    Builds the vocals net (layers ``vocals_*``) and the accompaniment net
-    (``accompaniment_*``) on the same input; the output layer is named ``name``
+    ``nets=2`` (Spleeter): the vocals net (layers ``vocals_*``) and the accompaniment net
+    (``accompaniment_*``) on the same input; the logit's sigmoid is Spleeter's vocals ratio
+    ``m_v ** 2 / (m_v ** 2 + m_a ** 2)`` (:class:`PairRatioLogit`). ``nets=1``: the vocals
+    net alone, whose own mask ``m_v`` is the voice probability (half the compute; the
+    accompaniment is the mixture minus the vocals). The output layer is named ``name``
     (``logits_grid``: the layer keras-svs training takes as the logits); ``filters`` as in
     :func:`spleeter_unet`.
+
+    Raises:
+        ValueError: ``nets`` is not 1 or 2.
     """
+    if nets not in (1, 2):
+        raise ValueError(f"a spleeter body has 1 or 2 nets, not {nets!r}")
     voice = spleeter_unet(x, f"{STEMS[0]}_", tuple(filters))
+    if nets == 1:
+        return layers.Activation("linear", dtype="float32", name=name)(voice)
     accompaniment = spleeter_unet(x, f"{STEMS[1]}_", tuple(filters))
     return PairRatioLogit(name=name)([voice, accompaniment])

@@ -76,13 +76,14 @@ def keras_weights(arrays: dict[str, np.ndarray], prefix: str = "") -> dict[str, 
 
 
 def load_spleeter_weights(model: keras.Model, vocals: dict[str, np.ndarray],
-                          accompaniment: dict[str, np.ndarray]) -> keras.Model:
-    """Set a ``spleeter`` model's two U-Nets from their checkpoint arrays (in place).
+                          accompaniment: dict[str, np.ndarray] | None) -> keras.Model:
+    """Set a ``spleeter`` model's U-Nets from their checkpoint arrays (in place).
 
     Args:
         model: built by ``build_model("spleeter")`` (layers ``vocals_*`` and
-            ``accompaniment_*``).
-        vocals, accompaniment: :func:`read_checkpoint` of each net.
+            ``accompaniment_*``) or ``build_model("spleeter1")`` (``vocals_*`` only).
+        vocals, accompaniment: :func:`read_checkpoint` of each net; ``accompaniment`` is
+            not read for a model without its net (it may be ``None`` there).
 
     Returns:
         ``model``.
@@ -90,7 +91,12 @@ def load_spleeter_weights(model: keras.Model, vocals: dict[str, np.ndarray],
     Raises:
         ValueError: a layer or array is missing, or a shape differs (names it).
     """
+    names = {layer.name for layer in model.layers}
     for stem, arrays in zip(STEMS, (vocals, accompaniment)):
+        if stem != STEMS[0] and f"{stem}_down1_conv" not in names:
+            continue
+        if arrays is None:
+            raise ValueError(f"model {model.name!r} has a {stem} net: its checkpoint is needed")
         for name, values in keras_weights(arrays, f"{stem}_").items():
             try:
                 layer = model.get_layer(name)

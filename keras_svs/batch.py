@@ -156,19 +156,16 @@ def duration(path: str | os.PathLike) -> float:
     return frames / rate
 
 
-def block_seconds_for(path: str | os.PathLike, block_seconds: float | None,
-                      separator) -> float | None:
+def block_seconds_for(path: str | os.PathLike, block_seconds: float | None) -> float | None:
     """The block length in seconds to stream ``path`` with, or None to separate it whole.
 
-    With ``block_seconds``: files longer than it stream in blocks of it (a stereo model,
-    ``separator.channels != 1``, then fails in :func:`keras_svs.streaming.separate_stream`).
-    Without: files longer than :data:`AUTO_STREAM_SECONDS` stream in blocks of
-    :data:`AUTO_BLOCK_SECONDS` with a mono model; a stereo model separates files whole.
+    With ``block_seconds``: files longer than it stream in blocks of it. Without: files
+    longer than :data:`AUTO_STREAM_SECONDS` stream in blocks of :data:`AUTO_BLOCK_SECONDS`.
     """
     seconds = duration(path)
     if block_seconds is not None:
         return block_seconds if seconds > block_seconds else None
-    if separator.channels != 1 or seconds <= AUTO_STREAM_SECONDS:
+    if seconds <= AUTO_STREAM_SECONDS:
         return None
     return AUTO_BLOCK_SECONDS
 
@@ -212,7 +209,7 @@ def separate_one(separator, path: str | os.PathLike, plan: Mapping[str, Path],
     path = Path(path)
     check_overwrite(plan, stems, overwrite)
     started = time.perf_counter()
-    block = block_seconds_for(path, block_seconds, separator)
+    block = block_seconds_for(path, block_seconds)
     if block is not None and not plot:
         from .streaming import separate_file_stream
 

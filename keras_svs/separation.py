@@ -418,12 +418,22 @@ class Separator:
         elif self.channels == 1:  # one call on the whole song
             block, context = max(self.step, total + (-total % self.step)), 0
         else:  # bounded memory
-            block = math.ceil(BLOCK_FRAMES / self.step) * self.step
-            context = math.ceil(BLOCK_CONTEXT / self.step) * self.step
+            block, context = self.fixed_blocks()
         pieces = [p for _, p in self.probability_blocks(lambda a, b: mag[a:b], total,
                                                        block, context)]
         out = np.concatenate(pieces) if pieces else np.zeros(mag.shape, np.float32)
         return out if self.channels == 1 else np.moveaxis(out, -1, 0)
+
+    def fixed_blocks(self) -> tuple[int, int] | None:
+        """``(block, context)`` in model frames of a multichannel fully convolutional
+        model: every separation of a song (whole or streamed) predicts it in blocks of
+        about :data:`BLOCK_FRAMES` frames seeing :data:`BLOCK_CONTEXT` frames on each
+        side (both multiples of :attr:`step`), so its memory does not grow with the song
+        and both paths compute the same probabilities. None for other models."""
+        if self.settings.frames is not None or self.channels == 1:
+            return None
+        return (math.ceil(BLOCK_FRAMES / self.step) * self.step,
+                math.ceil(BLOCK_CONTEXT / self.step) * self.step)
 
     def voice_mask(self, magnitude: np.ndarray) -> np.ndarray:
         """The separation mask ``(frames, config.bins)`` (a stereo model's ``(channels,

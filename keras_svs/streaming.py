@@ -47,7 +47,8 @@ from pathlib import Path
 import numpy as np
 
 from . import audio, spectral
-from .separation import STEMS, Separator, fft_threads, release_free_memory
+from .separation import (STEMS, Separator, fft_threads, mask_channels, model_channels,
+                         release_free_memory)
 
 #: Default block length in seconds of :func:`separate_stream`; longer blocks cost less
 #: context but more memory (``benchmarks/long_file.py`` measures the peak).
@@ -73,37 +74,44 @@ def model_blocking(separator: Separator) -> tuple[int, int]:
 
 
 # -- input ------------------------------------------------------------------------------
-class _ResampledMono:
-    """The file's mono mix resampled to ``rate`` in chunks (``soxr.ResampleStream``), read
-    in ranges whose starts never decrease; zeros outside ``[0, round(n * ratio))``."""
+class _Resampled:
+    """Channels of the file (``select``: its ``(channels, n)`` block -> the ``(k, n)`` rows
+    the model sees, e.g. the mono mix) resampled to ``rate`` in chunks, one
+    ``soxr.ResampleStream`` a row (as :func:`audio.resample` resamples row by row), read in
+    ranges whose starts never decrease: float32 ``(k, stop - start)``, zeros outside
+    ``[0, round(n * ratio))``."""
 
-    def __init__(self, reader: audio.BlockReader, rate: int, chunk: int = _RESAMPLE_CHUNK):
+    def __init__(self, reader: audio.BlockReader, rate: int,
+                 select: Callable[[np.ndarray], np.ndarray], chunk: int = _RESAMPLE_CHUNK):
         import soxr
 
-        self.reader, self.chunk = reader, chunk
+        self.reader, self.chunk, self.select = reader, chunk, select
         self.length = round(reader.length * rate / reader.rate)  # as audio.resample
-        self.stream = soxr.ResampleStream(reader.rate, rate, 1, dtype="float32",
-                                          quality="HQ")
+        self.rows = select(np.zeros((reader.channels, 1), np.float32)).shape[0]
+        self.streams = [soxr.ResampleStream(reader.rate, rate, 1, dtype="float32",
+                                            quality="HQ") for _ in range(self.rows)]
         self.position = 0  # input samples consumed
         self.done = False
-        self.buffer = np.zeros(0, np.float32)
-        self.offset = 0  # output index of buffer[0]
+        self.buffer = np.zeros((self.rows, 0), np.float32)
+        self.offset = 0  # output index of buffer[:, 0]
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        while not self.done and self.offset + self.buffer.size < min(stop, self.length):
+        while not self.done and self.offset + self.buffer.shape[1] < min(stop, self.length):
             a = self.position
             b = min(a + self.chunk, self.reader.length)
-            mono = self.reader.read(a, b).mean(axis=0)
+            rows = self.select(self.reader.read(a, b))
             self.position, self.done = b, b >= self.reader.length
-            produced = self.stream.resample_chunk(mono, last=self.done)
-            self.buffer = np.concatenate([self.buffer, np.asarray(produced, np.float32)])
-        drop = min(max(0, start - self.offset), self.buffer.size)
-        self.buffer, self.offset = self.buffer[drop:], self.offset + drop
-        out = np.zeros((1, stop - start), np.float32)
+            produced = [np.asarray(stream.resample_chunk(np.ascontiguousarray(row),
+                                                         last=self.done), np.float32)
+                        for stream, row in zip(self.streams, rows)]
+            self.buffer = np.concatenate([self.buffer, np.stack(produced)], axis=1)
+        drop = min(max(0, start - self.offset), self.buffer.shape[1])
+        self.buffer, self.offset = self.buffer[:, drop:], self.offset + drop
+        out = np.zeros((self.rows, stop - start), np.float32)
         a = max(start, self.offset, 0)
-        b = min(stop, self.length, self.offset + self.buffer.size)
+        b = min(stop, self.length, self.offset + self.buffer.shape[1])
         if b > a:
-            out[0, a - start:b - start] = self.buffer[a - self.offset:b - self.offset]
+            out[:, a - start:b - start] = self.buffer[:, a - self.offset:b - self.offset]
         return out
 
 
@@ -115,14 +123,18 @@ def _frames(read, config: spectral.StftConfig, k0: int, k1: int) -> np.ndarray:
 
 
 def _model_magnitude(separator: Separator, read) -> Callable[[int, int], np.ndarray]:
-    """``magnitude(a, b)``: the model-rate magnitude ``(b - a, model bins)`` of frames
-    ``[a, b)`` of ``read``'s signal (the mean of its channels' spectra), as
-    :meth:`Separator.mask_blocks` reads it."""
+    """``magnitude(a, b)``: the model-rate magnitude of frames ``[a, b)`` of ``read``'s
+    signal, as :meth:`Separator.mask_blocks` reads it: a mono model's ``(b - a, model
+    bins)`` of the mean of the channels' spectra, a stereo model's ``(b - a, model bins,
+    channels)`` of each channel's."""
     config, bins = separator.config, separator.settings.bins
 
     def magnitude(a: int, b: int) -> np.ndarray:
-        spectrum = _frames(read, config, a, b).mean(axis=0)
-        out = np.abs(spectrum[:, :bins])
+        spectrum = _frames(read, config, a, b)
+        if separator.channels == 1:
+            out = np.abs(spectrum.mean(axis=0)[:, :bins])
+        else:
+            out = np.moveaxis(np.abs(spectrum[..., :bins]), 0, -1)
         del spectrum
         release_free_memory()  # the model's activations start from a trimmed heap
         return out
@@ -160,13 +172,8 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
     Raises:
         audio.AudioError: unreadable or empty input, or an unwritable output format; no
             output file is left behind after any error.
-        ValueError: a stereo (``channels > 1``) model: those separate whole files
-            (:meth:`Separator.separate_file`), in model blocks of bounded memory.
+        ValueError: unknown stems, or ``block_seconds`` not positive.
     """
-    if separator.channels != 1:
-        raise ValueError(f"block streaming separates with mono models; this "
-                         f"{separator.settings.preset!r} model takes {separator.channels} "
-                         "channels: separate the file whole (no --block-seconds)")
     in_path = Path(in_path)
     paths = {stem: Path(p) for stem, p in out_paths.items()}
     unknown = set(paths) - set(STEMS)
@@ -211,19 +218,34 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
     rate, n = reader.rate, reader.length
     native = config.at_rate(rate)
     same = native == config
-    if same:  # one-piece: the mean of the channels' spectra
-        model_read, samples = model_reader.read, n
-    else:  # one-piece: the STFT of the resampled mono mix
-        source = _ResampledMono(model_reader, config.sample_rate)
+    mono = separator.channels == 1
+    picked = model_channels(reader.channels, separator.channels)
+    if same:  # one-piece: the mean of the channels' spectra, or the channels the model sees
+        model_read = model_reader.read if mono else lambda a, b: model_reader.read(a, b)[picked]
+        samples = n
+    else:  # one-piece: the STFT of the resampled mono mix, or of each channel it sees
+        if mono:
+            source = _Resampled(model_reader, config.sample_rate,
+                                lambda x: x.mean(axis=0, keepdims=True))
+        else:
+            source = _Resampled(model_reader, config.sample_rate, lambda x: x[picked])
         model_read, samples = source.read, source.length
     total = config.num_frames(samples)
-    step, default_context = model_blocking(separator)
+    fixed = separator.fixed_blocks()
+    if fixed is not None:  # the whole-file path's blocks: the same probabilities
+        block, default_context = fixed
+    else:
+        step, default_context = model_blocking(separator)
+        block = step * max(1, math.ceil(block_seconds * config.sample_rate
+                                        / config.hop_length / step))
     context = default_context if context is None else int(context)
-    block = step * max(1, math.ceil(block_seconds * config.sample_rate
-                                    / config.hop_length / step))
     masks = separator.mask_blocks(_model_magnitude(separator, model_read), total, block,
                                   context)
-    buffer, buffer_start = np.zeros((0, config.bins), np.float32), 0
+    # the masks of the model's channels, (channels, frames, config.bins); a mono model: 1
+    buffer, buffer_start = np.zeros((1 if mono else separator.channels, 0, config.bins),
+                                    np.float32), 0
+    sources = (np.zeros(reader.channels, int) if mono
+               else mask_channels(reader.channels, separator.channels))
 
     frames = native.num_frames(n)
     hop, pad = native.hop_length, native.pad
@@ -237,17 +259,22 @@ def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.Bl
             position = config.frame_position(native.frame_times(j1 - j0, j0))
             lo = max(0, math.floor(position.min()) - 2)
             hi = min(total, math.ceil(position.max()) + 3)
-        while buffer_start + buffer.shape[0] < hi:
+        while buffer_start + buffer.shape[1] < hi:
             _, mask_block = next(masks)
             release_free_memory()  # the next STFTs start from a heap trimmed of activations
-            buffer = np.concatenate([buffer, mask_block])
-        buffer, buffer_start = buffer[lo - buffer_start:], lo
-        mask = spectral.mask_to_grid(buffer[:hi - lo], config, native, j1 - j0,
-                                     source_start=lo, target_start=j0)
+            buffer = np.concatenate([buffer, mask_block[None] if mono else mask_block],
+                                    axis=1)
+        buffer, buffer_start = buffer[:, lo - buffer_start:], lo
+        grids = [spectral.mask_to_grid(m[:hi - lo], config, native, j1 - j0,
+                                       source_start=lo, target_start=j0) for m in buffer]
+        if np.any(sources == len(grids)):  # a channel takes the mean mask
+            grids.append(sum(grids) / len(grids))
         start, stop = native.frame_span(j0, j1)  # input samples of the block's frames
         segment = reader.read(start, stop)
         spectrum = spectral.stft_numpy(segment, native, padded=False, workers=fft_threads())
-        spectrum *= mask
+        for c, k in enumerate(sources):
+            spectrum[c] *= grids[k]
+        del grids
         vocals = spectral.overlap_add_numpy(spectrum, native, workers=fft_threads())
         del spectrum
         vocals[:, :pad] += carry

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -143,16 +142,13 @@ def test_existing_outputs_are_kept_without_overwrite(separator, inputs, tmp_path
     assert sf.info(out / "a" / "vocals.wav").frames == int(SECONDS * TINY_RATE)
 
 
-def test_block_seconds_for_streams_long_files_with_mono_models(inputs, monkeypatch):
-    mono, stereo = SimpleNamespace(channels=1), SimpleNamespace(channels=2)
+def test_block_seconds_for_streams_long_files(inputs, monkeypatch):
     path = inputs[0]  # 0.4 s
-    assert batch.block_seconds_for(path, None, mono) is None
-    assert batch.block_seconds_for(path, 0.1, mono) == 0.1
-    assert batch.block_seconds_for(path, 1.0, mono) is None
-    assert batch.block_seconds_for(path, 0.1, stereo) == 0.1  # asked for: streaming refuses
+    assert batch.block_seconds_for(path, None) is None
+    assert batch.block_seconds_for(path, 0.1) == 0.1
+    assert batch.block_seconds_for(path, 1.0) is None
     monkeypatch.setattr(batch, "AUTO_STREAM_SECONDS", 0.2)
-    assert batch.block_seconds_for(path, None, mono) == batch.AUTO_BLOCK_SECONDS
-    assert batch.block_seconds_for(path, None, stereo) is None
+    assert batch.block_seconds_for(path, None) == batch.AUTO_BLOCK_SECONDS
 
 
 def test_a_separator_drives_a_templated_fail_fast_batch_in_two_jobs(separator, inputs,

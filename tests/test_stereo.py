@@ -139,29 +139,23 @@ def test_voice_probability_wants_one_spectrogram_per_channel(stereo):
         stereo.voice_probability(np.zeros((10, 129), np.float32))
 
 
-def test_streaming_refuses_stereo_models_and_the_cli_separates_them_whole(
-        stereo, stereo_model_path, tmp_path):
+def test_the_cli_separates_with_a_stereo_model_whole_or_streamed(stereo_model_path,
+                                                                  tmp_path):
     from click.testing import CliRunner
 
     from keras_svs.cli import main
-    from keras_svs.streaming import separate_stream
 
     song = tmp_path / "song.wav"
     sf.write(song, _song().T, RATE, subtype="FLOAT")
-    with pytest.raises(ValueError, match="block streaming separates with mono models"):
-        separate_stream(stereo, song, {"vocals": tmp_path / "v.wav"})
-    assert not (tmp_path / "v.wav").exists()
-    result = CliRunner().invoke(main, ["separate", str(song), "-o", str(tmp_path / "out"),
-                                       "-m", str(stereo_model_path), "--block-seconds", "0.5"])
-    assert result.exit_code != 0 and "mono models" in result.output
-    result = CliRunner().invoke(main, ["separate", str(song), "-o", str(tmp_path / "out"),
-                                       "-m", str(stereo_model_path), "--extension", "zero",
-                                       "--bit-depth", "32"])
-    assert result.exit_code == 0, result.output
-    vocals, rate = sf.read(tmp_path / "out" / "song" / "vocals.wav", always_2d=True)
     expected = Separator(stereo_model_path, extension="zero").separate(_song(), RATE)
-    assert rate == RATE and vocals.shape == (_song().shape[1], 2)
-    np.testing.assert_allclose(vocals.T, expected["vocals"], atol=1e-5)
+    for name, extra in (("whole", []), ("streamed", ["--block-seconds", "0.5"])):
+        result = CliRunner().invoke(main, ["separate", str(song), "-o", str(tmp_path / name),
+                                           "-m", str(stereo_model_path), "--extension",
+                                           "zero", "--bit-depth", "32", *extra])
+        assert result.exit_code == 0, result.output
+        vocals, rate = sf.read(tmp_path / name / "song" / "vocals.wav", always_2d=True)
+        assert rate == RATE and vocals.shape == (_song().shape[1], 2)
+        np.testing.assert_allclose(vocals.T, expected["vocals"], atol=1e-5)
 
 
 def test_savedmodel_serves_what_the_separator_gives(stereo, stereo_model_path, tmp_path):

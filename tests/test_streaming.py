@@ -133,6 +133,35 @@ def test_unet_at_another_rate(unet_separator, tmp_path):
     assert _check(unet_separator, path, tmp_path / "out", block_seconds=0.5) < TOLERANCE
 
 
+@pytest.fixture(scope="module")
+def stereo_separator():
+    keras.utils.set_random_seed(4)
+    return Separator(build_model("tinystereo"))
+
+
+@pytest.mark.parametrize("rate, channels", [(8000, 2), (8000, 1), (11025, 3)])
+def test_stereo_model_blocks(stereo_separator, tmp_path, monkeypatch, rate, channels):
+    """A stereo (``spleeter``-type) model streams in the whole-file path's model blocks
+    (:meth:`Separator.fixed_blocks`, made small here so that a 6 s song takes several):
+    each channel its own mask (a third the mean), a mono input in both, another rate
+    resampled channel by channel; equal to the one-piece separation."""
+    from keras_svs import separation
+
+    monkeypatch.setattr(separation, "BLOCK_FRAMES", 128)
+    monkeypatch.setattr(separation, "BLOCK_CONTEXT", 64)
+    monkeypatch.setattr(streaming, "INPUT_BLOCK_SECONDS", 0.7)
+    assert stereo_separator.fixed_blocks() == (128, 64)
+    calls = []
+    original = stereo_separator.predict
+    monkeypatch.setattr(stereo_separator, "predict",
+                        lambda m: calls.append(m.shape) or original(m))
+    path = tmp_path / "in.wav"
+    _write_input(path, rate, 6.0, channels=channels, seed=6)
+    assert _check(stereo_separator, path, tmp_path / "out", block_seconds=1.0) < TOLERANCE
+    assert len(calls) >= 2 * 5 and max(shape[0] for shape in calls) <= 256
+    assert {shape[1:] for shape in calls} == {(64, 2)}  # (bins, model channels)
+
+
 def test_input_blocks_shorter_than_model_blocks(unet_separator, tmp_path, monkeypatch):
     """The input-rate STFT and inverse run in shorter blocks than the model: still exact."""
     monkeypatch.setattr(streaming, "INPUT_BLOCK_SECONDS", 0.3)

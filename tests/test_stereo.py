@@ -174,6 +174,31 @@ def test_savedmodel_serves_what_the_separator_gives(stereo, stereo_model_path, t
     np.testing.assert_allclose(spec["mask"].numpy(), stereo.voice_mask(mag), atol=1e-5)
 
 
+def test_the_vocals_net_alone_separates_on_every_runtime_and_exports(tmp_path):
+    """A ``spleeter1``-type model (the vocals U-Net alone): the LiteRT form and the
+    SavedModel export give the TensorFlow engine's stems."""
+    from keras_svs import runtime
+    from keras_svs.export import export, load_export
+
+    keras.utils.set_random_seed(7)
+    tiny = get_preset("tinystereo")
+    path = tmp_path / "single.keras"
+    build_model(dataclasses.replace(tiny, name="tinystereo1",
+                                    arch={**tiny.arch, "nets": 1})).save(path)
+    x = _song()
+    reference = Separator(path, runtime="tensorflow")
+    want = reference.separate(x, RATE)["vocals"]
+    assert np.abs(want).max() > 1e-3  # not a trivial mask
+    if runtime.litert_installed():
+        converted = Separator(path, runtime="litert")
+        assert converted.runtime == "litert"
+        np.testing.assert_allclose(converted.separate(x, RATE)["vocals"], want, atol=1e-4)
+    loaded, meta = load_export(export(path, tmp_path / "exported"))
+    assert meta["channels"] == 2
+    np.testing.assert_allclose(loaded.serve(tf.constant(x))["vocals"].numpy(), want,
+                               atol=1e-5)
+
+
 # -- training data ------------------------------------------------------------------------
 def _decoded_stereo(n: int = 3, seconds: float = 2.0) -> pipeline.DecodedAudio:
     voices, accompaniments = [], []

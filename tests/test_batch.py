@@ -202,6 +202,24 @@ def test_set_threads_refuses_fewer_than_one():
     assert separation.fft_threads() == before >= 1
 
 
+def test_set_threads_waits_for_tensorflow(tiny_model_path):
+    """A worker's thread count reaches TensorFlow's pools only when a separator imports it,
+    so a LiteRT worker never imports TensorFlow."""
+    code = (
+        "import sys\n"
+        "from keras_svs import separation\n"
+        "separation.set_threads(1)\n"
+        "assert 'tensorflow' not in sys.modules and separation.fft_threads() == 1\n"
+        f"separation.Separator({str(tiny_model_path)!r}, runtime='tensorflow')\n"
+        "import tensorflow as tf\n"
+        "t = tf.config.threading\n"
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["1", "1"]
+
+
 def test_options_are_the_owning_modules_choices():
     from keras_svs import evaluation, separation, spectral, training
     from keras_svs.models import inference, spleeter

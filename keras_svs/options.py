@@ -101,6 +101,11 @@ class Recipe:
         average_last: 0 keeps the fine-tuning weights of the best validation loss; ``k > 0``
             keeps the mean of the weights after each of the last ``k`` fine-tuning epochs
             (stochastic weight averaging; fewer if fewer epochs ran).
+        teacher: a trained keras-svs model of the same input whose voice probabilities
+            join the fine-tuning targets (distillation, :mod:`keras_svs.models.teacher`);
+            ``None``: the examples' own targets.
+        teacher_share: the teacher's share of each fine-tuning target, in [0, 1] (with
+            ``teacher``).
         seed: seeds Keras, NumPy and the example stream.
     """
 
@@ -126,6 +131,9 @@ class Recipe:
                                       "--init).")
     average_last: int = _option(0, "int>=0",
                                 "Keep the mean weights of the last N epochs (0: best).")
+    teacher: str | None = _option(None, "file", "Distil: a trained model whose voice "
+                                  "probabilities join the fine-tuning targets.")
+    teacher_share: float = _option(0.5, "0..1", "The teacher's share of each target.")
     seed: int = _option(0, "int")
 
 

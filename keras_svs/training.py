@@ -45,6 +45,7 @@ from .datasets.splits import split_file_for
 from .models import (bin_accuracy, bin_cross_entropy, build_model, logits_model,
                      phase_sensitive_error, set_input_statistics, weighted_bin_cross_entropy)
 from .models.presets import Preset, get_preset
+from .models.teacher import TeacherTargets, load_teacher
 from .options import LOADERS, LOSSES, Recipe, RunOptions
 from .options import TRAINING_PRECISIONS as PRECISIONS
 
@@ -192,8 +193,9 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
 
     Raises:
         ValueError: an unknown loss, loader, precision or strategy, a negative
-            ``average_last``, patch ``frames`` the preset's network cannot take, a batch
-            size the replicas cannot share, a distributed run on another loader than its
+            ``average_last``, patch ``frames`` the preset's network cannot take, a
+            ``teacher`` whose input differs from the model's, a batch size the replicas
+            cannot share, a distributed run on another loader than its
             backend's, or a multi-worker run with a time budget.
         KeyError: an unknown preset.
         DatasetError: data that cannot be used (see :func:`load_splits`).
@@ -233,6 +235,7 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
                 set_input_statistics(model, *stats)
             if options.init is not None:
                 _initialise(model, options.init)
+            teacher = None if recipe.teacher is None else load_teacher(recipe.teacher, model)
             if recipe.freeze_batch_norm:
                 for layer in model.layers:
                     if isinstance(layer, keras.layers.BatchNormalization):
@@ -248,7 +251,7 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
                 stage(autoencoder, "pretrain", epochs=recipe.pretrain_epochs,
                       deadline=_deadline(started, options.time_budget, PRETRAIN_SHARE))
                 model.set_weights(autoencoder.get_weights())
-            stage(model, "finetune", epochs=recipe.epochs,
+            stage(model, "finetune", epochs=recipe.epochs, teacher=teacher,  # only here
                   deadline=_deadline(started, options.time_budget, 1.0))
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -314,13 +317,18 @@ def _data(audio: pipeline.DecodedAudio, preset: Preset, recipe: Recipe,
 def _fit_stage(model: keras.Model, stage: str, *, epochs: int, deadline: float | None,
                train_audio: pipeline.DecodedAudio, valid_audio: pipeline.DecodedAudio,
                preset: Preset, recipe: Recipe, options: RunOptions, steps: int,
-               folder: Path, plan: distribute.Plan) -> None:
+               folder: Path, plan: distribute.Plan,
+               teacher: keras.Model | None = None) -> None:
     """Fit one stage in ``folder / stage``, resuming from its backup; leaves the best
     weights in ``model``.
 
     What is fitted is ``model``'s logits view (:func:`~keras_svs.models.logits_model`, the
-    same weights): every loss is computed from the logits."""
+    same weights): every loss is computed from the logits; with a ``teacher`` (logits
+    view), against targets blended with its probabilities
+    (:class:`~keras_svs.models.teacher.TeacherTargets`)."""
     view = logits_model(model)
+    if teacher is not None:
+        view = TeacherTargets(view, teacher, recipe.teacher_share)
     folder = folder / stage
     folder.mkdir(parents=True, exist_ok=True)
     best = folder / "best.weights.h5"

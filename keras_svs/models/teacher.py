@@ -7,8 +7,8 @@ target (the smoothed IBM, or the phase-sensitive mask), under the run's fine-tun
 (its bin weights unchanged). The teacher sees the same network input as the student, in
 inference mode (batch norms' statistics, no dropout), and its weights never change.
 
-Backend-agnostic Keras 3: the teacher runs inside the training step (``compute_loss``), so
-every loader and backend gets the same targets.
+Backend-agnostic Keras 3 (``keras.ops``): the teacher runs inside the training step
+(``compute_loss``), so its targets do not depend on the loader that made the examples.
 """
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ class TeacherTargets(keras.Model):
     It is a functional model of the student's own layers, so its output and weights are
     the student's, and a weight file saved from either loads into the other; the teacher is
     held outside Keras's tracking, so it (never trained) is not in that file. Not meant to
-    be saved whole (``.keras``): save the student. The loss, training and
-    validation alike, is the compiled loss against the blended targets; metrics see the
-    examples' own targets.
+    be saved whole (``.keras``): save the student. The loss, training and validation alike,
+    is the compiled loss against the blended targets; metrics see the examples' own
+    targets.
 
     Args:
         student: the model to train; its output, the voice logits.

@@ -21,9 +21,9 @@ from keras import ops
 from .io import copy_weights, load_model, settings
 from .presets import get_preset
 
-#: The model settings a teacher must share with its student: what their input is.
-SHARED_INPUT = ("sample_rate", "n_fft", "win_length", "hop_length", "bins", "channels",
-                "log_input", "input_scale")
+#: The model settings a teacher must share with its student: those of the magnitudes both
+#: take (scaling, logs and standardisation happen inside each model's front end).
+SHARED_INPUT = ("sample_rate", "n_fft", "win_length", "hop_length", "bins", "channels")
 
 
 def blend_targets(target, probability, share: float):

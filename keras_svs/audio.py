@@ -9,6 +9,7 @@ import contextlib
 import glob
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -337,6 +338,13 @@ def _running(pid: int) -> bool:
     return True
 
 
+#: Set while the process is being stopped (SIGTERM: :func:`keras_svs.batch.sigterm_as_interrupt`
+#: sets it): :meth:`BlockWriters.commit` then renames nothing into place and raises
+#: ``KeyboardInterrupt("terminated")``, even where native code swallowed the exception that the
+#: signal's handler raised.
+STOPPING = threading.Event()
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporary files that writers of ``path`` left behind when they were
     killed outright (SIGKILL, a power cut: no handler ran): files named as
@@ -411,7 +419,12 @@ class BlockWriters:
             self._fail(key, error)
 
     def commit(self) -> dict:
-        """Close the files and rename them into place; ``{key: destination}``."""
+        """Close the files and rename them into place; ``{key: destination}``.
+
+        Raises:
+            AudioError: a file cannot be closed or renamed (nothing is left in place).
+            KeyboardInterrupt: :data:`STOPPING` is set (the temporary files are removed).
+        """
         key = None
         try:
             for key, f in self.files.items():
@@ -419,6 +432,8 @@ class BlockWriters:
             mode = 0o666 & ~_umask()
             for key, tmp in self.temps.items():
                 os.chmod(tmp, mode)
+            if STOPPING.is_set():
+                raise KeyboardInterrupt("terminated")
             placed = []
             try:
                 for key, tmp in self.temps.items():

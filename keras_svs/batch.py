@@ -309,7 +309,9 @@ def _attempt(separator, path: Path, plan: dict, work: dict,
     try:
         return separate_one(separator, path, plan, progress=progress, **work)
     except EXPECTED_ERRORS as error:
-        if _TERMINATING.is_set():  # the signal surfaced as another error: stop the batch
+        from .audio import STOPPING
+
+        if STOPPING.is_set():  # the signal surfaced as another error: stop the batch
             raise KeyboardInterrupt("terminated") from error
         return Outcome(path, error=error)
 
@@ -379,32 +381,34 @@ def first_line(error: BaseException) -> str:
 def sigterm_as_interrupt():
     """Within the block, SIGTERM (a container stop, a scheduler's kill) raises
     ``KeyboardInterrupt("terminated")`` as Ctrl-C does, so that the writers' clean-up runs
-    and no partial file is left; the previous handler is restored after. A signal that
-    lands inside native code (TensorFlow) can surface as another exception there: after a
-    SIGTERM, any exception leaving the block is raised as that ``KeyboardInterrupt``.
-    Outside the main thread, where no handler can be set, it does nothing."""
+    and no partial file is left; the previous handler is restored after. The handler also
+    sets :data:`keras_svs.audio.STOPPING`, so that no writer commits from then on: a signal
+    that lands inside native code (TensorFlow) can surface as another exception there, or
+    be swallowed. After a SIGTERM, any exception leaving the block, or none, is raised as
+    that ``KeyboardInterrupt``. Outside the main thread, where no handler can be set, it
+    does nothing."""
+    from .audio import STOPPING
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def terminated(signum, frame):
-        _TERMINATING.set()
+        STOPPING.set()
         raise KeyboardInterrupt("terminated")
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         yield
+        if STOPPING.is_set():  # the signal's exception was swallowed on its way here
+            raise KeyboardInterrupt("terminated")
     except Exception as error:
-        if _TERMINATING.is_set():
+        if STOPPING.is_set():
             raise KeyboardInterrupt("terminated") from error
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _TERMINATING.clear()
-
-
-#: Set by :func:`sigterm_as_interrupt`'s handler once SIGTERM has arrived.
-_TERMINATING = threading.Event()
+        STOPPING.clear()
 
 
 def speed(audio_seconds: float, seconds: float) -> str:

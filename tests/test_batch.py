@@ -262,3 +262,29 @@ def test_a_sigterm_that_surfaces_as_another_error_still_ends_as_terminated():
     with pytest.raises(AttributeError):  # without a signal, errors are themselves
         with batch.sigterm_as_interrupt():
             raise AttributeError("a bug")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_swallowed_sigterm_still_ends_as_terminated_and_commits_no_file(tmp_path):
+    """Native code that swallows the handler's exception: no writer renames a file into
+    place after the signal, and the block still ends as the interrupt."""
+    import os
+    import signal
+    import time
+
+    from keras_svs import audio
+
+    out = tmp_path / "out" / "vocals.wav"
+    with pytest.raises(KeyboardInterrupt, match="terminated"):
+        with batch.sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here
+            except KeyboardInterrupt:
+                pass  # what a careless extension does with it
+            with pytest.raises(KeyboardInterrupt, match="terminated"):
+                audio.write_all({out: np.zeros((2, 800), np.float32)}, TINY_RATE)
+    assert not (tmp_path / "out").exists()  # neither the file, its temporary nor its folder
+    assert not audio.STOPPING.is_set()
+    audio.write_all({out: np.zeros((2, 800), np.float32)}, TINY_RATE)  # the next run writes
+    assert sf.info(out).frames == 800

@@ -29,6 +29,7 @@ Steps (:meth:`Separator.separate_with_mask`):
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -107,12 +108,21 @@ def release_free_memory() -> None:
     elsewhere). Loading a model and each large TensorFlow call leave tens to hundreds of MB
     of freed but still resident heap behind, which would count towards the process's peak
     memory at the next call."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None; looked up once (a separation calls
+    :func:`release_free_memory` between blocks, where no import should run)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def patch_weights(frames: int, mode: str) -> tuple[int, np.ndarray]:

@@ -242,22 +242,31 @@ def test_the_cli_and_batch_import_no_tensorflow():
     assert result.stdout.strip() == "[]"
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_sigterm_that_surfaces_as_another_error_still_ends_as_terminated():
-    """A signal landing in native code can come out as another exception; after a SIGTERM
-    it is still the interrupt, and the previous handler is back afterwards."""
+def _sigterm_caught_by_native_code(raises: BaseException | None = None) -> None:
+    """Send this process SIGTERM and catch the handler's ``KeyboardInterrupt`` as native code
+    may: raise ``raises`` instead, or nothing (swallowed)."""
     import os
     import signal
     import time
 
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+    except KeyboardInterrupt:
+        if raises is not None:
+            raise raises from None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_sigterm_that_surfaces_as_another_error_still_ends_as_terminated():
+    """A signal landing in native code can come out as another exception; after a SIGTERM
+    it is still the interrupt, and the previous handler is back afterwards."""
+    import signal
+
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt, match="terminated"):
         with batch.sigterm_as_interrupt():
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler raises here
-            except KeyboardInterrupt:
-                raise AttributeError("what the native code made of it") from None
+            _sigterm_caught_by_native_code(AttributeError("what the native code made of it"))
     assert signal.getsignal(signal.SIGTERM) is previous
     with pytest.raises(AttributeError):  # without a signal, errors are themselves
         with batch.sigterm_as_interrupt():
@@ -268,20 +277,12 @@ def test_a_sigterm_that_surfaces_as_another_error_still_ends_as_terminated():
 def test_a_swallowed_sigterm_still_ends_as_terminated_and_commits_no_file(tmp_path):
     """Native code that swallows the handler's exception: no writer renames a file into
     place after the signal, and the block still ends as the interrupt."""
-    import os
-    import signal
-    import time
-
     from keras_svs import audio
 
     out = tmp_path / "out" / "vocals.wav"
     with pytest.raises(KeyboardInterrupt, match="terminated"):
         with batch.sigterm_as_interrupt():
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)  # the handler raises here
-            except KeyboardInterrupt:
-                pass  # what a careless extension does with it
+            _sigterm_caught_by_native_code()
             with pytest.raises(KeyboardInterrupt, match="terminated"):
                 audio.write_all({out: np.zeros((2, 800), np.float32)}, TINY_RATE)
     assert not (tmp_path / "out").exists()  # neither the file, its temporary nor its folder

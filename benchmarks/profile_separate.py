@@ -1,8 +1,8 @@
 """Where the time of one separation goes, stage by stage.
 
     python benchmarks/profile_separate.py [--seconds 180] [--model PATH] [--repeats 2]
-        [--precision float32|bfloat16] [--runtime auto|tensorflow|litert]
-    python benchmarks/profile_separate.py --startup [--runtime tensorflow|litert] [--model PATH]
+        [--precision float32|bfloat16] [--runtime auto|tensorflow|litert|litert-int8]
+    python benchmarks/profile_separate.py --startup [--runtime tensorflow|litert|litert-int8] [--model PATH]
 
 Synthesises the same stereo 44.1 kHz file as separate_speed.py, then runs the stages of
 `Separator.separate_file` one after the other, timing each (best of --repeats after a
@@ -72,7 +72,8 @@ def stages(separator, path: Path, out: Path) -> dict[str, float]:
 
 def startup_stages(model: str | None, runtime: str) -> list[tuple[str, float]]:
     """Seconds of each start-up stage, from this script's first line (see the docstring);
-    ``runtime`` ``tensorflow`` or ``litert`` (its form must be cached: run a separation once)."""
+    ``runtime`` ``tensorflow``, ``litert`` or ``litert-int8`` (a LiteRT form must be cached:
+    run a separation once)."""
     stages, last = [], _STARTED
 
     def mark(name):
@@ -100,7 +101,7 @@ def startup_stages(model: str | None, runtime: str) -> list[tuple[str, float]]:
         shape = [None, s.bins] + ([s.channels] if s.channels != 1 else [])
         predict = runtimes.tensorflow_predict(form, shape, batched=False)
     else:
-        cached = runtimes.cached_form(path)
+        cached = runtimes.cached_form(path, runtime)
         if cached is None:
             raise SystemExit(f"no cached LiteRT form of {path}: separate a file with it first")
         mark("find the cached form (SHA-256 of the model file)")
@@ -121,18 +122,19 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--runtime", default="auto", choices=["auto", "tensorflow", "litert"])
+    parser.add_argument("--runtime", default="auto", choices=["auto", "tensorflow", "litert",
+                                                                 "litert-int8"])
     parser.add_argument("--startup", action="store_true", help="time the start-up stages")
     args = parser.parse_args()
     if args.startup:
-        runtime = "litert" if args.runtime == "auto" else args.runtime
-        stages = startup_stages(args.model, runtime)
+        runtime = "litert-int8" if args.runtime == "auto" else args.runtime
+        measured = startup_stages(args.model, runtime)
         m = machine()
         print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; "
               f"{m['date']}; start-up on {runtime}, from this script's first line")
-        for name, seconds in stages:
+        for name, seconds in measured:
             print(f"  {name:54s} {seconds:6.2f} s")
-        print(f"  {'total':54s} {sum(t for _, t in stages):6.2f} s")
+        print(f"  {'total':54s} {sum(t for _, t in measured):6.2f} s")
         return
     from keras_svs import Separator
 

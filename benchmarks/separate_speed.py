@@ -2,7 +2,7 @@
 
     python benchmarks/separate_speed.py [--seconds 180] [--repeats 3] [--model PATH]
         [--mode average|centre] [--precision float32|bfloat16] [--threads N] [--no-openunmix]
-        [--versus MODEL] [--runtimes auto,tensorflow,litert] [--json OUT]
+        [--versus MODEL] [--runtimes auto,tensorflow,litert,litert-int8] [--json OUT]
     python benchmarks/separate_speed.py --startup [--repeats 5] [--runtimes tensorflow,litert]
         [--process-seconds 1]
     python benchmarks/separate_speed.py --compare-runtimes [--seconds 180] [--repeats 5]
@@ -26,9 +26,10 @@ context on each side: the stereo engine's call), median of 5 after the warm-up.
 
 `--startup` times whole processes of `keras-svs separate` on a 1 s stereo 44.1 kHz file (or
 `--process-seconds`), each runtime in turn (after one untimed run that converts and caches the LiteRT form): the start-up
-a user waits for. `--compare-runtimes` runs TensorFlow and LiteRT in one process: their block
-calls alternating (`--repeats` each) and the largest difference of their stems (float32) on the
-`--seconds` file, which must stay within 1e-4.
+a user waits for. `--compare-runtimes` runs TensorFlow, LiteRT and LiteRT with int8 filters in
+one process: their block calls alternating (`--repeats` each) and the largest difference of each
+LiteRT form's stems from TensorFlow's (float32) on the `--seconds` file (the float32 form's must
+stay within 1e-4; the int8 form is not exact).
 
 `--whole-process` compares whole processes, as users run each system: a fresh process that
 imports its libraries, loads its model, reads the file, separates it and writes both stems,
@@ -252,12 +253,12 @@ def startup(repeats: int, runtimes: list[str], model: str | None,
 
 
 def compare_runtimes(seconds: float, repeats: int, model: str | None) -> dict:
-    """TensorFlow and LiteRT in one process: block-call seconds of each (alternating,
-    ``repeats`` each, after a warm-up) and the largest absolute difference of their stems on
-    ``seconds`` of the test signal (float32)."""
+    """TensorFlow and the two LiteRT forms in one process: block-call seconds of each
+    (alternating, ``repeats`` each, after a warm-up) and the largest absolute difference of
+    each LiteRT form's stems from TensorFlow's on ``seconds`` of the test signal (float32)."""
     from keras_svs.separation import Separator
 
-    separators = {r: Separator(model, runtime=r) for r in ("tensorflow", "litert")}
+    separators = {r: Separator(model, runtime=r) for r in ("tensorflow", "litert", "litert-int8")}
     window = block_window(separators["tensorflow"])
     times: dict[str, list[float]] = {r: [] for r in separators}
     for separator in separators.values():
@@ -269,8 +270,8 @@ def compare_runtimes(seconds: float, repeats: int, model: str | None) -> dict:
             times[runtime].append(time.perf_counter() - began)
     song = signal(0, int(round(seconds * RATE))).T
     stems = {r: s.separate(song, RATE) for r, s in separators.items()}
-    difference = {stem: float(np.abs(stems["litert"][stem] - stems["tensorflow"][stem]).max())
-                  for stem in stems["tensorflow"]}
+    difference = {r: {stem: float(np.abs(stems[r][stem] - stems["tensorflow"][stem]).max())
+                      for stem in stems["tensorflow"]} for r in stems if r != "tensorflow"}
     return {"block_shape": list(window.shape), "block_times": times,
             "block_median_seconds": {r: statistics.median(t) for r, t in times.items()},
             "stems_max_abs_difference": difference, "seconds": seconds}
@@ -579,7 +580,7 @@ def main() -> None:
                              "(e.g. the previous default against a new one)")
     parser.add_argument("--runtimes", default="auto",
                         help="keras-svs runtimes to time, comma-separated, alternating "
-                             "(auto, tensorflow, litert; default auto)")
+                             "(auto, tensorflow, litert, litert-int8; default auto)")
     parser.add_argument("--startup", action="store_true",
                         help="time whole `keras-svs separate` processes on a 1 s file instead")
     parser.add_argument("--process-seconds", type=float, default=1.0,
@@ -593,7 +594,8 @@ def main() -> None:
     parser.add_argument("--no-spleeter", action="store_true",
                         help="--whole-process: leave Spleeter 2stems out")
     parser.add_argument("--compare-runtimes", action="store_true",
-                        help="block calls and stems of TensorFlow and LiteRT in one process")
+                        help="block calls and stems of TensorFlow and both LiteRT forms in "
+                             "one process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--runtime", default="auto", help=argparse.SUPPRESS)
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
@@ -630,8 +632,9 @@ def main() -> None:
             for runtime, times in result["block_times"].items():
                 print(f"block {tuple(result['block_shape'])}, {runtime}: median "
                       f"{statistics.median(times):.3f} s, runs {[round(t, 3) for t in times]}")
-            print(f"stems on {args.seconds:.0f} s, largest |litert - tensorflow|: "
-                  f"{result['stems_max_abs_difference']}")
+            for runtime, difference in result["stems_max_abs_difference"].items():
+                print(f"stems on {args.seconds:.0f} s, largest |{runtime} - tensorflow|: "
+                      f"{difference}")
         if args.json:
             args.json.write_text(json.dumps({"machine": host, **result}, indent=2) + "\n")
         return

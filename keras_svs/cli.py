@@ -94,6 +94,11 @@ def _separator_options(prefix: str = "", precision: bool = True):
           if precision else []))
 
 
+_RUNTIME_OPTION = click.option(
+    "--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+    help="What runs the model: LiteRT with its largest filters in int8 (auto, where "
+    "installed), LiteRT in float32 (litert: TensorFlow's stems within 1e-4) or TensorFlow.")
+
 _OUTPUT_OPTIONS = _options(  # the stems written, their names and format
     click.option("--stems", default="vocals,accompaniment", show_default=True,
                  callback=_checked(batch.parse_stems), help="Stems to write, comma-separated."),
@@ -119,8 +124,7 @@ _OUTPUT_OPTIONS = _options(  # the stems written, their names and format
               " Default: files over 5 minutes in 10 s blocks.")
 @click.option("-j", "--jobs", type=INT1, default=1, show_default=True, help="Files separated "
               "at once, each in its own process with its own model (N times the memory).")
-@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
-              help="What runs the model: LiteRT (auto, where installed) or TensorFlow.")
+@_RUNTIME_OPTION
 @click.option("--plot", is_flag=True, help="Also write separation.png ({stem} = separation, "
               "{codec} = png): spectrograms and voice mask (needs matplotlib).")
 @_clean_errors
@@ -265,6 +269,7 @@ def prepare(data, output, preset, splits, split_file):
 @click.option("--plot", "plot_path", type=PATH, help="Write a box plot of per-clip NSDR.")
 @click.option("--split-file", type=PATH, help="JSON split file (default: the dataset's).")
 @_separator_options(prefix="--method model: ")
+@_RUNTIME_OPTION
 @click.option("--limit", type=INT1, help="Score only the split's first N clips.")
 @_clean_errors
 def evaluate(data, split, method, json_path, csv_path, plot_path, **options):

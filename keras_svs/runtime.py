@@ -10,11 +10,17 @@ callable, :attr:`~keras_svs.separation.Separator.predict`. This module makes it,
   and run by ``ai-edge-litert``'s interpreter with the XNNPACK delegate
   (:func:`litert_predict`). Its process imports neither TensorFlow nor Keras once the
   converted form is cached (:func:`cached_form`), which is most of a separation's start-up;
-* ``auto``: ``litert`` where it applies (:func:`resolve`), else ``tensorflow``.
+* ``litert-int8``: that form with its largest filters (:data:`INT8_MIN_WEIGHTS`) stored as
+  per-channel int8 (:func:`quantize_filters`). Those convolutions become hybrid ones:
+  float32 activations, int8 weights, which XNNPACK computes with int8 dot products. In a
+  U-Net they are the deep, low-resolution layers, where most of the weights and the
+  multiply-adds are; the shallow layers, which see the spectrogram at full resolution, stay
+  float32. Not exact: BENCHMARKS.md has what it costs in dB and what it buys;
+* ``auto``: ``litert-int8`` where LiteRT applies (:func:`resolve`), else ``tensorflow``.
 
 The converted form is built from the model file by the TensorFlow converter
-(:func:`convert`) and cached in :func:`cache_dir`, keyed by the SHA-256 of the model file
-and :data:`FORM_VERSION`, with the model's settings beside it (a JSON file), so that a
+(:func:`convert`) and cached in :func:`cache_dir`, keyed by the SHA-256 of the model file,
+the runtime and :data:`FORM_VERSION`, with the model's settings beside it (a JSON file), so that a
 later process needs neither the ``.keras`` file's Keras objects nor TensorFlow. The cache
 is a pure speed-up: deleting it costs one conversion.
 
@@ -39,6 +45,16 @@ from .options import RUNTIMES
 #: form, the conversion settings), so that no stale form is used.
 FORM_VERSION = 1
 
+#: ``litert-int8``: a convolution filter with at least this many weights is stored as int8.
+#: In the ``spleeter`` nets these are the encoder's levels 4-6 and the decoder's 1-3
+#: (204,800 weights and more); the next ones down have 147,456 (decoder 4) and 51,200
+#: (encoder 3), and quantizing those moved the probabilities several times more for no
+#: further speed (BENCHMARKS.md, "Issue 23", session 20).
+INT8_MIN_WEIGHTS = 200_000
+
+#: the runtimes that run a converted LiteRT form
+LITERT_RUNTIMES = ("litert", "litert-int8")
+
 
 def litert_installed() -> bool:
     """Whether ``ai-edge-litert``'s interpreter (the ``litert`` runtime) imports."""
@@ -58,15 +74,16 @@ def check(runtime: str) -> str:
 
 def resolve(runtime: str, *, from_file: bool, precision: str, inference_form: bool,
             convolutional: bool | None = None) -> str:
-    """The runtime a separator uses: ``tensorflow`` or ``litert``.
+    """The runtime a separator uses: ``tensorflow``, ``litert`` or ``litert-int8``.
 
-    ``litert`` applies to a fully convolutional model (``convolutional``; ``None``: not
-    known yet, assumed) loaded from a file, in its float32 inference form. ``auto`` takes
-    it where it applies and ``ai-edge-litert`` is installed, else ``tensorflow``.
+    The LiteRT runtimes apply to a fully convolutional model (``convolutional``; ``None``:
+    not known yet, assumed) loaded from a file, in its float32 inference form. ``auto``
+    takes ``litert-int8`` where they apply and ``ai-edge-litert`` is installed, else
+    ``tensorflow``.
 
     Raises:
-        ValueError: an unknown runtime; ``litert`` asked for where it does not apply.
-        ImportError: ``litert`` asked for without ``ai-edge-litert`` installed.
+        ValueError: an unknown runtime; a LiteRT runtime asked for where it does not apply.
+        ImportError: a LiteRT runtime asked for without ``ai-edge-litert`` installed.
     """
     check(runtime)
     if runtime == "tensorflow":
@@ -74,12 +91,12 @@ def resolve(runtime: str, *, from_file: bool, precision: str, inference_form: bo
     applies = (from_file and precision == "float32" and inference_form
                and convolutional is not False)
     if runtime == "auto":
-        return "litert" if applies and litert_installed() else "tensorflow"
+        return "litert-int8" if applies and litert_installed() else "tensorflow"
     if not applies:
-        raise ValueError("runtime litert takes a fully convolutional model from a file, in "
-                         "precision float32 with its inference form")
+        raise ValueError(f"runtime {runtime} takes a fully convolutional model from a file, "
+                         "in precision float32 with its inference form")
     if not litert_installed():
-        raise ImportError("runtime litert needs ai-edge-litert (pip install "
+        raise ImportError(f"runtime {runtime} needs ai-edge-litert (pip install "
                           "'keras-svs[cpu]'); runtime auto falls back to tensorflow")
     return runtime
 
@@ -99,23 +116,26 @@ def cache_dir() -> Path:
     return Path(base) / "keras-svs"
 
 
-def form_key(model_path: str | os.PathLike) -> str:
-    """The cache key of a model file's converted form: SHA-256 of its bytes (hex) and
-    :data:`FORM_VERSION`."""
+def form_key(model_path: str | os.PathLike, runtime: str = "litert") -> str:
+    """The cache key of a model file's converted form for ``runtime`` (one of
+    :data:`LITERT_RUNTIMES`): SHA-256 of its bytes (hex), ``-int8`` for ``litert-int8``,
+    and :data:`FORM_VERSION`."""
     digest = hashlib.sha256()
     with open(model_path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
-    return f"{digest.hexdigest()}-v{FORM_VERSION}"
+    flavour = "-int8" if runtime == "litert-int8" else ""
+    return f"{digest.hexdigest()}{flavour}-v{FORM_VERSION}"
 
 
-def cached_form(model_path: str | os.PathLike) -> tuple[Path, dict] | None:
-    """``(flatbuffer path, model settings as stored)`` of a model file's cached LiteRT
-    form, or None when it is not cached (or its settings file is unreadable, or
-    ``model_path`` is not a file)."""
+def cached_form(model_path: str | os.PathLike,
+                runtime: str = "litert") -> tuple[Path, dict] | None:
+    """``(flatbuffer path, model settings as stored)`` of a model file's cached form for
+    ``runtime`` (one of :data:`LITERT_RUNTIMES`), or None when it is not cached (or its
+    settings file is unreadable, or ``model_path`` is not a file)."""
     if not Path(model_path).is_file():
         return None
-    base = cache_dir() / "litert" / form_key(model_path)
+    base = cache_dir() / "litert" / form_key(model_path, runtime)
     flatbuffer, stored = base.with_suffix(".tflite"), base.with_suffix(".json")
     if not flatbuffer.is_file():
         return None
@@ -168,26 +188,30 @@ def tensorflow_predict(model, shape: list,
     return eager
 
 
-def convert(model, shape: list, model_path: str | os.PathLike) -> tuple[Path, dict]:
-    """Convert a fully convolutional model (its float32 inference form) to LiteRT and cache
-    it for ``model_path``, the file it was loaded from (:func:`cached_form`).
+def convert(model, shape: list, model_path: str | os.PathLike,
+            runtime: str = "litert") -> tuple[Path, dict]:
+    """Convert a fully convolutional model (its float32 inference form) to LiteRT for
+    ``runtime`` (one of :data:`LITERT_RUNTIMES`) and cache it for ``model_path``, the file
+    it was loaded from (:func:`cached_form`).
 
     The converted function is :func:`tensorflow_predict`'s, its variables frozen into
     constants: one spectrogram ``shape`` (``[None, bins]`` or ``[None, bins, channels]``)
-    in, its voice probability out. Written atomically: an interrupted conversion leaves no
-    half-written form; processes converting the same file at once (``--jobs``) take turns
-    on a lock file, and those after the first find its form.
+    in, its voice probability out; for ``litert-int8`` with :func:`quantize_filters`
+    applied. Written atomically: an interrupted conversion leaves no half-written form;
+    processes converting the same file at once (``--jobs``) take turns on a lock file, and
+    those after the first find its form.
 
     Returns:
         ``(flatbuffer path, stored settings)``, as :func:`cached_form` gives them.
     """
-    base = cache_dir() / "litert" / form_key(model_path)
+    base = cache_dir() / "litert" / form_key(model_path, runtime)
     base.parent.mkdir(parents=True, exist_ok=True)
     with _locked(base.with_suffix(".lock")):
-        return cached_form(model_path) or _convert(model, shape, base)
+        return (cached_form(model_path, runtime)
+                or _convert(model, shape, base, int8=runtime == "litert-int8"))
 
 
-def _convert(model, shape: list, base: Path) -> tuple[Path, dict]:
+def _convert(model, shape: list, base: Path, int8: bool) -> tuple[Path, dict]:
     """:func:`convert`'s work: the form written to ``base`` + ``.tflite`` and ``.json``."""
     import_tensorflow_quietly()
     import tensorflow as tf
@@ -199,12 +223,55 @@ def _convert(model, shape: list, base: Path) -> tuple[Path, dict]:
     function = _voice_function(model, shape, batched=False)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model).convert()
+    if int8:
+        flatbuffer = quantize_filters(flatbuffer)
     stored = settings(model).as_dict()
     for suffix, data in ((".json", json.dumps(stored).encode()), (".tflite", flatbuffer)):
         staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
         staged.write_bytes(data)
         os.replace(staged, base.with_suffix(suffix))  # the .tflite last: it marks the entry
     return base.with_suffix(".tflite"), stored
+
+
+def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> bytes:
+    """A LiteRT flatbuffer with the float32 filter of every convolution (``CONV_2D``) of at
+    least ``min_weights`` weights stored as int8: symmetric, one scale per output channel
+    (its largest absolute weight / 127), as the TensorFlow converter's dynamic-range
+    quantization stores them. The interpreter then runs those convolutions as hybrid ones
+    (float32 in and out; XNNPACK quantizes each input tensor on the fly). Every other
+    tensor and operator is unchanged; a flatbuffer with no such filter comes back as it
+    is. Needs TensorFlow (its flatbuffer schema).
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    conv = {i for i, code in enumerate(model.operatorCodes)
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D}
+    changed = False
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            tensor = graph.tensors[op.inputs[1]] if op.opcodeIndex in conv else None
+            data = None if tensor is None else model.buffers[tensor.buffer].data
+            if (data is None or tensor.type != schema.TensorType.FLOAT32
+                    or int(np.prod(tensor.shape)) < min_weights):
+                continue
+            weights = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape[0], -1)
+            scale = np.abs(weights).max(axis=1) / 127.0
+            scale[scale == 0] = 1.0
+            levels = np.clip(np.round(weights / scale[:, None]), -127, 127).astype(np.int8)
+            model.buffers[tensor.buffer].data = np.frombuffer(levels.tobytes(), np.uint8)
+            tensor.type = schema.TensorType.INT8
+            tensor.quantization = schema.QuantizationParametersT()
+            tensor.quantization.scale = scale.astype(np.float32).tolist()
+            tensor.quantization.zeroPoint = [0] * len(scale)
+            tensor.quantization.quantizedDimension = 0  # filters are (out, h, w, in)
+            changed = True
+    if not changed:
+        return flatbuffer
+    builder = flatbuffers.Builder(len(flatbuffer) // 3)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def litert_predict(flatbuffer: str | os.PathLike,

@@ -249,14 +249,16 @@ class Separator:
         runtime: what runs the model call (:mod:`keras_svs.runtime`): ``tensorflow``
             (the Keras model), ``litert`` (its LiteRT form, converted once per model file
             and cached; fully convolutional models from a file, float32, inference form;
-            the same stems within 1e-4) or ``auto`` (default: ``litert`` where it applies
-            and ``ai-edge-litert`` is installed, else ``tensorflow``; a model whose
-            conversion fails falls back to ``tensorflow`` with a warning).
+            the same stems within 1e-4), ``litert-int8`` (that form with its largest
+            filters in int8: faster, not exact) or ``auto`` (default: ``litert-int8``
+            where LiteRT applies and ``ai-edge-litert`` is installed, else
+            ``tensorflow``; a model whose conversion fails falls back to ``tensorflow``
+            with a warning).
 
     Raises:
         ValueError: an unknown mask, mode, extension, precision or runtime; a model file
-            that is not a keras-svs model; ``runtime="litert"`` where it does not apply.
-        ImportError: ``runtime="litert"`` without ``ai-edge-litert``.
+            that is not a keras-svs model; a LiteRT runtime where it does not apply.
+        ImportError: a LiteRT runtime without ``ai-edge-litert``.
     """
 
     def __init__(self, model: str | os.PathLike | keras.Model | None = None,
@@ -275,13 +277,14 @@ class Separator:
         path = None if given else Path(model) if model is not None else default_model_path()
         choice = dict(from_file=path is not None, precision=precision,
                       inference_form=inference_form)
-        #: the runtime of :attr:`predict`: ``tensorflow`` or ``litert``
+        #: the runtime of :attr:`predict`: ``tensorflow``, ``litert`` or ``litert-int8``
         self.runtime = runtimes.resolve(runtime, **choice)
-        form = runtimes.cached_form(path) if self.runtime == "litert" else None
+        litert = self.runtime in runtimes.LITERT_RUNTIMES
+        form = runtimes.cached_form(path, self.runtime) if litert else None
         #: the Keras model that computes the probabilities: for a U-Net or ``spleeter``
         #: model its inference form (unless ``inference_form`` is False; the training form
         #: is not kept, which saves its weights' memory), else ``model``; in ``precision``.
-        #: None where the ``litert`` runtime found its form cached (no Keras model loaded).
+        #: None where a LiteRT runtime found its form cached (no Keras model loaded).
         self.model = None
         if form is None:
             runtimes.import_tensorflow_quietly()
@@ -335,16 +338,16 @@ class Separator:
         else:  # fully convolutional: any number of frames (a multiple of time_multiple)
             self.step = self.settings.time_multiple
             shape = [None, bins] if self.channels == 1 else [None, bins, self.channels]
-            if self.runtime == "litert" and form is None:
+            if self.runtime in runtimes.LITERT_RUNTIMES and form is None:
                 try:
-                    form = runtimes.convert(self.model, shape, path)
+                    form = runtimes.convert(self.model, shape, path, self.runtime)
                 except Exception as error:  # noqa: BLE001 (any converter failure)
                     if runtime != "auto":
                         raise
                     warnings.warn(f"{path}: no LiteRT form ({runtimes.first_line(error)}); "
                                   "separating with TensorFlow", RuntimeWarning, stacklevel=2)
                     self.runtime = "tensorflow"
-            if self.runtime == "litert":
+            if self.runtime in runtimes.LITERT_RUNTIMES:
                 self.predict = runtimes.litert_predict(form[0], _WORKERS)
             else:
                 self.predict = runtimes.tensorflow_predict(self.model, shape, batched=False)

@@ -51,7 +51,7 @@ def test_litert_stems_equal_tensorflow_and_the_form_is_cached(stereo_path, cache
     converted = Separator(stereo_path, runtime="litert")
     assert reference.runtime == "tensorflow" and converted.runtime == "litert"
     assert len(list((cache / "litert").glob("*.tflite"))) == 1
-    cached = Separator(stereo_path)  # auto: the cached form, no Keras model loaded
+    cached = Separator(stereo_path, runtime="litert")  # the cached form, no Keras model
     assert cached.runtime == "litert" and cached.model is None
     assert cached.settings.as_dict() == reference.settings.as_dict()
     assert cached.settings.stft == reference.config
@@ -64,13 +64,69 @@ def test_litert_stems_equal_tensorflow_and_the_form_is_cached(stereo_path, cache
 
 @needs_litert
 def test_a_cached_separation_imports_neither_keras_nor_tensorflow(stereo_path, cache):
-    Separator(stereo_path, runtime="litert")  # converts and caches
+    Separator(stereo_path)  # auto: converts and caches the litert-int8 form
     code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
             f"s = Separator({str(stereo_path)!r}); s.separate(np.zeros((2, 4000), np.float32), "
             "8000); print(s.runtime, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)  # the environment, with KERAS_SVS_CACHE, is inherited
-    assert out.stdout.split() == ["litert", "False", "False"], out.stderr
+    assert out.stdout.split() == ["litert-int8", "False", "False"], out.stderr
+
+
+@needs_litert
+def test_auto_takes_the_int8_form_cached_beside_the_float_one(stereo_path, cache):
+    song = _song(1.0)
+    float_form = Separator(stereo_path, runtime="litert")
+    auto = Separator(stereo_path)
+    assert auto.runtime == "litert-int8"
+    assert runtime.cached_form(stereo_path, "litert-int8")[0].name.endswith("-int8-v1.tflite")
+    assert len(list((cache / "litert").glob("*.tflite"))) == 2
+    # the tiny model has no filter of INT8_MIN_WEIGHTS weights: both forms are one function
+    want, got = float_form.separate(song, RATE), auto.separate(song, RATE)
+    for stem in want:
+        np.testing.assert_allclose(got[stem], want[stem], atol=1e-6)
+
+
+@needs_litert
+def test_quantize_filters_stores_the_large_filters_as_int8(stereo_path, cache):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    flatbuffer = runtime.convert(Separator(stereo_path, runtime="tensorflow").model,
+                                 [None, 64, 2], stereo_path)[0].read_bytes()
+    assert runtime.quantize_filters(flatbuffer) == flatbuffer  # no filter that large
+
+    def filters(data):
+        """(shape, type, scales, zero points) of every CONV_2D filter, in graph order."""
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+        graph, codes = model.subgraphs[0], model.operatorCodes
+        found = []
+        for op in graph.operators:
+            code = codes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D:
+                t = graph.tensors[op.inputs[1]]
+                q = t.quantization
+                found.append((tuple(t.shape), t.type, None if q is None else q.scale,
+                              None if q is None else q.zeroPoint))
+        return found
+
+    before = filters(flatbuffer)
+    threshold = sorted(int(np.prod(f[0])) for f in before)[len(before) // 2]
+    quantized = runtime.quantize_filters(flatbuffer, min_weights=threshold)
+    after = filters(quantized)
+    assert [f[0] for f in after] == [f[0] for f in before]
+    large = [int(np.prod(f[0])) >= threshold for f in before]
+    assert 0 < sum(large) < len(large)
+    for (shape, kind, scales, zeros), big in zip(after, large):
+        assert kind == (schema.TensorType.INT8 if big else schema.TensorType.FLOAT32)
+        if big:  # one scale per output channel, no zero point
+            assert len(scales) == shape[0] and not any(zeros)
+    x = np.abs(np.random.default_rng(0).normal(0, 1, (64, 64, 2))).astype(np.float32)
+    path = cache / "quantized.tflite"
+    path.write_bytes(quantized)
+    want, got = (runtime.litert_predict(f, 1)(x)
+                 for f in (runtime.cached_form(stereo_path)[0], path))
+    difference = np.abs(got - want)
+    assert 0 < difference.max() < 0.05, difference.max()
 
 
 def test_auto_falls_back_to_tensorflow_without_litert(stereo_path, cache, monkeypatch):

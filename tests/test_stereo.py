@@ -297,6 +297,13 @@ def test_musdb_is_scored_at_its_own_rate_and_channels(stereo_model_path, tmp_pat
     assert np.isfinite(clip["voice"]["museval_SDR"]) and np.isfinite(clip["voice"]["SDR"])
     assert result["museval_scorer"] == evaluation.museval_scorer()
     assert result["extension"] == "top"
+    from keras_svs import runtime
+
+    assert result["runtime"] == ("litert-int8" if runtime.litert_installed() else "tensorflow")
+    on_tensorflow = evaluation.evaluate(root, "all", "model", model=stereo_model_path, jobs=1,
+                                        progress=False, runtime="tensorflow")
+    assert on_tensorflow["runtime"] == "tensorflow"
+    assert on_tensorflow["voice"]["GNSDR"] == pytest.approx(result["voice"]["GNSDR"], abs=1e-3)
 
 
 def test_museval_package_scores_v4_when_installed():

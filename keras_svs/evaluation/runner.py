@@ -230,7 +230,7 @@ def _result(*, method: str, model_path: Path | None, split: str, data, split_pat
     }
     if separator is not None:
         out.update({key: getattr(separator, key) for key in
-                    ("mask", "threshold", "mode", "precision", "extension")
+                    ("mask", "threshold", "mode", "precision", "extension", "runtime")
                     if hasattr(separator, key)})
     return out
 
@@ -241,7 +241,7 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
              threshold: float | None = None, mode: str = "average",
              limit: int | None = None, progress: bool = True,
              precision: str = "float32", separator=None,
-             extension: str | None = None) -> dict[str, Any]:
+             extension: str | None = None, runtime: str = "auto") -> dict[str, Any]:
     """Score a separation method on a dataset split with BSS-Eval v3.
 
     Args:
@@ -253,7 +253,7 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
             16 kHz, :data:`~keras_svs.evaluation.methods.DEFAULT_STFT`).
         jobs: scoring processes (default ``os.cpu_count()``; 1 scores in this process).
         split_file: JSON split file (default: the dataset's, see ``split_file_for``).
-        mask, threshold, mode, precision, extension: the
+        mask, threshold, mode, precision, extension, runtime: the
             :class:`~keras_svs.separation.Separator`'s, for ``model``.
         limit: score only the split's first ``limit`` clips (quick checks).
         progress: show a progress bar on stderr.
@@ -281,7 +281,7 @@ def evaluate(data: str | os.PathLike, split: str, method: str,
     tracks, split_path = _tracks(data, split, split_file, limit)
     model_path, separator, config = _method_setup(
         method, model, separator, mask=mask, threshold=threshold, mode=mode,
-        precision=precision, extension=extension)
+        precision=precision, extension=extension, runtime=runtime)
 
     jobs = (os.cpu_count() or 1) if jobs is None else int(jobs)
     if jobs < 1:

@@ -6,9 +6,10 @@
 
 Synthesises the same stereo 44.1 kHz file as separate_speed.py, then runs the stages of
 `Separator.separate_file` one after the other, timing each (best of --repeats after a
-warm-up): decode, resample of the mono mix to the model's rate, the model-rate STFT, the
-model, the mask carried to the input's grid, the input-rate STFT of both channels, the mask
-product and inverse STFT, and the writing of both stems. Prints seconds per stage and the
+warm-up): decode, the input-rate STFT of both channels, the model's input (a mono model:
+the mono mix resampled to its rate and its STFT; a stereo model: the magnitudes), the model
+and its mask, the mask carried to the input's grid, the mask product and inverse STFT, and
+the writing of both stems. Prints seconds per stage and the
 share of the total, and the best of --repeats calls of `separate_file` itself.
 
 `--startup` times, in this fresh process, what a separation waits for before its first block:
@@ -54,17 +55,23 @@ def stages(separator, path: Path, out: Path) -> dict[str, float]:
     x, rate = timed("decode", lambda: audio.read(path))
     config = separator.config
     native = config.at_rate(rate)
-    mono = timed("resample", lambda: audio.resample(x.mean(axis=0), rate, config.sample_rate))
-    magnitude = timed("model-rate STFT", lambda: np.abs(
-        spectral.stft_numpy(mono, config, workers=_WORKERS)))
-    probability = timed("model", lambda: separator.voice_probability(magnitude))
     spectrum = timed("input-rate STFT",
                      lambda: spectral.stft_numpy(x, native, workers=_WORKERS))
-    model_mask = spectral.fit_bins(probability, config.bins)
-    mask = timed("mask to input grid", lambda: spectral.mask_to_grid(
-        model_mask, config, native, int(spectrum.shape[1])))
+    if separator.channels == 1:
+        mono = timed("resample", lambda: audio.resample(x.mean(axis=0), rate,
+                                                         config.sample_rate))
+        magnitude = timed("model-rate STFT", lambda: np.abs(
+            spectral.stft_numpy(mono, config, workers=_WORKERS)))
+    else:  # a stereo model at the file's rate and channels sees the input's STFT
+        if native != config or x.shape[0] != separator.channels:
+            raise SystemExit("a stereo model is profiled on a file at its rate and channels")
+        magnitude = timed("magnitude", lambda: np.abs(spectrum))
+    mask = timed("model (and mask)", lambda: separator.voice_mask(magnitude))
+    masks = mask[None] if separator.channels == 1 else mask
+    grids = timed("mask to input grid", lambda: [spectral.mask_to_grid(
+        m, config, native, int(spectrum.shape[1])) for m in masks])
     vocals = timed("mask x spectrum + iSTFT", lambda: spectral.istft_numpy(
-        spectrum * mask, native, x.shape[-1], workers=_WORKERS))
+        spectrum * np.stack(grids), native, x.shape[-1], workers=_WORKERS))
     timed("write stems", lambda: audio.write_all(
         {out / "vocals.wav": vocals, out / "accompaniment.wav": x - vocals}, rate, 16))
     return times

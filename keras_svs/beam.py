@@ -18,8 +18,8 @@ model's own block scheduling (:meth:`keras_svs.separation.Separator.probability_
 chunks the song, so a worker's memory is bounded by its longest file's audio. The model is
 a ``.keras`` file, separated by the engine (:class:`keras_svs.separation.Separator`: the same
 stems as ``keras-svs separate``), or a SavedModel folder written by ``keras-svs export``
-(:class:`keras_svs.export.ExportedSeparator`: its ``serve`` graph, equal to the engine
-within 1e-4 at the model's rate).
+(:class:`keras_svs.export.ExportedSeparator`: its ``serve`` graph, equal to the engine's
+float32 runtimes within 1e-4 at the model's rate).
 
 Needs the ``[beam]`` extra (``pip install 'keras-svs[beam]'``).
 """

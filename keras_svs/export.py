@@ -216,7 +216,9 @@ class ExportedSeparator:
     -> {"vocals", "accompaniment"}``, float32 of the input's shape, summing to it.
 
     Its ``serve`` graph runs at the model's rate (``sample_rate``): there its stems equal
-    the engine's within 1e-4 (``tests/test_export.py``). An input at another rate is
+    the engine's float32 ones (``runtime`` ``tensorflow`` or ``litert``) within 1e-4
+    (``tests/test_export.py``); the graph is float32, so a model with filters in int8 under
+    ``litert-int8`` (the engine's default) differs from it as that runtime does. An input at another rate is
     resampled to the model's and the vocals back to the input's (where the engine carries
     its mask to an STFT of the input at its own rate instead), so its stems then differ more
     from the engine's.

@@ -49,7 +49,7 @@ FORM_VERSION = 1
 #: In the ``spleeter`` nets these are the encoder's levels 4-6 and the decoder's 1-3
 #: (204,800 weights and more); the next ones down have 147,456 (decoder 4) and 51,200
 #: (encoder 3), and quantizing those moved the probabilities several times more for no
-#: further speed (BENCHMARKS.md, "Issue 23", session 20).
+#: further speed (BENCHMARKS.md, "Issue 23").
 INT8_MIN_WEIGHTS = 200_000
 
 #: the runtimes that run a converted LiteRT form

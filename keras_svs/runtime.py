@@ -248,7 +248,7 @@ def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     conv = {i for i, code in enumerate(model.operatorCodes)
             if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D}
-    changed = False
+    quantized = {}  # buffer index -> its quantization (filters may share a buffer)
     for graph in model.subgraphs:
         for op in graph.operators:
             tensor = graph.tensors[op.inputs[1]] if op.opcodeIndex in conv else None
@@ -256,18 +256,20 @@ def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> 
             if (data is None or tensor.type != schema.TensorType.FLOAT32
                     or int(np.prod(tensor.shape)) < min_weights):
                 continue
-            weights = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape[0], -1)
-            scale = np.abs(weights).max(axis=1) / 127.0
-            scale[scale == 0] = 1.0
-            levels = np.clip(np.round(weights / scale[:, None]), -127, 127).astype(np.int8)
-            model.buffers[tensor.buffer].data = np.frombuffer(levels.tobytes(), np.uint8)
+            if tensor.buffer not in quantized:
+                weights = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape[0], -1)
+                scale = np.abs(weights).max(axis=1) / 127.0
+                scale[scale == 0] = 1.0
+                levels = np.clip(np.round(weights / scale[:, None]), -127, 127)
+                model.buffers[tensor.buffer].data = np.frombuffer(
+                    levels.astype(np.int8).tobytes(), np.uint8)
+                params = quantized[tensor.buffer] = schema.QuantizationParametersT()
+                params.scale = scale.astype(np.float32).tolist()
+                params.zeroPoint = [0] * len(scale)
+                params.quantizedDimension = 0  # filters are (out, h, w, in)
             tensor.type = schema.TensorType.INT8
-            tensor.quantization = schema.QuantizationParametersT()
-            tensor.quantization.scale = scale.astype(np.float32).tolist()
-            tensor.quantization.zeroPoint = [0] * len(scale)
-            tensor.quantization.quantizedDimension = 0  # filters are (out, h, w, in)
-            changed = True
-    if not changed:
+            tensor.quantization = quantized[tensor.buffer]
+    if not quantized:
         return flatbuffer
     builder = flatbuffers.Builder(len(flatbuffer) // 3)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

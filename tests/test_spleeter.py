@@ -643,3 +643,19 @@ def test_torch_spleeter_stems_equal_the_imported_models(tmp_path):
     for stem in ("vocals", "accompaniment"):
         share = np.sum(theirs[stem] ** 2) / np.sum(song ** 2)
         assert 0.01 < share < 0.99, (stem, share)
+
+
+def test_the_quality_benchmarks_peer_runs_float32_from_a_model_file(random_spleeter, tmp_path):
+    """vs_spleeter's Spleeter row runs Deezer's nets as Spleeter does, in float32 TensorFlow,
+    even from a file, where keras-svs's own default would take its int8 LiteRT form."""
+    path = tmp_path / "spleeter.keras"
+    random_spleeter.save(path)
+    sys_path = list(sys.path)
+    try:  # vs_spleeter puts the checkout and benchmarks/ on sys.path
+        peer = _benchmark_module("vs_spleeter").SpleeterAsShipped(path)
+    finally:
+        sys.path[:] = sys_path
+    assert peer.runtime == peer.engine.runtime == "tensorflow"
+    song = np.random.default_rng(1).uniform(-0.3, 0.3, (2, 22050)).astype(np.float32)
+    stems = peer.separate(song, 44100)
+    assert stems["vocals"].shape == stems["accompaniment"].shape == song.shape

@@ -129,6 +129,43 @@ def test_quantize_filters_stores_the_large_filters_as_int8(stereo_path, cache):
     assert 0 < difference.max() < 0.05, difference.max()
 
 
+@needs_litert
+def test_quantize_filters_quantizes_a_shared_filter_buffer_once(stereo_path, cache):
+    """Two convolutions whose filters share one buffer (the converter dedupes equal
+    constants): the buffer becomes int8 once, and both tensors take its type and scales."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    flatbuffer = runtime.convert(Separator(stereo_path, runtime="tensorflow").model,
+                                 [None, 64, 2], stereo_path)[0].read_bytes()
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    graph, codes = model.subgraphs[0], model.operatorCodes
+    filters = [graph.tensors[op.inputs[1]] for op in graph.operators
+               if max(codes[op.opcodeIndex].builtinCode,
+                      codes[op.opcodeIndex].deprecatedBuiltinCode)
+               == schema.BuiltinOperator.CONV_2D]
+    first, second = next((a, b) for i, a in enumerate(filters) for b in filters[i + 1:]
+                         if list(a.shape) == list(b.shape))  # the two nets' same level
+    second.buffer = first.buffer
+    original = np.frombuffer(bytes(model.buffers[first.buffer].data), np.float32)
+    builder = flatbuffers.Builder(len(flatbuffer))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    shared = bytes(builder.Output())
+
+    size = int(np.prod(first.shape))
+    out = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(
+        runtime.quantize_filters(shared, min_weights=size), 0))
+    tensors = [out.subgraphs[0].tensors[i] for i, t in enumerate(graph.tensors)
+               if t is first or t is second]
+    assert [t.buffer for t in tensors] == [first.buffer] * 2
+    assert all(t.type == schema.TensorType.INT8 for t in tensors)
+    np.testing.assert_array_equal(tensors[0].quantization.scale, tensors[1].quantization.scale)
+    levels = np.frombuffer(bytes(out.buffers[first.buffer].data), np.int8)
+    assert levels.size == size  # quantized once: a second pass would have read int8 as float
+    scale = np.repeat(tensors[0].quantization.scale, size // first.shape[0])
+    np.testing.assert_allclose(levels * scale, original, atol=scale.max() / 2 + 1e-7)
+
+
 def test_auto_falls_back_to_tensorflow_without_litert(stereo_path, cache, monkeypatch):
     monkeypatch.setattr(runtime, "litert_installed", lambda: False)
     assert Separator(stereo_path).runtime == "tensorflow"

@@ -134,7 +134,10 @@ def main() -> None:
     parser.add_argument("--startup", action="store_true", help="time the start-up stages")
     args = parser.parse_args()
     if args.startup:
-        runtime = "litert-int8" if args.runtime == "auto" else args.runtime
+        runtime = args.runtime
+        if runtime == "auto":  # as the engine resolves it for a model file on this CPU
+            from keras_svs.runtime import int8_pays
+            runtime = "litert-int8" if int8_pays() else "litert"
         measured = startup_stages(args.model, runtime)
         m = machine()
         print(f"machine: {m['cpu']} ({' '.join(m['simd']) or 'no AVX2'}), {m['cores']} cores; "

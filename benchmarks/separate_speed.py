@@ -107,7 +107,7 @@ def synthesize(path: Path, seconds: float, rate: int = RATE, block_seconds: floa
 
 #: CPU features that decide the speed of the convolutions: the vector width (AVX2 or
 #: AVX-512) and native bfloat16 / int8 dot products
-SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16")
 
 
 def machine() -> dict:

@@ -96,8 +96,9 @@ def _separator_options(prefix: str = "", precision: bool = True):
 
 _RUNTIME_OPTION = click.option(
     "--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
-    help="What runs the model: LiteRT with its largest filters in int8 (auto, where "
-    "installed), LiteRT in float32 (litert: TensorFlow's stems within 1e-4) or TensorFlow.")
+    help="What runs the model: LiteRT with its largest filters in int8 (litert-int8), LiteRT "
+    "in float32 (litert: TensorFlow's stems within 1e-4) or TensorFlow. auto: where LiteRT is "
+    "installed, litert-int8 on a CPU with int8 dot products (VNNI), else litert.")
 
 _OUTPUT_OPTIONS = _options(  # the stems written, their names and format
     click.option("--stems", default="vocals,accompaniment", show_default=True,

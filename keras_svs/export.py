@@ -217,9 +217,9 @@ class ExportedSeparator:
 
     Its ``serve`` graph runs at the model's rate (``sample_rate``): there its stems equal
     the engine's float32 ones (``runtime`` ``tensorflow`` or ``litert``) within 1e-4
-    (``tests/test_export.py``); the graph is float32, so a model with filters in int8 under
-    ``litert-int8`` (the engine's default) differs from it as that runtime does. An input at another rate is
-    resampled to the model's and the vocals back to the input's (where the engine carries
+    (``tests/test_export.py``); the graph is float32, so ``litert-int8`` (what the engine's
+    ``auto`` takes on a CPU with int8 dot products) differs from it as that runtime does.
+    An input at another rate is resampled to the model's and the vocals back to the input's (where the engine carries
     its mask to an STFT of the input at its own rate instead), so its stems then differ more
     from the engine's.
 

@@ -24,9 +24,10 @@ MODES = ("average", "centre")
 STEMS = ("vocals", "accompaniment")
 #: Inference arithmetic (:func:`keras_svs.models.inference.at_precision`).
 INFERENCE_PRECISIONS = ("float32", "bfloat16")
-#: What runs a separator's model call (:mod:`keras_svs.runtime`): ``auto`` (``litert-int8``
-#: where LiteRT applies and is installed, else TensorFlow), ``tensorflow``, ``litert``
-#: (float32), ``litert-int8`` (the largest filters in int8).
+#: What runs a separator's model call (:mod:`keras_svs.runtime`): ``auto`` (where LiteRT
+#: applies and is installed, ``litert-int8`` on a CPU with int8 dot products, else
+#: ``litert``; else TensorFlow), ``tensorflow``, ``litert`` (float32), ``litert-int8`` (the
+#: largest filters in int8).
 RUNTIMES = ("auto", "tensorflow", "litert", "litert-int8")
 #: Training arithmetic (``auto``: mixed_float16 on a GPU, float32 on a CPU).
 TRAINING_PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")

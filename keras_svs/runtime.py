@@ -16,7 +16,8 @@ callable, :attr:`~keras_svs.separation.Separator.predict`. This module makes it,
   U-Net they are the deep, low-resolution layers, where most of the weights and the
   multiply-adds are; the shallow layers, which see the spectrogram at full resolution, stay
   float32. Not exact: BENCHMARKS.md has what it costs in dB and what it buys;
-* ``auto``: ``litert-int8`` where LiteRT applies (:func:`resolve`), else ``tensorflow``.
+* ``auto``: where LiteRT applies (:func:`resolve`), ``litert-int8`` on a CPU whose int8
+  dot products outrun float32 ones (:func:`int8_pays`), else ``litert``; else ``tensorflow``.
 
 The converted form is built from the model file by the TensorFlow converter
 (:func:`convert`) and cached in :func:`cache_dir`, keyed by the SHA-256 of the model file,
@@ -55,6 +56,33 @@ INT8_MIN_WEIGHTS = 200_000
 #: the runtimes that run a converted LiteRT form
 LITERT_RUNTIMES = ("litert", "litert-int8")
 
+#: x86 CPU flags (``/proc/cpuinfo``) of an int8 dot-product instruction (VNNI). Without one,
+#: XNNPACK's int8 convolutions are no faster than its float32 ones (BENCHMARKS.md, "Issue
+#: 23", session 23), so ``auto`` keeps the exact float32 form there.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str] | None:
+    """The first processor's flags in ``cpuinfo`` (Linux x86), or None where that file
+    does not exist or names none (another OS, another architecture)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def int8_pays(flags: frozenset[str] | None = None) -> bool:
+    """Whether ``auto`` takes ``litert-int8`` rather than ``litert``: False only on an x86
+    CPU known to lack :data:`INT8_DOT_FLAGS` (an AVX2-only one, say); True where the flags
+    include one, or cannot be read (``flags``: default :func:`cpu_flags`)."""
+    flags = cpu_flags() if flags is None else flags
+    return flags is None or not flags.isdisjoint(INT8_DOT_FLAGS)
+
 
 def litert_installed() -> bool:
     """Whether ``ai-edge-litert``'s interpreter (the ``litert`` runtime) imports."""
@@ -78,8 +106,8 @@ def resolve(runtime: str, *, from_file: bool, precision: str, inference_form: bo
 
     The LiteRT runtimes apply to a fully convolutional model (``convolutional``; ``None``:
     not known yet, assumed) loaded from a file, in its float32 inference form. ``auto``
-    takes ``litert-int8`` where they apply and ``ai-edge-litert`` is installed, else
-    ``tensorflow``.
+    takes one where they apply and ``ai-edge-litert`` is installed (``litert-int8`` where
+    :func:`int8_pays`, else ``litert``), else ``tensorflow``.
 
     Raises:
         ValueError: an unknown runtime; a LiteRT runtime asked for where it does not apply.
@@ -91,7 +119,9 @@ def resolve(runtime: str, *, from_file: bool, precision: str, inference_form: bo
     applies = (from_file and precision == "float32" and inference_form
                and convolutional is not False)
     if runtime == "auto":
-        return "litert-int8" if applies and litert_installed() else "tensorflow"
+        if not (applies and litert_installed()):
+            return "tensorflow"
+        return "litert-int8" if int8_pays() else "litert"
     if not applies:
         raise ValueError(f"runtime {runtime} takes a fully convolutional model from a file, "
                          "in precision float32 with its inference form")

@@ -250,9 +250,10 @@ class Separator:
             (the Keras model), ``litert`` (its LiteRT form, converted once per model file
             and cached; fully convolutional models from a file, float32, inference form;
             the same stems within 1e-4), ``litert-int8`` (that form with its largest
-            filters in int8: faster, not exact) or ``auto`` (default: ``litert-int8``
-            where LiteRT applies and ``ai-edge-litert`` is installed, else
-            ``tensorflow``; a model whose conversion fails falls back to ``tensorflow``
+            filters in int8: faster where the CPU has int8 dot products, not exact) or
+            ``auto`` (default: where LiteRT applies and ``ai-edge-litert`` is installed,
+            ``litert-int8`` on such a CPU and ``litert`` on others
+            (:func:`keras_svs.runtime.int8_pays`), else ``tensorflow``; a model whose conversion fails falls back to ``tensorflow``
             with a warning).
 
     Raises:

@@ -64,19 +64,22 @@ def test_litert_stems_equal_tensorflow_and_the_form_is_cached(stereo_path, cache
 
 @needs_litert
 def test_a_cached_separation_imports_neither_keras_nor_tensorflow(stereo_path, cache):
-    Separator(stereo_path)  # auto: converts and caches the litert-int8 form
+    Separator(stereo_path)  # auto: converts and caches its form
     code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
             f"s = Separator({str(stereo_path)!r}); s.separate(np.zeros((2, 4000), np.float32), "
             "8000); print(s.runtime, 'keras' in sys.modules, 'tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)  # the environment, with KERAS_SVS_CACHE, is inherited
-    assert out.stdout.split() == ["litert-int8", "False", "False"], out.stderr
+    auto = "litert-int8" if runtime.int8_pays() else "litert"
+    assert out.stdout.split() == [auto, "False", "False"], out.stderr
 
 
 @needs_litert
-def test_auto_takes_the_int8_form_cached_beside_the_float_one(stereo_path, cache):
+def test_auto_takes_the_int8_form_cached_beside_the_float_one(stereo_path, cache,
+                                                              monkeypatch):
     song = _song(1.0)
     float_form = Separator(stereo_path, runtime="litert")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     auto = Separator(stereo_path)
     assert auto.runtime == "litert-int8"
     assert runtime.cached_form(stereo_path, "litert-int8")[0].name.endswith("-int8-v1.tflite")
@@ -219,3 +222,28 @@ def test_separate_runtime_option(tiny_model_path, tmp_path):
                                        "-o", str(tmp_path / "out"), "--runtime", "tensorflow"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "song" / "vocals.wav").is_file()
+
+
+def test_int8_pays_only_where_the_cpu_has_int8_dot_products(tmp_path):
+    assert not runtime.int8_pays(frozenset({"sse4_2", "avx", "fma", "avx2", "f16c"}))
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert runtime.int8_pays(frozenset({"avx2", "avx512f", flag}))
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 fma\n\n"
+                    "processor\t: 1\nflags\t\t: fpu avx2 fma\n")
+    assert runtime.cpu_flags(info) == frozenset({"fpu", "avx2", "fma"})
+    assert runtime.cpu_flags(tmp_path / "absent") is None  # not Linux: flags unknown
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")  # aarch64's field
+    assert runtime.cpu_flags(info) is None
+    assert runtime.int8_pays(None) is runtime.int8_pays(runtime.cpu_flags())
+
+
+@pytest.mark.parametrize("flags, want", [({"avx2"}, "litert"),
+                                         ({"avx2", "avx512_vnni"}, "litert-int8")])
+def test_auto_resolves_by_the_cpu(monkeypatch, flags, want):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(runtime, "litert_installed", lambda: True)
+    got = runtime.resolve("auto", from_file=True, precision="float32", inference_form=True)
+    assert got == want
+    assert runtime.resolve("auto", from_file=False, precision="float32",
+                           inference_form=True) == "tensorflow"

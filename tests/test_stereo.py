@@ -299,7 +299,8 @@ def test_musdb_is_scored_at_its_own_rate_and_channels(stereo_model_path, tmp_pat
     assert result["extension"] == "top"
     from keras_svs import runtime
 
-    assert result["runtime"] == ("litert-int8" if runtime.litert_installed() else "tensorflow")
+    auto = "litert-int8" if runtime.int8_pays() else "litert"
+    assert result["runtime"] == (auto if runtime.litert_installed() else "tensorflow")
     on_tensorflow = evaluation.evaluate(root, "all", "model", model=stereo_model_path, jobs=1,
                                         progress=False, runtime="tensorflow")
     assert on_tensorflow["runtime"] == "tensorflow"

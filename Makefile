@@ -23,9 +23,11 @@ $(STAMP): requirements-lock.txt setup.cfg setup.py
 demo: venv
 	$(BIN)/keras-svs separate data/demo/falcon69.flac -o separated --overwrite
 
-## The test suite (core tests synthesise their audio; real-data tests skip without ../shared).
+## The test suite (core tests synthesise their audio; real-data tests skip without ../shared),
+## one pytest-xdist worker per core, at most 4, each taking whole files (module fixtures such
+## as the wheel build run once).
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 ## Speed benchmarks: they print numbers. Open-Unmix (and, in the whole-process comparison,
 ## Spleeter 2stems in torch) are timed too where the [bench] extra is installed

@@ -191,7 +191,7 @@ def test_a_model_as_it_is_follows_its_weights(tiny_model):
     layer = model.get_layer("logits")
     kernel, bias = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel), np.full_like(bias, 100.0)])
-    # sigmoid(100) is 1 - 2**-24 rather than 1.0 where Eigen's AVX2 logistic approximates it.
+    # on an AVX2-only CPU TensorFlow's sigmoid(100) is 1 - 2**-24, not 1.0
     np.testing.assert_allclose(live.voice_probability(magnitude), 1.0, rtol=0, atol=1e-6)
     assert np.all(before < 0.999)
 

@@ -97,6 +97,10 @@ class Recipe:
         frames: frames per training patch; ``None``: the preset's. Only fully convolutional
             presets (``unet``, ``spleeter``) take another length, a multiple of
             ``2 ** levels``; the model itself takes any length at separation time.
+        bins: frequency bins the network sees, the lowest of the STFT's; ``None``: the
+            preset's. Fully convolutional presets only, a multiple of ``2 ** levels``: the
+            network's compute is proportional to them, and the bins above get the
+            preset's mask extension (:func:`keras_svs.spectral.fit_bins`).
         freeze_batch_norm: keep every batch norm in inference mode with its statistics
             fixed (those of the ``init`` model): fine-tuning a trained network with small
             batches.
@@ -129,6 +133,8 @@ class Recipe:
                         "weighted: magnitude-weighted; psa: against the phase-sensitive mask.")
     frames: int | None = _option(None, "int>=1",
                                  "Frames per training patch (default: the preset's).")
+    bins: int | None = _option(None, "int>=1", "Frequency bins the network sees, the lowest "
+                               "(default: the preset's).")
     freeze_batch_norm: bool = _option(False, help="Keep batch norms' statistics (those of "
                                       "--init).")
     average_last: int = _option(0, "int>=0",

@@ -76,13 +76,18 @@ def resolve(recipe: Recipe) -> Recipe:
         remix=p.remix if recipe.remix is None else recipe.remix)
 
 
-def with_patch_frames(preset: Preset, frames: int | None) -> Preset:
-    """The preset with training patches of ``frames`` frames (``None``: unchanged).
+def with_network_input(preset: Preset, frames: int | None = None,
+                       bins: int | None = None) -> Preset:
+    """The preset with training patches of ``frames`` frames and a network that sees the
+    lowest ``bins`` frequency bins (``None``: the preset's). A fully convolutional network
+    (``unet``, ``spleeter``) has the same weights at any size, so both are choices of the
+    run; bins above the network's take the preset's ``extension`` at separation.
 
     Raises:
-        ValueError: a fixed-patch network (``paper``), or not a multiple of ``2 ** levels``.
+        ValueError: a fixed-patch network (``paper``); not a positive multiple of
+            ``2 ** levels``; more bins than the STFT has.
     """
-    if frames is None or frames == preset.frames:
+    if (frames is None or frames == preset.frames) and (bins is None or bins == preset.bins):
         return preset
     if preset.architecture == "unet":
         multiple = 2 ** len(preset.arch["filters"])
@@ -90,11 +95,15 @@ def with_patch_frames(preset: Preset, frames: int | None) -> Preset:
         from .models.spleeter import TIME_MULTIPLE as multiple
     else:
         raise ValueError(f"the {preset.name} preset's network takes patches of exactly "
-                         f"{preset.frames} frames, not {frames}")
-    if frames <= 0 or frames % multiple:
-        raise ValueError(f"frames must be a positive multiple of {multiple} for the "
-                         f"{preset.name} preset, not {frames}")
-    return dataclasses.replace(preset, frames=frames)
+                         f"{preset.frames} frames and {preset.bins} bins")
+    for name, value in (("frames", frames), ("bins", bins)):
+        if value is not None and (value <= 0 or value % multiple):
+            raise ValueError(f"{name} must be a positive multiple of {multiple} for the "
+                             f"{preset.name} preset, not {value}")
+    if bins is not None and bins > preset.stft.bins:
+        raise ValueError(f"bins must be at most the STFT's {preset.stft.bins}, not {bins}")
+    return dataclasses.replace(preset, frames=preset.frames if frames is None else frames,
+                               bins=preset.bins if bins is None else bins)
 
 
 def resolve_precision(precision: str) -> str:
@@ -193,7 +202,7 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
 
     Raises:
         ValueError: an unknown loss, loader, precision or strategy, a negative
-            ``average_last``, patch ``frames`` the preset's network cannot take, a
+            ``average_last``, patch ``frames`` or ``bins`` the preset's network cannot take, a
             ``teacher`` whose input differs from the model's, a batch size the replicas
             cannot share, a distributed run on another loader than its
             backend's, or a multi-worker run with a time budget.
@@ -206,7 +215,7 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
     if recipe.average_last < 0:
         raise ValueError(f"average_last must be >= 0, not {recipe.average_last}")
     loader = resolve_loader(options.loader)
-    preset = with_patch_frames(get_preset(recipe.preset), recipe.frames)
+    preset = with_network_input(get_preset(recipe.preset), recipe.frames, recipe.bins)
     plan = distribute.Plan(options.strategy)
     if plan.engine is not None and loader != resolve_loader("auto"):
         raise ValueError(f"--strategy {plan.name} on the {keras.backend.backend()} backend "
@@ -503,5 +512,5 @@ def epochs_done(out_dir: str | os.PathLike, stage: str) -> int:
 
 
 __all__ = ["PRECISIONS", "Recipe", "RunOptions", "resolve", "train", "resolve_precision",
-           "resolve_loader", "load_splits", "with_patch_frames", "epochs_done", "snapshots",
+           "resolve_loader", "load_splits", "with_network_input", "epochs_done", "snapshots",
            "average_snapshots"]

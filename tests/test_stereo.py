@@ -7,6 +7,7 @@ channel) with 2 filters a level, at 8 kHz; random weights unless trained here.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -252,7 +253,7 @@ def test_decode_gives_a_mono_dataset_two_equal_channels(tmp_path):
 
 
 def test_a_stereo_model_trains_on_two_datasets_joined(tmp_path):
-    from keras_svs.training import Recipe, RunOptions, train, with_patch_frames
+    from keras_svs.training import Recipe, RunOptions, train, with_network_input
 
     musdb = write_musdb(tmp_path / "musdb", ["m1", "m2", "m3"], rate=RATE, seconds=2.0)
     write_splits(musdb, {"train": ["m1", "m2"], "valid": ["m3"]})
@@ -281,9 +282,34 @@ def test_a_stereo_model_trains_on_two_datasets_joined(tmp_path):
                               end.get_layer("vocals_down1_conv").get_weights()[0])
     record = (tmp_path / "run" / "training.json").read_text()
     assert str(musdb) in record and str(pairs) in record
-    assert with_patch_frames(get_preset("tinystereo"), 128).frames == 128
+    assert with_network_input(get_preset("tinystereo"), 128).frames == 128
     with pytest.raises(ValueError, match="multiple of 64"):
-        with_patch_frames(get_preset("tinystereo"), 100)
+        with_network_input(get_preset("tinystereo"), 100)
+
+
+def test_bins_sets_the_band_a_stereo_network_sees(tmp_path):
+    """``Recipe.bins`` trains a fully convolutional net on a wider band than its preset's,
+    from a model of the preset's band (the weights do not depend on it), and the model it
+    writes separates with that band and the extension above it."""
+    from keras_svs.training import Recipe, RunOptions, train
+
+    musdb = write_musdb(tmp_path / "musdb", ["m1", "m2"], rate=RATE, seconds=2.0)
+    write_splits(musdb, {"train": ["m1"], "valid": ["m2"]})
+    init = tmp_path / "init.keras"
+    build_model("tinystereo").save(init)
+    recipe = Recipe(preset="tinystereo", epochs=1, pretrain_epochs=0, steps_per_epoch=1,
+                    loss="psa", bins=128, frames=64)
+    path = train(musdb, tmp_path / "run", recipe, RunOptions(verbose=0, init=str(init),
+                                                            gnsdr_clips=0))
+    model = load_model(path)
+    assert settings(model).bins == 128 and get_preset("tinystereo").bins == 64
+    assert tuple(model.input_shape) == (None, None, 128, 2)
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert record["config"]["bins"] == 128
+    song = np.random.default_rng(0).standard_normal((2, RATE)).astype(np.float32) * 0.1
+    stems = Separator(path, runtime="tensorflow").separate(song, RATE)
+    assert stems["vocals"].shape == song.shape
+    np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], song, atol=1e-5)
 
 
 # -- evaluation ---------------------------------------------------------------------------

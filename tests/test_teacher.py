@@ -97,7 +97,7 @@ def test_a_distilled_run_fits_the_teachers_probabilities(tmp_path):
     the same validation examples' own targets give the same model a clearly positive loss."""
     from keras_svs import examples
     from keras_svs.models.presets import get_preset
-    from keras_svs.training import Recipe, RunOptions, load_splits, train, with_patch_frames
+    from keras_svs.training import Recipe, RunOptions, load_splits, train, with_network_input
 
     musdb = write_musdb(tmp_path / "musdb", ["m1", "m2", "m3"], rate=RATE, seconds=2.0)
     write_splits(musdb, {"train": ["m1", "m2"], "valid": ["m3"]})
@@ -116,7 +116,7 @@ def test_a_distilled_run_fits_the_teachers_probabilities(tmp_path):
     assert record["config"]["teacher_share"] == 1.0
     assert float(rows[-1]["val_loss"]) < 1e-6
 
-    preset = with_patch_frames(get_preset("tinystereo"), 64)
+    preset = with_network_input(get_preset("tinystereo"), 64)
     (valid,) = load_splits(musdb, None, preset, ("valid",))
     x, y = examples.validation_arrays(valid, preset, "finetune", "psa", "power")
     plain = TeacherTargets(logits_model(load_model(out / "model.keras")),

@@ -612,16 +612,22 @@ def _small_unet_preset():
                                arch=dict(filters=(2,) * 6, dropout=0.2))
 
 
-def test_with_patch_frames_checks_the_network():
+def test_with_network_input_checks_the_network():
     unet = get_preset("unet")
-    assert training.with_patch_frames(unet, None) is unet
-    assert training.with_patch_frames(unet, 192).frames == 192
-    assert training.with_patch_frames(unet, 192).arch == unet.arch
+    assert training.with_network_input(unet, None) is unet
+    assert training.with_network_input(unet, 192).frames == 192
+    assert training.with_network_input(unet, 192).arch == unet.arch
     with pytest.raises(ValueError, match="multiple of 64"):
-        training.with_patch_frames(unet, 100)
+        training.with_network_input(unet, 100)
     with pytest.raises(ValueError, match="exactly 9 frames"):
-        training.with_patch_frames(get_preset("paper16k"), 18)
+        training.with_network_input(get_preset("paper16k"), 18)
     assert resolve(Recipe(preset="unet")).frames is None
+    narrow = training.with_network_input(unet, bins=256)
+    assert (narrow.bins, narrow.frames, narrow.stft) == (256, unet.frames, unet.stft)
+    with pytest.raises(ValueError, match="bins must be a positive multiple of 64"):
+        training.with_network_input(unet, bins=200)
+    with pytest.raises(ValueError, match="at most the STFT's 513"):
+        training.with_network_input(unet, bins=576)
 
 
 @pytest.mark.parametrize("loader", ["tf", "numpy"])
@@ -631,7 +637,7 @@ def test_frames_sets_the_training_patch_length(tmp_path, monkeypatch, loader):
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=2.0)
     config = (resolve(Recipe(preset="unet", frames=128, batch_size=2, epochs=1, pretrain_epochs=0,
                              steps_per_epoch=1)), RunOptions(loader=loader, gnsdr_clips=0))
-    preset = training.with_patch_frames(presets.PRESETS["unet"], 128)
+    preset = training.with_network_input(presets.PRESETS["unet"], 128)
     train_audio, _ = load_splits(data, None, preset)
     x, y = next(iter(training._data(train_audio, preset, *config, "finetune", training=True)))
     assert keras.ops.shape(x) == (2, 128, 128)

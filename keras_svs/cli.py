@@ -311,12 +311,17 @@ def export_command(paths, mask, threshold, mode, extension):
 @main.command()
 @click.argument("model", type=PATH)
 @click.argument("output", type=PATH)
+@click.option("--bins", type=click.IntRange(min=1), default=None,
+              help="The network sees only the lowest BINS frequency bins (fully "
+              "convolutional models: compute in proportion; the band above takes the "
+              "model's extension). Default: as MODEL.")
 @_clean_errors
-def shrink(model, output):
+def shrink(model, output, bins):
     """Copy MODEL to OUTPUT with float16-stored weights (half the size, same use)."""
-    from .models import save_half_precision
+    from .models import load_model, save_half_precision, with_bins
 
-    path = save_half_precision(model, output)
+    path = save_half_precision(model if bins is None else with_bins(load_model(model), bins),
+                               output)
     click.echo(f"{model} ({model.stat().st_size / 1e6:.1f} MB) -> {path} "
                f"({path.stat().st_size / 1e6:.1f} MB)", err=True)
 

@@ -374,3 +374,41 @@ def test_half_precision_file_is_smaller_and_loads_as_float32(tmp_path):
     x = np.random.default_rng(0).random((2, 9, 257)).astype("float32") * 0.1
     assert np.allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=2e-3)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_with_bins_keeps_the_weights_and_the_separation_settings(tmp_path):
+    """A fully convolutional model re-banded: the same weights, the new band, its own
+    mask settings; a fixed-patch network and a band it cannot take are refused, and
+    ``keras-svs shrink --bins`` writes it (or one error line and no file)."""
+    from click.testing import CliRunner
+
+    from keras_svs.cli import main
+    from keras_svs.models import get_preset, load_model, settings, with_bins
+
+    model = build_model(dataclasses.replace(get_preset("tinystereo"), extension="zero",
+                                            threshold=0.3))
+    narrow = with_bins(model, 128)
+    s = settings(narrow)
+    assert (s.bins, s.extension, s.threshold, s.preset) == (128, "zero", 0.3, "tinystereo")
+    assert tuple(narrow.input_shape) == (None, None, 128, 2)
+    assert len(narrow.weights) == len(model.weights)
+    for a, b in zip(model.weights, narrow.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = np.random.default_rng(0).random((1, 64, 128, 2)).astype("float32")
+    assert np.isfinite(np.asarray(narrow(x))).all()
+    with pytest.raises(ValueError, match="multiple of 64"):
+        with_bins(model, 100)
+    with pytest.raises(ValueError, match="at most the STFT's 129"):
+        with_bins(model, 192)
+    with pytest.raises(ValueError, match="exactly 9 frames"):
+        with_bins(build_model("tiny"), 64)
+
+    source = tmp_path / "m.keras"
+    model.save(source)
+    runner = CliRunner()
+    result = runner.invoke(main, ["shrink", str(source), str(tmp_path / "n.keras"), "--bins", "128"])
+    assert result.exit_code == 0, result.output
+    assert settings(load_model(tmp_path / "n.keras")).bins == 128
+    result = runner.invoke(main, ["shrink", str(source), str(tmp_path / "bad.keras"), "--bins", "100"])
+    assert result.exit_code == 1 and "multiple of 64" in result.output
+    assert not (tmp_path / "bad.keras").exists()

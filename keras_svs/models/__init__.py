@@ -8,6 +8,8 @@ carries the STFT settings and input statistics, so a saved ``.keras`` file is se
 """
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 
 from .io import (copy_weights, front_end, load_model, save_half_precision, set_input_statistics,
@@ -17,10 +19,10 @@ from .losses import (bin_accuracy, bin_cross_entropy, phase_sensitive_error,
                      weighted_bin_cross_entropy)
 from .paper import paper_body
 from .spleeter import TIME_MULTIPLE as SPLEETER_TIME_MULTIPLE, spleeter_body
-from .presets import PRESETS, Preset, get_preset
+from .presets import PRESETS, Preset, get_preset, with_network_input
 from .unet import unet_body
 
-__all__ = ["PRESETS", "Preset", "get_preset", "build_model", "load_model", "logits_model",
+__all__ = ["PRESETS", "Preset", "get_preset", "build_model", "with_bins", "load_model", "logits_model",
            "save_half_precision", "copy_weights", "settings", "ModelSettings",
            "set_input_statistics", "stft_config", "front_end", "bin_cross_entropy", "bin_accuracy",
            "weighted_bin_cross_entropy", "phase_sensitive_error"]
@@ -83,3 +85,28 @@ def logits_model(model: keras.Model) -> keras.Model:
     except ValueError:
         raise ValueError(f"model {model.name!r} has no 'logits_grid' layer") from None
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
+def with_bins(model: keras.Model, bins: int) -> keras.Model:
+    """The same trained model with its network seeing the lowest ``bins`` frequency bins.
+
+    A fully convolutional network (``unet``, ``spleeter``) has the same weights at any
+    band, and its compute is proportional to the bins; those above the new band take the
+    model's mask ``extension`` at separation. Its mask, threshold and extension are kept.
+
+    Args:
+        model: a trained keras-svs model (:func:`load_model`).
+        bins: a multiple of the network's time multiple, at most its STFT's bins.
+
+    Returns:
+        a new float32 model with ``model``'s weights.
+
+    Raises:
+        ValueError: a fixed-patch network (``paper``), ``bins`` it cannot take, or
+            per-bin input statistics (``standardize``) that do not fit ``bins``.
+        KeyError: a model of a preset this version does not know.
+    """
+    s = settings(model)
+    preset = dataclasses.replace(with_network_input(get_preset(s.preset), bins=bins),
+                                 mask=s.mask, threshold=s.threshold, extension=s.extension)
+    return copy_weights(model, build_model(preset))

@@ -108,3 +108,33 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def with_network_input(preset: Preset, frames: int | None = None,
+                       bins: int | None = None) -> Preset:
+    """The preset with training patches of ``frames`` frames and a network that sees the
+    lowest ``bins`` frequency bins (``None``: the preset's). A fully convolutional network
+    (``unet``, ``spleeter``) has the same weights at any size, so both are choices of the
+    run; bins above the network's take the preset's ``extension`` at separation.
+
+    Raises:
+        ValueError: a fixed-patch network (``paper``); not a positive multiple of
+            ``2 ** levels``; more bins than the STFT has.
+    """
+    if (frames is None or frames == preset.frames) and (bins is None or bins == preset.bins):
+        return preset
+    if preset.architecture == "unet":
+        multiple = 2 ** len(preset.arch["filters"])
+    elif preset.architecture == "spleeter":
+        from .spleeter import TIME_MULTIPLE as multiple
+    else:
+        raise ValueError(f"the {preset.name} preset's network takes patches of exactly "
+                         f"{preset.frames} frames and {preset.bins} bins")
+    for name, value in (("frames", frames), ("bins", bins)):
+        if value is not None and (value <= 0 or value % multiple):
+            raise ValueError(f"{name} must be a positive multiple of {multiple} for the "
+                             f"{preset.name} preset, not {value}")
+    if bins is not None and bins > preset.stft.bins:
+        raise ValueError(f"bins must be at most the STFT's {preset.stft.bins}, not {bins}")
+    return dataclasses.replace(preset, frames=preset.frames if frames is None else frames,
+                               bins=preset.bins if bins is None else bins)

@@ -126,7 +126,7 @@ def write_training_pairs(root: Path, tracks: int = 5, seconds: float = 2.0) -> P
 @pytest.fixture(scope="session", autouse=True)
 def _separation_cache(tmp_path_factory):
     """Converted LiteRT forms (:func:`keras_svs.runtime.cache_dir`) go to a folder of this
-    session, inherited by the command-line subprocesses, never to the user's cache."""
+    pytest run, inherited by the command-line subprocesses, never to the user's cache."""
     patch = pytest.MonkeyPatch()
     patch.setenv("KERAS_SVS_CACHE", str(tmp_path_factory.mktemp("keras-svs-cache")))
     yield

@@ -302,8 +302,8 @@ def _gradient(loss, target, z):
 @pytest.mark.parametrize("loss_name", ["bin_cross_entropy", "weighted_bin_cross_entropy"])
 def test_logits_gradient_does_not_vanish_at_a_saturated_logit(loss_name):
     """At logit -60 with target 0.98 the gradient is sigmoid(z) - t = -0.98 per bin (over
-    the bins averaged); a loss of clipped probabilities gives ~0 there (BENCHMARKS.md:
-    why the paper network froze)."""
+    the bins averaged); a loss of clipped probabilities gives ~0 there (BENCHMARKS.md,
+    "What each training recipe gives": why the paper's network froze with one)."""
     from keras_svs.models import losses
 
     loss = getattr(losses, loss_name)

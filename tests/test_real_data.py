@@ -54,7 +54,8 @@ def test_mir1k_split_counts():
 
 
 def test_train_cli_runs_both_stages_on_mir1k(tmp_path):
-    """The issue's smoke test, cut to two steps a stage: both stages on real MIR-1K clips."""
+    """A smoke test of `keras-svs train`, cut to two steps a stage: both stages on real MIR-1K
+    clips."""
     _need(MIR1K)
     from click.testing import CliRunner
 

@@ -75,7 +75,7 @@ train-default: venv
 ## The faster variant (not shipped): Spleeter's vocals U-Net alone (`spleeter1`, half the
 ## compute), from Deezer's weights, fine-tuned as train-default but for 24 epochs (it sees
 ## twice the patches in the same time); about 47 min on 2 AVX-512 cores sharing them with a
-## second run. Its scores against the shipped model: BENCHMARKS.md ("Issue 23", session 15).
+## second run. Its scores against the shipped model: BENCHMARKS.md, "What each training recipe gives".
 train-spleeter1: venv
 	$(call spleeter_finetune,runs/spleeter1,spleeter1,24,--precision mixed_bfloat16)
 
@@ -93,7 +93,7 @@ train-unet16k: venv
 ## The faithful `paper` preset (Lin et al. 2018: 22.05 kHz, 9 x 2049 patches, 19,489,049
 ## parameters) on MUSDB18-7 train with the paper's Adam 1e-4 and batch 107, scaled to a
 ## 2-core CPU: 4 x 50 autoencoder steps, then 8 x 50 fine-tuning steps (the paper: 300 + 300
-## epochs); its time and scores: BENCHMARKS.md ("Issue 21").
+## epochs); its time and scores: BENCHMARKS.md, "What each training recipe gives".
 train-paper: venv
 	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \
 	  --pretrain-epochs 4 --epochs 8 --steps-per-epoch 50 --batch-size 107 --learning-rate 1e-4 \

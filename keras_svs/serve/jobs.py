@@ -305,10 +305,13 @@ class Store:
         return cursor.rowcount > 0
 
     def requeue(self, job_id: str) -> bool:
-        """Put a running job back in the queue, at its old place; False where it is gone."""
+        """Put a running job that was stopped cleanly (the server stops) back in the queue,
+        at its old place; the stopped run does not count as an attempt. False where the job
+        is gone."""
         with self._transaction() as db:
             cursor = db.execute("UPDATE jobs SET status = 'queued', progress = 0, worker = "
-                                "NULL, started = NULL WHERE id = ? AND status = 'running'",
+                                "NULL, started = NULL, attempts = MAX(attempts - 1, 0) "
+                                "WHERE id = ? AND status = 'running'",
                                 (job_id,))
         return cursor.rowcount > 0
 

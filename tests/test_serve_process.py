@@ -46,13 +46,15 @@ def wait_for(condition, timeout: float, what: str, every: float = 0.05):
 class Server:
     """``python -m keras_svs.cli serve`` on a free loopback port, with its log in a file."""
 
-    def __init__(self, data: Path, serve_model: dict, *options: str, workers: int = 1):
+    def __init__(self, data: Path, serve_model: dict, *options: str, workers: int = 1,
+                 plot: bool = False):
         self.data, self.port = data, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data.parent / f"server-{self.port}.log"
         command = [sys.executable, "-m", "keras_svs.cli", "serve", "--port", str(self.port),
                    "--data", str(data), "-m", str(serve_model["model"]), "--runtime",
-                   "litert", "--workers", str(workers), "--no-plot", *options]
+                   "litert", "--workers", str(workers), "--plot" if plot else "--no-plot",
+                   *options]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, env=serve_model["env"], stdout=log,
                                             stderr=subprocess.STDOUT)

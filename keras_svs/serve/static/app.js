@@ -86,7 +86,7 @@ function upload(file) {
     if (request.status === 401) askToken();
     let message = "upload failed (" + request.status + ")";
     try { message = JSON.parse(request.responseText).error || message; } catch (e) { /* not JSON */ }
-    show(file.name + ": " + message);
+    show(message.startsWith(file.name + ":") ? message : file.name + ": " + message);
   };
   request.onerror = () => { state.uploads.delete(key); card.remove(); show(file.name + ": the upload failed (network)"); };
   request.send(data);

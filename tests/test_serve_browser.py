@@ -40,27 +40,30 @@ def browser_paths() -> tuple[str, str]:
                "chromium chromium-driver) and selenium (requirements-lock.txt)")
     if IN_CI:
         pytest.fail(f"CI: {message}", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
+
+
+#: Checked on import, before any fixture is made.
+CHROMIUM, CHROMEDRIVER = browser_paths()
 
 
 @pytest.fixture
 def browser(tmp_path):
     """A headless chromium that saves downloads into ``tmp_path / "downloads"``."""
-    chromium, driver_path = browser_paths()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--disable-gpu", "--window-size=1100,1000", "--autoplay-policy="
                      "no-user-gesture-required", "--mute-audio"):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_script_timeout(30)
     driver.downloads = downloads
     try:

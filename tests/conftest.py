@@ -173,7 +173,16 @@ def trained_run(tmp_path_factory) -> dict:
 
 # -- reporting -----------------------------------------------------------------------------
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """How many bad-input cases (``tests/test_bad_inputs.py``) ran, and how."""
+    """How many bad-input cases (``tests/test_bad_inputs.py``) ran, and how; the peak memory
+    of the service under load (``tests/test_serve_load.py``)."""
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", []):
+            if name == "serve_load_memory" and report.when == "call":
+                terminalreporter.write_line(value)
+    _bad_input_summary(terminalreporter)
+
+
+def _bad_input_summary(terminalreporter):
     rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 2}
     outcomes: dict[str, str] = {}
     for status in rank:

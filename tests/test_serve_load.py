@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent import futures
 
 import numpy as np
@@ -26,7 +27,8 @@ LIMIT = 1.5e9
 
 
 class PeakMemory(threading.Thread):
-    """Samples the resident memory of a process and its children every 50 ms:
+    """Samples the resident memory of a process and its children every 50 ms (the list of
+    children renewed every 0.5 s):
     :attr:`total` the peak of their sum, :attr:`each` each process's own peak."""
 
     def __init__(self, pid: int):
@@ -35,9 +37,16 @@ class PeakMemory(threading.Thread):
         self.done = threading.Event()
 
     def run(self):
+        processes, listed = [], 0.0
         while not self.done.wait(0.05):
             total = 0
-            for process in [self.root, *self.root.children(recursive=True)]:
+            if time.monotonic() - listed > 0.5:  # listing children scans all of /proc
+                try:
+                    processes = [self.root, *self.root.children(recursive=True)]
+                except psutil.Error:  # the server has exited
+                    return
+                listed = time.monotonic()
+            for process in processes:
                 try:
                     rss = process.memory_info().rss
                 except psutil.Error:

@@ -198,7 +198,9 @@ def test_delete_stops_a_running_job_and_short_bodies_are_refused(tmp_path, serve
                 assert reply.startswith(b"HTTP/1.1 408 ") and b'"error":"the upload stalled' \
                     in reply
         assert [job.id for job in store.jobs()] == [short]
-        assert sorted(p.name for p in (data / "jobs").iterdir()) == [short]
+        # the server removes a dropped upload's folder once its handler sees the disconnect
+        wait_for(lambda: sorted(p.name for p in (data / "jobs").iterdir()) == [short], 10,
+                 "the dropped upload's folder to go")
         assert server.client.get("/health").status_code == 200
     finally:
         assert server.stop(signal.SIGTERM) == 0

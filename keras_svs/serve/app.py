@@ -105,7 +105,7 @@ def _iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_json(store: Store, job: Job) -> dict:
@@ -232,7 +232,7 @@ class _Form:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / 2 ** 20:g} MB"
+    return f"{size / 2 ** 20:.3g} MB"
 
 
 async def _receive(request: Request, form: _Form, boundary: bytes, timeout: float) -> None:
@@ -647,7 +647,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data: str | os.PathLike = "
         settings = Settings(models, defaults, int(max_upload_mb * 2 ** 20), token or None,
                             upload_timeout)
         pool = Workers(WorkerSettings(str(store.folder), models, runtime, plot,
-                                      max(1, (os.cpu_count() or 1) // workers)), workers)
+                                      max(1, (os.cpu_count() or 1) // workers),
+                                      (defaults.model, defaults.mask)), workers)
         app = create_app(store, settings, pool)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
                                                lifespan="on", server_header=False))

@@ -47,6 +47,9 @@ class WorkerSettings:
         runtime: the separators' runtime (:data:`keras_svs.options.RUNTIMES`).
         plot: draw the mask picture of jobs separated whole (needs matplotlib).
         threads: CPU threads of each worker (:func:`keras_svs.separation.set_threads`).
+        preload: ``(model name, mask)`` of the separator each worker loads as it starts
+            (the server's defaults), so that the first job does not wait for it; None: the
+            first job's.
     """
 
     folder: str
@@ -54,6 +57,7 @@ class WorkerSettings:
     runtime: str = "auto"
     plot: bool = True
     threads: int = 1
+    preload: tuple | None = None
 
 
 class Workers:
@@ -193,6 +197,11 @@ def work(settings: WorkerSettings, parent: int) -> None:
     set_threads(settings.threads)
     store = Store(settings.folder)
     separators = Separators(settings)
+    if settings.preload is not None:
+        try:
+            separators.get(JobOptions(*settings.preload, "wav", ()))
+        except Exception:  # noqa: BLE001 (a bad model fails its jobs, with their message)
+            pass
     while not state["stopping"] and os.getppid() == parent:
         job = store.claim(os.getpid())
         if job is None:

@@ -12,8 +12,8 @@ warms the converted-model cache with one untimed `separate`, then, REPEATS times
   start until its workers are up (``start_s``), then every file uploaded at once (one
   thread each, over HTTP) until the last job is done, seen by polling ``/api/jobs`` every
   0.25 s (``wall_s``: the service's throughput; the workers load their model as they
-  start, so most of that load falls in ``start_s``); ``with_start_s`` adds the two,
-  comparable with `separate`'s wall time;
+  start, so the part of that load still running when ``/health`` reports them falls in
+  ``wall_s``); ``with_start_s`` adds the two, comparable with `separate`'s wall time;
 
 and prints, as one JSON line, each one's wall seconds, songs per minute and real-time
 factor (seconds of audio per wall second), the peak resident memory of the service (server

@@ -202,6 +202,26 @@ def test_only_loopback_without_a_token():
     assert "Error: --host 0.0.0.0 is not a loopback address" in result.output
 
 
+def test_serve_refuses_a_data_folder_it_cannot_use(tmp_path):
+    import fcntl
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    result = CliRunner().invoke(main, ["serve", "--data", str(not_a_folder), "--port", "0"])
+    assert result.exit_code == 1 and "cannot keep the job store there" in result.output
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(data / "server.lock", "w") as held:  # another server holds the folder
+        held.write("4242")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = CliRunner().invoke(main, ["serve", "--data", str(data), "--port", "0"])
+    assert result.exit_code == 1
+    assert "is used by another keras-svs serve (pid 4242)" in result.output
+    result = CliRunner().invoke(main, ["serve", "-m", str(tmp_path / "none.keras")])
+    assert result.exit_code == 1 and "none.keras: no such model file" in result.output
+
+
 # -- the store and its queue --------------------------------------------------------------
 def test_the_queue_keeps_its_order_across_claims_and_recovery(tmp_path):
     store = Store(tmp_path)

@@ -650,8 +650,10 @@ def serve(host: str = "127.0.0.1", port: int = 8000, data: str | os.PathLike = "
                                       max(1, (os.cpu_count() or 1) // workers),
                                       (defaults.model, defaults.mask)), workers)
         app = create_app(store, settings, pool)
+        # no access log: every open page polls the job list each second
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                               lifespan="on", server_header=False))
+                                               lifespan="on", server_header=False,
+                                               access_log=False))
         # uvicorn raises the stopping signal again once it has shut down; here that is done
         previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGINT,
                                                                    signal.SIGTERM)}

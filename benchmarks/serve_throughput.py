@@ -14,6 +14,7 @@ warms the converted-model cache with one untimed `separate`, then, REPEATS times
   0.25 s (``wall_s``: the service's throughput; the workers load their model as they
   start, so the part of that load still running when ``/health`` reports them falls in
   ``wall_s``); ``with_start_s`` adds the two, comparable with `separate`'s wall time;
+  ``jobs_s`` sums each job's time in its worker (claimed to done, the store's times);
 
 and prints, as one JSON line, each one's wall seconds, songs per minute and real-time
 factor (seconds of audio per wall second), the peak resident memory of the service (server
@@ -23,6 +24,7 @@ the machine (CPU features, load, date).
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
 import socket
@@ -111,11 +113,15 @@ def served(files: list[Path], data: Path, workers: int) -> dict:
         with futures.ThreadPoolExecutor(len(files)) as pool:
             ids = list(pool.map(lambda f: upload(base, f), files))
         while True:
-            statuses = {job["id"]: job["status"] for job in get(f"{base}/api/jobs")}
-            if all(statuses[i] in ("done", "failed") for i in ids):
+            jobs = {job["id"]: job for job in get(f"{base}/api/jobs")}
+            if all(jobs[i]["status"] in ("done", "failed") for i in ids):
                 break
             time.sleep(0.25)
         wall = time.perf_counter() - began
+        statuses = {i: job["status"] for i, job in jobs.items()}
+        moment = lambda text: datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa
+        separating = sum((moment(j["finished"]) - moment(j["started"])).total_seconds()
+                         for j in jobs.values())
         failed = [i for i in ids if statuses[i] != "done"]
         if failed:
             raise RuntimeError(f"{len(failed)} jobs failed")
@@ -124,7 +130,8 @@ def served(files: list[Path], data: Path, workers: int) -> dict:
         process.wait(60)
         stop.set()
         sampler.join()
-    return {"start_s": start, "wall_s": wall, "peak_rss_mb": round(peak[0] / 1e6)}
+    return {"start_s": start, "wall_s": wall, "peak_rss_mb": round(peak[0] / 1e6),
+            "jobs_s": separating}
 
 
 def rates(files: int, audio_seconds: float, wall: float) -> dict:
@@ -158,7 +165,8 @@ def main() -> None:
             run = rates(args.files, audio_seconds, service["wall_s"])
             run.update(start_s=round(service["start_s"], 2),
                        with_start_s=round(service["start_s"] + service["wall_s"], 2),
-                       peak_rss_mb=service["peak_rss_mb"])
+                       peak_rss_mb=service["peak_rss_mb"],
+                       jobs_s=round(service["jobs_s"], 2))
             result["serve"].append(run)
     line = json.dumps(result)
     print(line)

@@ -1,6 +1,6 @@
 """The page of ``keras-svs serve`` in a real headless browser: Debian's ``chromium``,
-driven by Selenium through the system's ``chromedriver`` (no driver download). It uploads
-the demo clip through the page, waits for "done", and checks both players (their sources
+driven by Selenium through the system's ``chromedriver`` (no driver download). On a server
+with a token, the page asks for it once; then it uploads the demo clip through the page, waits for "done", and checks both players (their sources
 load: HTTP 200, the clip's duration), solo and mute, the download links (the files they
 save are the server's stems), the mask picture, a reload, and an error shown as the API's
 one line.
@@ -88,9 +88,14 @@ def page_state(driver) -> list[dict]:
 def test_the_page_separates_the_demo_clip_in_a_browser(tmp_path, serve_model, browser):
     from selenium.webdriver.common.by import By
 
-    server = Server(tmp_path / "data", serve_model, plot=True)
+    server = Server(tmp_path / "data", serve_model, plot=True, token="a-token-for-the-page")
     try:
         browser.get(server.url)
+        # the page asks for the token once, then keeps it
+        login = wait_for(lambda: (lambda f: f if f.is_displayed() else None)(
+            browser.find_element(By.ID, "login")), 30, "the page to ask for the token")
+        login.find_element(By.NAME, "token").send_keys("a-token-for-the-page")
+        login.find_element(By.CSS_SELECTOR, "button").click()
         wait_for(lambda: browser.execute_script(
             "return document.querySelector('select[name=model]').options.length"), 30,
             "the page to load its options")
@@ -105,11 +110,13 @@ def test_the_page_separates_the_demo_clip_in_a_browser(tmp_path, serve_model, br
         assert [p["stem"] for p in card["players"]] == ["vocals", "accompaniment"]
         for player in card["players"]:
             assert abs(player["duration"] - clip.duration) < 0.01, player
-            status = browser.execute_async_script(
+            statuses = browser.execute_async_script(
                 "const done = arguments[arguments.length - 1];"
-                "fetch(arguments[0]).then((r) => done(r.status), (e) => done(String(e)));",
+                "const auth = {Authorization: 'Bearer a-token-for-the-page'};"
+                "Promise.all([fetch(arguments[0], {headers: auth}), fetch(arguments[0])])"
+                ".then((r) => done(r.map((x) => x.status)), (e) => done(String(e)));",
                 player["url"])
-            assert status == 200
+            assert statuses == [200, 401]  # with the page's token, and without
             response = server.client.get(player["url"])
             assert response.status_code == 200 and response.headers["content-type"] == \
                 "audio/wav"
@@ -133,7 +140,7 @@ def test_the_page_separates_the_demo_clip_in_a_browser(tmp_path, serve_model, br
         for name, url in names.items():
             assert (browser.downloads / name).read_bytes() == server.client.get(url).content
 
-        # the job list is kept across a reload; an error is the API's one line
+        # the job list (and the token) are kept across a reload; an error is the API's line
         browser.refresh()
         wait_for(lambda: [c["status"] for c in page_state(browser)] == ["done"], 30,
                  "the job after a reload")

@@ -47,18 +47,19 @@ class Server:
     """``python -m keras_svs.cli serve`` on a free loopback port, with its log in a file."""
 
     def __init__(self, data: Path, serve_model: dict, *options: str, workers: int = 1,
-                 plot: bool = False):
+                 plot: bool = False, token: str | None = None):
         self.data, self.port = data, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data.parent / f"server-{self.port}.log"
         command = [sys.executable, "-m", "keras_svs.cli", "serve", "--port", str(self.port),
                    "--data", str(data), "-m", str(serve_model["model"]), "--runtime",
                    "litert", "--workers", str(workers), "--plot" if plot else "--no-plot",
-                   *options]
+                   *options, *(["--token", token] if token else [])]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, env=serve_model["env"], stdout=log,
                                             stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(base_url=self.url, timeout=30, headers={
+            "Authorization": f"Bearer {token}"} if token else {})
         wait_for(self.ready, 90, f"the server to start ({self.log.read_text()[-2000:]})", 0.2)
 
     def ready(self) -> bool:

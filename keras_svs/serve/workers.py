@@ -207,6 +207,9 @@ def work(settings: WorkerSettings, parent: int) -> None:
         if job is None:
             time.sleep(POLL_SECONDS)
             continue
+        if state["stopping"]:  # SIGTERM came while the job was claimed
+            store.requeue(job.id)
+            break
         audio.STOPPING.clear()
         state["job"] = job.id
         try:

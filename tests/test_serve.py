@@ -19,7 +19,6 @@ from click.testing import CliRunner  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from conftest import TINY_RATE, synth_mixture  # noqa: E402
-from keras_svs import audio  # noqa: E402
 from keras_svs.cli import main  # noqa: E402
 from keras_svs.options import STEMS  # noqa: E402
 from keras_svs.serve import app as service  # noqa: E402

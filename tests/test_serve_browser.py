@@ -1,9 +1,9 @@
 """The page of ``keras-svs serve`` in a real headless browser: Debian's ``chromium``,
 driven by Selenium through the system's ``chromedriver`` (no driver download). On a server
-with a token, the page asks for it once; then it uploads the demo clip through the page, waits for "done", and checks both players (their sources
-load: HTTP 200, the clip's duration), solo and mute, the download links (the files they
-save are the server's stems), the mask picture, a reload, and an error shown as the API's
-one line.
+with a token, the page asks for it once; then it uploads the demo clip, waits for "done",
+and checks both players (their sources load: HTTP 200 with the page's token, 401 without;
+the clip's duration), solo and mute, the download links (the files they save are the
+server's stems), the mask picture, a reload, and an error shown as the API's one line.
 
 Skipped where chromium, its driver or Selenium is missing, except in CI (``CI`` set, as
 ``.ci/run`` runs it after installing them): there a missing browser fails the test.

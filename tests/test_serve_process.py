@@ -1,7 +1,7 @@
 """``keras-svs serve`` as a real server process on a free loopback port: stopped with
 SIGTERM and killed with SIGKILL in the middle of a job, then started again (no job lost,
 none stuck, the queue's order kept, no partial stem); a running job deleted; request bodies
-shorter than they say. The model is the test ``tinystereo`` in LiteRT (conftest
+shorter than they say; a worker killed mid-job. The model is the test ``tinystereo`` in LiteRT (conftest
 ``serve_model``), so the workers start without TensorFlow."""
 from __future__ import annotations
 
@@ -163,8 +163,7 @@ def test_sigterm_and_sigkill_mid_job_lose_no_job(tmp_path, serve_model, songs):
     assert server.stop(signal.SIGTERM) == 0
 
 
-def test_delete_stops_a_running_job_and_short_bodies_are_refused(tmp_path, serve_model,
-                                                                   songs):
+def test_delete_short_bodies_and_a_killed_worker(tmp_path, serve_model, songs):
     data = tmp_path / "data"
     store = Store(data)
     server = Server(data, serve_model, "--upload-timeout", "1")
@@ -203,5 +202,17 @@ def test_delete_stops_a_running_job_and_short_bodies_are_refused(tmp_path, serve
         wait_for(lambda: sorted(p.name for p in (data / "jobs").iterdir()) == [short], 10,
                  "the dropped upload's folder to go")
         assert server.client.get("/health").status_code == 200
+
+        # a worker killed mid-job (as the out-of-memory killer would): another takes its
+        # place and the job runs again to the end
+        again = server.upload(songs["long.wav"])["id"]
+        wait_for(running_with_progress(server, again), 60, "the long job to run")
+        worker = store.get(again).worker
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: server.job(again)["status"] == "done", 90, "the job to run again")
+        job = store.get(again)
+        assert job.attempts == 2 and stem_files(store, again) == ["accompaniment.wav",
+                                                                  "vocals.wav"]
+        assert server.client.get("/health").json()["workers"] == 1
     finally:
         assert server.stop(signal.SIGTERM) == 0

@@ -10,7 +10,8 @@ MUSDB  ?= ../shared/data/musdb7
 
 venv: $(STAMP)
 
-# The environment: pinned dependencies (CPU TensorFlow, and the [dev] and [beam] extras' packages)
+# The environment: pinned dependencies (CPU TensorFlow, and the [dev], [beam] and [serve]
+# extras' packages)
 # from the lock file, then this package.
 $(STAMP): requirements-lock.txt setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)

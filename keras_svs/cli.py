@@ -23,12 +23,13 @@ os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # read when NumPy is impor
 
 
 def _clean_errors(command):
-    """Import TensorFlow quietly (``separate`` does where its runtime needs it), run the command
-    with SIGTERM taken as Ctrl-C, and turn expected exceptions into one ``Error:`` line, exit 1."""
+    """Import TensorFlow quietly (``separate`` does where its runtime needs it; ``serve``'s web
+    process never), run the command with SIGTERM taken as Ctrl-C, and turn expected exceptions
+    into one ``Error:`` line, exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        if command.__name__ != "separate":
+        if command.__name__ not in ("separate", "serve"):
             batch.import_tensorflow_quietly()
         try:
             with batch.sigterm_as_interrupt():
@@ -183,6 +184,42 @@ def separate_beam(pattern, out_dir, bit_depth, **options):
     click.echo(run.line(), err=True)
     if run.failure():
         raise click.ClickException(run.failure())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; "
+              "one other than loopback needs --token.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--data", type=PATH, default=Path("serve-data"), show_default=True,
+              help="Data folder: the job store (SQLite) and every job's upload and stems.")
+@click.option("--workers", type=INT1, default=1, show_default=True, help="Separation worker "
+              "processes, each with its own model (N times the memory of `separate`).")
+@click.option("--max-upload-mb", type=POSITIVE, default=500, show_default=True,
+              help="Largest upload in MiB (413 beyond it).")
+@click.option("--upload-timeout", type=POSITIVE, default=60, show_default=True,
+              help="Seconds an upload may send nothing before it is refused (408).")
+@click.option("--token", envvar="KERAS_SVS_TOKEN", help="Every /api request must carry "
+              "'Authorization: Bearer TOKEN' (default: $KERAS_SVS_TOKEN; none: no check).")
+@click.option("-m", "--model", multiple=True, type=PATH, help="A .keras model jobs may use, "
+              "named by its file name; repeat for several, the first is the default "
+              "(default: the shipped model, named 'default').")
+@click.option("--mask", type=click.Choice(MASKS), help="Jobs' default mask (default: the "
+              "model's own).")
+@click.option("--codec", type=click.Choice(CODECS), default="wav", show_default=True,
+              help="Jobs' default codec.")
+@click.option("--stems", default="vocals,accompaniment", show_default=True,
+              callback=_checked(batch.parse_stems), help="Jobs' default stems.")
+@_RUNTIME_OPTION
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Draw each job's "
+              "mask picture (songs up to 5 minutes; needs matplotlib).")
+@_clean_errors
+def serve(**options):
+    """Serve separation over HTTP: a web page at / and a JSON API at /api, jobs queued in
+    SQLite under --data (they survive restarts and kills). SIGTERM or Ctrl-C stops it; the
+    running jobs go back to the queue."""
+    from .serve import serve as run
+
+    run(**options)
 
 
 class _StreamBars(dict):

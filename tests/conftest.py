@@ -173,7 +173,16 @@ def trained_run(tmp_path_factory) -> dict:
 
 # -- reporting -----------------------------------------------------------------------------
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """How many bad-input cases (``tests/test_bad_inputs.py``) ran, and how."""
+    """How many bad-input cases (``tests/test_bad_inputs.py``) ran, and how; the peak memory
+    of the service under load (``tests/test_serve_load.py``)."""
+    for report in terminalreporter.stats.get("passed", []):
+        for name, value in getattr(report, "user_properties", []):
+            if name == "serve_load_memory" and report.when == "call":
+                terminalreporter.write_line(value)
+    _bad_input_summary(terminalreporter)
+
+
+def _bad_input_summary(terminalreporter):
     rank = {"passed": 0, "skipped": 1, "failed": 2, "error": 2}
     outcomes: dict[str, str] = {}
     for status in rank:
@@ -194,3 +203,39 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                        if any(o == s for o in outcomes.values()))
     terminalreporter.write_line(f"bad-input cases: {len(cases)} ({len(outcomes)} test runs: "
                                 f"{counts})")
+
+
+# -- the separation service (tests/test_serve*.py) -----------------------------------------
+@pytest.fixture(scope="session")
+def serve_model(tmp_path_factory) -> dict:
+    """A ``tinystereo`` model (fully convolutional, 8 kHz) and a LiteRT cache that holds its
+    converted form, so that the service's worker processes start without TensorFlow:
+    ``{"model": path, "cache": folder, "env": environment for subprocesses}``. Made once
+    per test run, shared by the pytest-xdist workers (under a file lock)."""
+    import fcntl
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "serve-model"
+    root.mkdir(exist_ok=True)
+    model, cache = root / "tinystereo.keras", root / "cache"
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "ready").exists():
+            import keras
+
+            from keras_svs.models import build_model
+            from keras_svs.separation import Separator
+
+            keras.utils.set_random_seed(3)
+            build_model("tinystereo").save(model)
+            patch = pytest.MonkeyPatch()
+            patch.setenv("KERAS_SVS_CACHE", str(cache))
+            try:
+                Separator(model, runtime="litert")  # converts into the cache
+            finally:
+                patch.undo()
+            (root / "ready").touch()
+    env = {**os.environ, "KERAS_SVS_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1]),
+                                                     os.environ.get("PYTHONPATH")) if p)}
+    return {"model": model, "cache": cache, "env": env}

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "keras_svs" / "assets" / "default.keras"
 #: the engine's block: kept frames, context frames on each side
 BLOCK, CONTEXT = 512, 128
+FULL = (16, 32, 64, 128, 256, 512)
 HALF = (8, 16, 32, 64, 128, 256)
 QUARTER = (4, 8, 16, 32, 64, 128)
 THREE_QUARTERS = (12, 24, 48, 96, 192, 384)
@@ -70,21 +71,25 @@ CANDIDATES = [
     Candidate("shipped pair, blocks 256 + 2 x 64", block=256, context=64),
     Candidate("vocals net alone (spleeter1)", "spleeter1"),
     Candidate("pair, half width", "spleeter", dict(filters=HALF)),
-    Candidate("one U-Net, two outputs", "student", dict(heads=2)),
+    Candidate("one U-Net, two outputs", "student", dict(heads=2, filters=FULL)),
     Candidate("one U-Net, two outputs, 3/4 width", "student",
               dict(heads=2, filters=THREE_QUARTERS)),
     Candidate("one U-Net, two outputs, half width", "student", dict(heads=2, filters=HALF)),
     Candidate("one U-Net, two outputs, 1/4 width", "student", dict(heads=2, filters=QUARTER)),
     Candidate("one U-Net, two outputs, separable from level 2", "student",
-              dict(heads=2, separable=2)),
+              dict(heads=2, filters=FULL, separable=2)),
     Candidate("one U-Net, two outputs, half width, separable from level 3", "student",
               dict(heads=2, filters=HALF, separable=3)),
+    Candidate("one U-Net, two outputs, half width, separable from level 2", "student",
+              dict(heads=2, filters=HALF, separable=2)),
     Candidate("one U-Net, two outputs, 512 bins + learned extension", "student",
-              dict(heads=2, network_bins=512)),
+              dict(heads=2, filters=FULL, network_bins=512)),
     Candidate("one U-Net, two outputs, half width, 512 bins + extension", "student",
               dict(heads=2, filters=HALF, network_bins=512)),
     Candidate("one U-Net, two outputs, half width, 384 bins + extension", "student",
               dict(heads=2, filters=HALF, network_bins=384)),
+    Candidate("one U-Net, two outputs, 1/4 width, 512 bins + extension", "student",
+              dict(heads=2, filters=QUARTER, network_bins=512)),
     Candidate("one U-Net, two outputs, half width, blocks 256 + 2 x 64", "student",
               dict(heads=2, filters=HALF), block=256, context=64),
 ]

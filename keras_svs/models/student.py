@@ -131,7 +131,7 @@ class Take(keras.layers.Layer):
 
 def _conv(x, filters: int, kernel: int, strides: int, separable: bool, name: str,
           activation=None):
-    if separable and x.shape[-1] > 2:  # a depthwise filter over 2 channels saves nothing
+    if separable:
         return layers.SeparableConv2D(filters, kernel, strides=strides, padding="same",
                                       activation=activation, name=name)(x)
     return layers.Conv2D(filters, kernel, strides=strides, padding="same",
@@ -147,9 +147,15 @@ def student_unet(x, filters: tuple[int, ...] = FILTERS, heads: int = 2,
         x: input tensor; frames and bins multiples of ``2 ** len(filters)``.
         filters: each encoder level's filters (the decoder mirrors them).
         heads: 1 (vocals logits) or 2 (vocals, then accompaniment logits).
-        separable: the first encoder level (1-based) from which every level, and its
-            mirror in the decoder, is depthwise-separable; ``None``: none.
+        separable: the first encoder level (1-based, at least 2: the first reads the
+            audio channels) from which every level, and its mirror in the decoder, is
+            depthwise-separable; ``None``: none.
+
+    Raises:
+        ValueError: ``separable`` below 2.
     """
+    if separable is not None and separable < 2:
+        raise ValueError(f"separable levels start at level 2 or deeper, not {separable}")
     channels = x.shape[-1]
     p = PREFIX
     levels = len(filters)

@@ -22,8 +22,9 @@ Each encoder level: a 5 x 5 stride-2 convolution, batch norm, leaky ReLU 0.2. Ea
 level: a 3 x 3 convolution to four times its filters with ReLU, then a pixel shuffle (the
 sub-pixel form of Spleeter's 5 x 5 stride-2 transposed convolution, which is what the
 engine runs for the pair anyway: :mod:`keras_svs.models.inference`), batch norm, dropout
-0.5 in the first three, and the encoder's output of the same size concatenated. A last
-3 x 3 convolution gives ``channels * heads`` logits. The training form is the inference
+0.5 in the first three, and the encoder's output of the same size concatenated; the last
+level makes ``heads`` maps at full size (Spleeter's makes one). A last 3 x 3 convolution
+gives ``channels * heads`` logits. The training form is the inference
 form: nothing to rewrite before conversion.
 
 Frames and ``network_bins`` must be multiples of ``2 ** len(filters)``. Backend-agnostic
@@ -166,7 +167,7 @@ def student_unet(x, filters: tuple[int, ...] = FILTERS, heads: int = 2,
         x = layers.BatchNormalization(epsilon=1e-3, name=f"{p}down{i}_bn")(x)
         x = layers.LeakyReLU(0.2, name=f"{p}down{i}_act")(x)
         skips.append(x)
-    decoder = (*filters[-2::-1], filters[0])
+    decoder = (*filters[-2::-1], heads)  # as Spleeter's: a map per head at full size
     for i, f in enumerate(decoder, 1):
         level = levels - i + 1  # the encoder level this one mirrors
         x = _conv(x, 4 * f, 3, 1, level >= cut, f"{p}up{i}_conv", activation="relu")
@@ -193,15 +194,17 @@ def student_body(x, filters: tuple[int, ...] = FILTERS, heads: int = 2,
             extension (:class:`BandExtension`).
 
     Raises:
-        ValueError: ``heads`` not 1 or 2; ``network_bins`` not below ``bins`` or under
-            :data:`EXTENSION_CONTEXT`.
+        ValueError: ``heads`` not 1 or 2; ``network_bins`` above ``bins``, under
+            :data:`EXTENSION_CONTEXT` or not a multiple of ``2 ** len(filters)``.
     """
     if heads not in (1, 2):
         raise ValueError(f"a student has 1 or 2 heads, not {heads!r}")
     bins, channels = x.shape[2], x.shape[-1]
     seen = bins if network_bins is None else int(network_bins)
-    if not EXTENSION_CONTEXT <= seen <= bins:
-        raise ValueError(f"network_bins must be in [{EXTENSION_CONTEXT}, {bins}], not {seen}")
+    multiple = 2 ** len(filters)
+    if not EXTENSION_CONTEXT <= seen <= bins or seen % multiple:
+        raise ValueError(f"network_bins must be a multiple of {multiple} in "
+                         f"[{EXTENSION_CONTEXT}, {bins}], not {seen}")
     lower = x if seen == bins else Take(2, 0, seen, name="network_band")(x)
     z = student_unet(lower, tuple(filters), heads, separable)
     if heads == 2:

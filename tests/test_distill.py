@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_svs import examples, pipeline
+from keras_svs import examples, pipeline, spectral
 from keras_svs.models import (bin_cross_entropy, build_model, get_preset, load_model,
                               logits_model, weighted_bin_cross_entropy)
 from keras_svs.models.student import EXTENSION_CONTEXT
@@ -188,3 +188,33 @@ def test_an_ibm_weight_needs_a_teacher(tmp_path):
     with pytest.raises(ValueError, match="give a teacher"):
         train(tmp_path / "nothing", tmp_path / "run", Recipe(preset="tinystereo",
                                                              ibm_weight=0.5), RunOptions())
+
+
+def test_the_gpu_scripts_device_examples_equal_the_samplers():
+    """benchmarks/gpu/distill.py makes the sampler's examples in jax.numpy from its draws."""
+    import importlib.util
+    from pathlib import Path
+
+    jnp = pytest.importorskip("jax.numpy")
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "distill.py"
+    spec = importlib.util.spec_from_file_location("gpu_distill", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    preset = get_preset("tinystereo")
+    sampler = examples.PatchSampler(_decoded(["a", "b", "c", "d"], 1.5), preset, remix=1.0,
+                                    pitch=0.5, batch_size=6, seed=2)
+    held = (jnp.asarray(sampler.voice), jnp.asarray(sampler.accompaniment), sampler.starts,
+            sampler.lengths)
+    window = jnp.asarray(spectral.window_numpy(preset.stft))
+    shifted = 0
+    for k in range(4):
+        draw = sampler.draw(k)
+        shifted += int(np.any(draw.rate != 1.0))
+        x, y = script.device_examples(*held, draw, examples.patch_samples(preset), window,
+                                      preset.stft.hop_length, preset.bins,
+                                      preset.label_smoothing)
+        expected_x, expected_y = sampler.batch(k)
+        assert x.shape == expected_x.shape and y.shape == expected_y.shape
+        np.testing.assert_allclose(np.asarray(x), expected_x, atol=2e-4 * expected_x.max())
+        assert np.mean(np.asarray(y) != expected_y) < 1e-3  # ties may fall either way
+    assert shifted >= 2  # batches with pitch-shifted voices among them

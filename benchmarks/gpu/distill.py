@@ -9,9 +9,9 @@
     # here, afterwards: a student's weights as a keras-svs model file
     python benchmarks/gpu/distill.py export OUT/NAME.npz -o NAME.keras
 
-**The cache** (``pack``): the voice and accompaniment of ``musdb7`` train and valid and of
-MIR-1K train and valid, as Ogg Vorbis at 22.05 kHz (MUSDB stereo, MIR-1K mono), one folder
-per split. The students' networks see the lowest 768 bins of a 4096-point STFT at 44.1 kHz
+**The cache** (``pack``): the voice and accompaniment of ``musdb7`` train and valid (stereo,
+resampled to 22.05 kHz) and of MIR-1K train and valid (mono, its own 16 kHz), as Ogg Vorbis,
+one folder per split; the run resamples MIR-1K to 22.05 kHz as it loads it. The students' networks see the lowest 768 bins of a 4096-point STFT at 44.1 kHz
 (0-8.3 kHz); a 2048-point STFT with hop 512 at 22.05 kHz has the same bins (10.8 Hz apart),
 window (46 ms) and hop (11.6 ms), and the same magnitudes (the window is divided by its
 sum) for audio below 11 kHz: half the samples to carry and to transform.
@@ -79,9 +79,10 @@ MAX_FILE = 15 * 2 ** 20
 # -- the cache (here) -----------------------------------------------------------------------
 def pack(args) -> None:
     """Write the compact stem cache: ``OUT/{train,valid}/{dataset}-{track}/{vocals,
-    accompaniment}.ogg`` at :data:`CACHE_RATE`, and ``OUT/index.json``."""
+    accompaniment}.ogg`` at :data:`CACHE_RATE` or below, and ``OUT/index.json``."""
     import soundfile as sf
 
+    from keras_svs.audio import resample
     from keras_svs.datasets import discover, select_split
     from keras_svs.datasets.splits import split_file_for
 
@@ -96,11 +97,15 @@ def pack(args) -> None:
             if args.limit:
                 chosen = chosen[:args.limit]
             for track in chosen:
-                voice, accompaniment, _ = track.load(CACHE_RATE, mono=False)
+                voice, accompaniment, rate = track.load(None, mono=False)
+                if rate > CACHE_RATE:  # MUSDB's 44.1 kHz; MIR-1K stays at its 16 kHz
+                    voice, accompaniment = (resample(x, rate, CACHE_RATE)
+                                            for x in (voice, accompaniment))
+                    rate = CACHE_RATE
                 folder = out / split / f"{dataset}-{track.name}".replace("/", "_")
                 folder.mkdir(parents=True, exist_ok=True)
                 for stem, x in (("vocals", voice), ("accompaniment", accompaniment)):
-                    sf.write(folder / f"{stem}.ogg", np.asarray(x, np.float32).T, CACHE_RATE,
+                    sf.write(folder / f"{stem}.ogg", np.asarray(x, np.float32).T, rate,
                              format="OGG", subtype="VORBIS", compression_level=args.level)
                 index["splits"].setdefault(split, []).append(folder.name)
     (out / "index.json").write_text(json.dumps(index, indent=1))
@@ -111,9 +116,11 @@ def pack(args) -> None:
 
 def load_cache(folder: str | os.PathLike, split: str):
     """One split of the cache as a decode cache (attributes of
-    :class:`keras_svs.pipeline.DecodedAudio`: stereo float32 ``(2, samples)`` sources,
-    a mono track in both channels)."""
+    :class:`keras_svs.pipeline.DecodedAudio`: stereo float32 ``(2, samples)`` sources at
+    :data:`CACHE_RATE`, a mono track in both channels)."""
     import soundfile as sf
+
+    from keras_svs.audio import resample
 
     folder = Path(folder)
     names = json.loads((folder / "index.json").read_text())["splits"].get(split, [])
@@ -123,9 +130,7 @@ def load_cache(folder: str | os.PathLike, split: str):
         for stem in ("vocals", "accompaniment"):
             x, rate = sf.read(folder / split / name / f"{stem}.ogg", dtype="float32",
                               always_2d=True)
-            if rate != CACHE_RATE:
-                raise ValueError(f"{name}: {rate} Hz in a {CACHE_RATE} Hz cache")
-            x = x.T
+            x = resample(x.T, rate, CACHE_RATE)
             pair.append(np.repeat(x, 2, axis=0) if x.shape[0] == 1 else x[:2])
         length = min(p.shape[1] for p in pair)
         voices.append(pair[0][:, :length])
@@ -415,6 +420,7 @@ def train(args) -> None:
         summary["students"][s.name] = {"arch": s.arch, "steps": s.step_done,
                                        "parameters": s.model.count_params(), "valid": scores}
     summary["wall_s"] = round(time.perf_counter() - began, 1)
+    summary["tensorflow_imported"] = "tensorflow" in sys.modules
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     record(event="done", **{k: v for k, v in summary.items() if k != "students"})
     log.close()

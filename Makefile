@@ -127,17 +127,20 @@ gpu-distill:
 	  $(if $(RESUME),--resume $(RESUME))
 
 ## The same script end to end on this CPU: a 3-track cache, one student, 4 steps of 2
-## patches of 64 frames, resumed for 2 more, exported to a .keras model that separates.
+## patches of 64 frames and the teacher's cost timed in and out of the step, then resumed
+## for 2 more steps, exported to a .keras model, which separates the demo clip.
 gpu-distill-dryrun: venv
 	rm -rf /tmp/keras-svs-distill && mkdir -p /tmp/keras-svs-distill
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py pack --musdb $(MUSDB) --mir1k $(DATA) --limit 3 \
 	  -o /tmp/keras-svs-distill/cache
 	$(DISTILL) $(BIN)/python benchmarks/gpu/distill.py train --cache /tmp/keras-svs-distill/cache \
 	  --out /tmp/keras-svs-distill/out --students quarter --steps 4 --batch 2 --frames 64 \
-	  --log-every 1 --valid-batches 1 --warmup 1
+	  --log-every 1 --valid-batches 1 --warmup 1 --time-teacher 3 --no-tensorflow \
+	  --compile-cache /tmp/keras-svs-distill/jax-cache
 	$(DISTILL) $(BIN)/python benchmarks/gpu/distill.py train --cache /tmp/keras-svs-distill/cache \
 	  --out /tmp/keras-svs-distill/out --students quarter --steps 6 --batch 2 --frames 64 \
-	  --log-every 1 --valid-batches 1 --warmup 1
+	  --log-every 1 --valid-batches 1 --warmup 1 --no-tensorflow \
+	  --compile-cache /tmp/keras-svs-distill/jax-cache
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py export /tmp/keras-svs-distill/out/quarter.npz \
 	  -o /tmp/keras-svs-distill/quarter.keras
 	PYTHONPATH=$(CURDIR) $(BIN)/keras-svs separate data/demo/falcon69.flac -m /tmp/keras-svs-distill/quarter.keras \

@@ -285,6 +285,41 @@ class Student:
         return True
 
 
+def time_teacher(student: Student, teach, fused, teacher_state, held, draw,
+                 rounds: int) -> dict:
+    """Median seconds, over ``rounds`` interleaved rounds after a warm-up, of: making a
+    batch and its teacher probabilities (``teach``); one student step given them
+    (``step``); and both as one traced function (``fused``, the teacher in the step).
+    With ``S`` students a batch costs ``teach + S * step`` precomputed, ``S * fused`` with
+    the teacher in each step."""
+    import statistics
+
+    import jax
+
+    def teach_only():
+        jax.block_until_ready(teach(teacher_state, held, draw))
+
+    batch = teach(teacher_state, held, draw)
+
+    def step_only():
+        student.state, loss = student.step(student.state, *batch)
+        jax.block_until_ready(loss)
+
+    def in_step():
+        student.state, loss = fused[student.name](student.state, teacher_state, held, draw)
+        jax.block_until_ready(loss)
+
+    ways = {"teach_s": teach_only, "step_s": step_only, "fused_s": in_step}
+    times = {name: [] for name in ways}
+    for round_ in range(rounds + 1):
+        for name, way in ways.items():
+            began = time.perf_counter()
+            way()
+            if round_:
+                times[name].append(time.perf_counter() - began)
+    return {name: round(statistics.median(t), 4) for name, t in times.items()}
+
+
 def export(args) -> None:
     """A student's ``.npz`` as a keras-svs model file (the ``student`` preset's input)."""
     from keras_svs.models import build_model, get_preset
@@ -300,7 +335,19 @@ def export(args) -> None:
     print(f"{args.output}: {model.count_params():,} parameters, {step} steps")
 
 
+class _NoTensorFlow:
+    """An import hook under which ``import tensorflow`` fails, as on a machine without it
+    (Keras then finds it unavailable, as there)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError(f"{name}: blocked by --no-tensorflow")
+        return None
+
+
 def train(args) -> None:
+    if args.no_tensorflow:
+        sys.meta_path.insert(0, _NoTensorFlow())
     import jax
     import jax.numpy as jnp
     import keras
@@ -311,6 +358,9 @@ def train(args) -> None:
     from keras_svs.spectral import window_numpy
 
     began = time.perf_counter()
+    if args.compile_cache:  # a resumed run on the same machine skips most compilation
+        jax.config.update("jax_compilation_cache_dir", str(args.compile_cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     resume = Path(args.resume) if args.resume else out
@@ -408,6 +458,10 @@ def train(args) -> None:
     summary = {"steps": done, "batch": args.batch, "frames": args.frames,
                "steps_per_s": rate, "patches_per_s": rate and rate * args.batch,
                "fused": args.fused, "students": {}}
+    if args.time_teacher:
+        summary["teacher_timing"] = time_teacher(students[0], teach_jit, fused, teacher_state,
+                                                 held, sampler.draw(done), args.time_teacher)
+        record(event="teacher_timing", **summary["teacher_timing"])
     for s in students:
         s.save(out)
         scores = None
@@ -457,6 +511,11 @@ def main() -> None:
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds")
     t.add_argument("--valid-batches", type=int, default=8)
+    t.add_argument("--no-tensorflow", action="store_true",
+                   help="make `import tensorflow` fail, as on the GPU machine (dry runs)")
+    t.add_argument("--compile-cache", default=None, help="JAX's persistent compilation cache")
+    t.add_argument("--time-teacher", type=int, default=0, metavar="ROUNDS",
+                   help="at the end, time the teacher precomputed against in the step")
     t.add_argument("--fused", action="store_true",
                    help="examples, teacher and step as one function per student")
     t.set_defaults(run=train)

@@ -134,16 +134,16 @@ gpu-distill-dryrun: venv
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py pack --musdb $(MUSDB) --mir1k $(DATA) --limit 3 \
 	  -o /tmp/keras-svs-distill/cache
 	$(DISTILL) $(BIN)/python benchmarks/gpu/distill.py train --cache /tmp/keras-svs-distill/cache \
-	  --out /tmp/keras-svs-distill/out --students quarter --steps 4 --batch 2 --frames 64 \
+	  --out /tmp/keras-svs-distill/out --students quarter_ext512 --steps 4 --batch 2 --frames 64 \
 	  --log-every 1 --valid-batches 1 --warmup 1 --time-teacher 3 --no-tensorflow \
 	  --compile-cache /tmp/keras-svs-distill/jax-cache
 	$(DISTILL) $(BIN)/python benchmarks/gpu/distill.py train --cache /tmp/keras-svs-distill/cache \
-	  --out /tmp/keras-svs-distill/out --students quarter --steps 6 --batch 2 --frames 64 \
+	  --out /tmp/keras-svs-distill/out --students quarter_ext512 --steps 6 --batch 2 --frames 64 \
 	  --log-every 1 --valid-batches 1 --warmup 1 --no-tensorflow \
 	  --compile-cache /tmp/keras-svs-distill/jax-cache
-	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py export /tmp/keras-svs-distill/out/quarter.npz \
-	  -o /tmp/keras-svs-distill/quarter.keras
-	PYTHONPATH=$(CURDIR) $(BIN)/keras-svs separate data/demo/falcon69.flac -m /tmp/keras-svs-distill/quarter.keras \
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py export /tmp/keras-svs-distill/out/quarter_ext512.npz \
+	  -o /tmp/keras-svs-distill/quarter_ext512.keras
+	PYTHONPATH=$(CURDIR) $(BIN)/keras-svs separate data/demo/falcon69.flac -m /tmp/keras-svs-distill/quarter_ext512.keras \
 	  -o /tmp/keras-svs-distill/separated --overwrite
 
 clean:

@@ -114,7 +114,7 @@ def open_candidate(candidate: Candidate, folder: Path):
     else:
         base = with_network_input(get_preset(candidate.preset), bins=768)
         preset = dataclasses.replace(base, name=candidate.preset,
-                                     arch={**base.arch, **(candidate.arch or {})})
+                                     arch=base.arch if candidate.arch is None else candidate.arch)
         keras.utils.set_random_seed(0)
         model = build_model(preset)
         parameters = model.count_params()

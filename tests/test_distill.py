@@ -57,7 +57,9 @@ def test_a_student_maps_the_pairs_input_to_its_probabilities_and_reloads(tmp_pat
 def test_a_narrower_student_has_fewer_parameters_and_the_extension_reads_the_band_above():
     wide = build_model(dataclasses.replace(get_preset("student"), bins=128,
                                            arch=dict(heads=2)))
-    narrow = build_model(dataclasses.replace(get_preset("student"), bins=128))
+    narrow = build_model(dataclasses.replace(get_preset("student"), bins=128,
+                                             arch=dict(heads=2, filters=(8, 16, 32, 64, 128,
+                                                                         256))))
     assert narrow.count_params() < wide.count_params() / 3
     keras.utils.set_random_seed(1)
     model = logits_model(build_model(_student(heads=2, network_bins=EXTENSION_CONTEXT,

@@ -70,7 +70,7 @@ QUARTER = (4, 8, 16, 32, 64, 128)
 STUDENTS = {
     "half_ext384": dict(heads=2, filters=HALF, network_bins=384),
     "half_sep3": dict(heads=2, filters=HALF, separable=3),
-    "quarter": dict(heads=2, filters=QUARTER),
+    "quarter_ext512": dict(heads=2, filters=QUARTER, network_bins=512),
 }
 #: a file that comes back may be at most 16 MiB
 MAX_FILE = 15 * 2 ** 20

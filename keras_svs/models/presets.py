@@ -97,10 +97,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            frames=512, arch=dict(nets=1), batch_size=4, mask="soft", threshold=0.5,
            channels=2, input_scale=2048.0, extension="mean"),
     # A cheaper network to distil from the shipped pair (`keras-svs train --teacher`): one
-    # U-Net of half Spleeter's width with two outputs, on the pair's input (the lowest 768
-    # bins, stereo); its speed against the pair: benchmarks/student_speed.py.
+    # U-Net of half Spleeter's width with two outputs, on the pair's input (768 bins,
+    # stereo), of which it sees the lowest 384 (0-4.1 kHz), the rest a learned extension;
+    # its speed against the pair and the other candidates: benchmarks/student_speed.py.
     Preset("student", "student", StftConfig(44100, 4096, 4096, 1024), bins=768,
-           frames=512, arch=dict(heads=2, filters=(8, 16, 32, 64, 128, 256)), batch_size=4,
+           frames=512, arch=dict(heads=2, filters=(8, 16, 32, 64, 128, 256),
+                                 network_bins=384), batch_size=4,
            mask="soft", threshold=0.5, channels=2, input_scale=2048.0, extension="mean"),
     # For tests: the spleeter architecture, stereo, with 2 filters a level, at 8 kHz.
     Preset("tinystereo", "spleeter", StftConfig(8000, 256, 256, 64), bins=64, frames=64,

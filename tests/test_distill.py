@@ -220,3 +220,18 @@ def test_the_gpu_scripts_device_examples_equal_the_samplers():
         np.testing.assert_allclose(np.asarray(x), expected_x, atol=2e-4 * expected_x.max())
         assert np.mean(np.asarray(y) != expected_y) < 1e-3  # ties may fall either way
     assert shifted >= 2  # batches with pitch-shifted voices among them
+
+
+def test_the_train_command_takes_an_ibm_weight(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_svs.cli import main
+
+    runner = CliRunner()
+    bad = runner.invoke(main, ["train", "-d", str(tmp_path), "-p", "tinystereo",
+                               "--ibm-weight", "-1", "-o", str(tmp_path / "run")])
+    assert bad.exit_code == 2 and "--ibm-weight" in bad.output  # a usage error
+    alone = runner.invoke(main, ["train", "-d", str(tmp_path), "-p", "tinystereo",
+                                 "--ibm-weight", "0.5", "-o", str(tmp_path / "run")])
+    assert alone.exit_code != 0 and "give a teacher" in alone.output
+    assert "--ibm-weight" in runner.invoke(main, ["train", "--help"]).output

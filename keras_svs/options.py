@@ -120,8 +120,8 @@ class Recipe:
         seed: seeds Keras, NumPy and the example stream.
     """
 
-    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet, spleeter, spleeter1 or student.",
-                          short="-p")
+    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet, spleeter, "
+                          "spleeter1 or student.", short="-p")
     epochs: int | None = _option(None, "int>=0", "Fine-tuning epochs (default: the preset's).")
     pretrain_epochs: int | None = _option(None, "int>=0",
                                           "Autoencoder epochs; 0 skips the stage.")

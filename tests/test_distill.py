@@ -14,13 +14,13 @@ import pytest
 import tensorflow as tf
 
 from keras_svs import examples, pipeline, spectral
-from keras_svs.models import (bin_cross_entropy, build_model, get_preset, load_model,
-                              logits_model, weighted_bin_cross_entropy)
+from keras_svs.models import (Preset, bin_cross_entropy, build_model, get_preset,
+                              load_model, logits_model, weighted_bin_cross_entropy)
 from keras_svs.models.student import EXTENSION_CONTEXT
 from keras_svs.models.teacher import TeacherTargets, blend_targets, distillation_loss
 
 
-def _student(**arch) -> "Preset":  # noqa: F821
+def _student(**arch) -> Preset:
     """The ``tinystereo`` input (8 kHz, 64 bins, stereo) with a student network."""
     return dataclasses.replace(get_preset("tinystereo"), name="student",
                                architecture="student",

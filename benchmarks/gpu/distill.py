@@ -11,7 +11,8 @@
 
 **The cache** (``pack``): the voice and accompaniment of ``musdb7`` train and valid (stereo,
 resampled to 22.05 kHz) and of MIR-1K train and valid (mono, its own 16 kHz), as Ogg Vorbis,
-one folder per split; the run resamples MIR-1K to 22.05 kHz as it loads it. The students' networks see the lowest 768 bins of a 4096-point STFT at 44.1 kHz
+one folder per split; the run resamples MIR-1K to 22.05 kHz as it loads it. The students'
+networks see the lowest 768 bins of a 4096-point STFT at 44.1 kHz
 (0-8.3 kHz); a 2048-point STFT with hop 512 at 22.05 kHz has the same bins (10.8 Hz apart),
 window (46 ms) and hop (11.6 ms), and the same magnitudes (the window is divided by its
 sum) for audio below 11 kHz: half the samples to carry and to transform.

@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/mir1k
 MUSDB  ?= ../shared/data/musdb7
 
-.PHONY: venv demo test bench bench-quality train-default train-spleeter1 train-unet16k train-paper clean
+.PHONY: venv demo test bench bench-quality train-default train-spleeter1 train-unet16k train-paper clean \
+	bench-students gpu-distill-cache gpu-distill gpu-distill-dryrun
 
 venv: $(STAMP)
 
@@ -99,6 +100,52 @@ train-paper: venv
 	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \
 	  --pretrain-epochs 4 --epochs 8 --steps-per-epoch 50 --batch-size 107 --learning-rate 1e-4 \
 	  --precision float32 --seed 0 --gnsdr-clips 3 -o runs/paper_musdb7
+
+## Which cheaper networks to distil: each candidate's LiteRT block time against the shipped
+## pair, interleaved, in one run, and the whole 180 s separation's speed-up it would give.
+bench-students: venv
+	$(BIN)/python benchmarks/student_speed.py
+
+# Distilling the students of benchmarks/gpu/distill.py from the shipped pair on a lent GPU
+# under JAX (no TensorFlow there): the stem cache that travels (`.carry/distill`, made
+# here), the run (there; benchmarks/gpu/README.md says what to carry), and a dry run here.
+DISTILL_CACHE ?= .carry/distill
+GPU_PY ?= python3
+OUT ?= runs/distill
+DISTILL = KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=$(CURDIR)
+
+## The compact stem cache: musdb7 and MIR-1K train and valid at 22.05 kHz, Ogg Vorbis.
+gpu-distill-cache: venv
+	$(BIN)/python benchmarks/gpu/distill.py pack --musdb $(MUSDB) --mir1k $(DATA) \
+	  -o $(DISTILL_CACHE)
+
+## On the GPU machine: every student, for 420 s of the 10 minutes (compilation included),
+## batch 32 of 256 frames, bfloat16; weights, log and summary into $(OUT). Run it again with
+## RESUME=<the folder that came back> to continue.
+gpu-distill:
+	$(DISTILL) $(GPU_PY) benchmarks/gpu/distill.py train --cache $(DISTILL_CACHE) --out $(OUT) \
+	  --budget 420 --batch 32 --frames 256 --precision mixed_bfloat16 \
+	  $(if $(RESUME),--resume $(RESUME))
+
+## The same script end to end on this CPU: a 3-track cache, one student, 4 steps of 2
+## patches of 64 frames and the teacher's cost timed in and out of the step, then resumed
+## for 2 more steps, exported to a .keras model, which separates the demo clip.
+gpu-distill-dryrun: venv
+	rm -rf /tmp/keras-svs-distill && mkdir -p /tmp/keras-svs-distill
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py pack --musdb $(MUSDB) --mir1k $(DATA) --limit 3 \
+	  -o /tmp/keras-svs-distill/cache
+	$(DISTILL) $(BIN)/python benchmarks/gpu/distill.py train --cache /tmp/keras-svs-distill/cache \
+	  --out /tmp/keras-svs-distill/out --students quarter_ext512 --steps 4 --batch 2 --frames 64 \
+	  --log-every 1 --valid-batches 1 --warmup 1 --time-teacher 3 --no-tensorflow \
+	  --compile-cache /tmp/keras-svs-distill/jax-cache
+	$(DISTILL) $(BIN)/python benchmarks/gpu/distill.py train --cache /tmp/keras-svs-distill/cache \
+	  --out /tmp/keras-svs-distill/out --students quarter_ext512 --steps 6 --batch 2 --frames 64 \
+	  --log-every 1 --valid-batches 1 --warmup 1 --no-tensorflow \
+	  --compile-cache /tmp/keras-svs-distill/jax-cache
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/gpu/distill.py export /tmp/keras-svs-distill/out/quarter_ext512.npz \
+	  -o /tmp/keras-svs-distill/quarter_ext512.keras
+	PYTHONPATH=$(CURDIR) $(BIN)/keras-svs separate data/demo/falcon69.flac -m /tmp/keras-svs-distill/quarter_ext512.keras \
+	  -o /tmp/keras-svs-distill/separated --overwrite
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

@@ -31,7 +31,7 @@ trailing axis of 2 when weighted.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -68,6 +68,26 @@ def check(stage: str, target: str = "ibm", weights: str | None = None) -> None:
         raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     if weights is not None and weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {tuple(WEIGHTS)} or None, not {weights!r}")
+
+
+class Draw(NamedTuple):
+    """The random choices of one batch of :class:`PatchSampler` (``n`` patches), each an
+    ``(n,)`` array but ``gains``.
+
+    Attributes:
+        voice_clip, accompaniment_clip: clip indices (the same where not remixed).
+        voice_offset, accompaniment_offset: the reads' first samples within their clips.
+        rate: samples of the voice read per output sample (1: no pitch shift; 2 ** (k / 12)
+            shifts the voice up by ``k`` semitones), linear interpolation.
+        gains: ``(n, 2)`` linear gains of voice and accompaniment (1 where not remixed).
+    """
+
+    voice_clip: np.ndarray
+    accompaniment_clip: np.ndarray
+    voice_offset: np.ndarray
+    accompaniment_offset: np.ndarray
+    rate: np.ndarray
+    gains: np.ndarray
 
 
 class PatchSampler:
@@ -131,6 +151,19 @@ class PatchSampler:
     def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch number ``index`` of this shard of the stream: float32 ``(input, target)``
         of :attr:`shapes`."""
+        draw = self.draw(index)
+        n = len(draw.rate)
+        gains = draw.gains.reshape(n, 2, *[1] * self.voice.ndim)  # over channels, samples
+        v = self._read(self.voice, draw.voice_clip, draw.voice_offset, draw.rate) * gains[:, 0]
+        a = self._read(self.accompaniment, draw.accompaniment_clip, draw.accompaniment_offset,
+                       np.ones(n)) * gains[:, 1]
+        return from_segments(v.astype(np.float32), a.astype(np.float32), self.preset,
+                             self.stage, self.target, self.weights)
+
+    def draw(self, index: int) -> Draw:
+        """The random choices of batch ``index`` (which clips, where, what gains and pitch),
+        without reading any audio: what :meth:`batch` reads, and what a loader that reads
+        and transforms the audio elsewhere (on an accelerator) takes."""
         rng = np.random.default_rng([self.seed, int(index) * self.shards + self.shard])
         n = self.batch_size
         clips = rng.choice(len(self.lengths), size=(n, 2), p=self.probabilities)
@@ -146,12 +179,8 @@ class PatchSampler:
             voice_offset)
         gains = np.where(remixed[:, None], 10.0 ** (rng.uniform(-self.gain_db, self.gain_db,
                                                                 (n, 2)) / 20.0), 1.0)
-        gains = gains.reshape(n, 2, *[1] * self.voice.ndim)  # over channels, samples
-        v = self._read(self.voice, voice_clip, voice_offset, rate) * gains[:, 0]
-        a = self._read(self.accompaniment, accompaniment_clip, accompaniment_offset,
-                       np.ones(n)) * gains[:, 1]
-        return from_segments(v.astype(np.float32), a.astype(np.float32), self.preset,
-                             self.stage, self.target, self.weights)
+        return Draw(voice_clip, accompaniment_clip, voice_offset, accompaniment_offset, rate,
+                    gains)
 
     def _offsets(self, rng: np.random.Generator, clip: np.ndarray,
                  span: np.ndarray) -> np.ndarray:
@@ -282,6 +311,6 @@ def validation_arrays(decoded: DecodedAudio, preset: Preset, stage: str = "finet
     return np.concatenate(inputs), np.concatenate(targets)
 
 
-__all__ = ["STAGES", "TARGETS", "WEIGHTS", "MAX_PITCH_SEMITONES", "PatchSampler",
+__all__ = ["STAGES", "TARGETS", "WEIGHTS", "MAX_PITCH_SEMITONES", "PatchSampler", "Draw",
            "from_segments", "bin_weights", "patch_samples", "validation_segments",
            "validation_arrays", "check"]

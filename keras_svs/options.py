@@ -112,11 +112,16 @@ class Recipe:
             ``None``: the examples' own targets.
         teacher_share: the teacher's share of each fine-tuning target, in [0, 1] (with
             ``teacher``).
+        ibm_weight: with ``teacher``: ``None`` blends the targets by ``teacher_share``; a
+            weight ``w >= 0`` makes the loss ``L(q, z) + w L(t, z)`` instead, the
+            teacher's probability ``q`` as the target plus ``w`` times the loss against
+            the examples' own target ``t`` (with ``loss="ce"``: the paper's IBM
+            cross-entropy; :func:`keras_svs.models.teacher.distillation_loss`).
         seed: seeds Keras, NumPy and the example stream.
     """
 
-    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet, spleeter or spleeter1.",
-                          short="-p")
+    preset: str = _option("small", "str", "paper, paper16k, small, tiny, unet, spleeter, "
+                          "spleeter1 or student.", short="-p")
     epochs: int | None = _option(None, "int>=0", "Fine-tuning epochs (default: the preset's).")
     pretrain_epochs: int | None = _option(None, "int>=0",
                                           "Autoencoder epochs; 0 skips the stage.")
@@ -142,6 +147,10 @@ class Recipe:
     teacher: str | None = _option(None, "file", "Distil: a trained model whose voice "
                                   "probabilities join the fine-tuning targets.")
     teacher_share: float = _option(0.5, "0..1", "The teacher's share of each target.")
+    ibm_weight: float | None = _option(None, "float>=0", "Distil with the teacher's "
+                                       "probability as the target plus this weight times "
+                                       "the loss against the IBM (instead of "
+                                       "--teacher-share).")
     seed: int = _option(0, "int")
 
 

@@ -184,6 +184,8 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
         raise ValueError(f"loss must be one of {LOSSES}, not {recipe.loss!r}")
     if recipe.average_last < 0:
         raise ValueError(f"average_last must be >= 0, not {recipe.average_last}")
+    if recipe.ibm_weight is not None and recipe.teacher is None:
+        raise ValueError("ibm_weight weighs a term of distillation: give a teacher too")
     loader = resolve_loader(options.loader)
     preset = with_network_input(get_preset(recipe.preset), recipe.frames, recipe.bins)
     plan = distribute.Plan(options.strategy)
@@ -307,7 +309,7 @@ def _fit_stage(model: keras.Model, stage: str, *, epochs: int, deadline: float |
     (:class:`~keras_svs.models.teacher.TeacherTargets`)."""
     view = logits_model(model)
     if teacher is not None:
-        view = TeacherTargets(view, teacher, recipe.teacher_share)
+        view = TeacherTargets(view, teacher, recipe.teacher_share, recipe.ibm_weight)
     folder = folder / stage
     folder.mkdir(parents=True, exist_ok=True)
     best = folder / "best.weights.h5"

@@ -20,6 +20,7 @@ from .losses import (bin_accuracy, bin_cross_entropy, phase_sensitive_error,
 from .paper import paper_body
 from .spleeter import TIME_MULTIPLE as SPLEETER_TIME_MULTIPLE, spleeter_body
 from .presets import PRESETS, Preset, get_preset, with_network_input
+from .student import FILTERS as STUDENT_FILTERS, student_body
 from .unet import unet_body
 
 __all__ = ["PRESETS", "Preset", "get_preset", "build_model", "with_bins", "load_model", "logits_model",
@@ -50,6 +51,8 @@ def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:
         frames, multiple = None, 2 ** len(p.arch.get("filters", (0,) * 6))
     elif p.architecture == "spleeter":
         frames, multiple = None, SPLEETER_TIME_MULTIPLE
+    elif p.architecture == "student":
+        frames, multiple = None, 2 ** len(p.arch.get("filters", STUDENT_FILTERS))
     else:
         raise ValueError(f"unknown architecture {p.architecture!r}")
     shape = (frames, p.bins) if p.channels == 1 else (frames, p.bins, p.channels)
@@ -64,6 +67,8 @@ def build_model(preset: str | Preset, shortcuts: bool = True) -> keras.Model:
         logits = paper_body(x, p.frames, p.bins, **p.arch)
     elif p.architecture == "spleeter":
         logits = spleeter_body(x, **p.arch)
+    elif p.architecture == "student":
+        logits = student_body(x, **p.arch)
     else:
         logits = unet_body(x, **p.arch, skips=shortcuts)
     probabilities = BinSoftmax(name="probabilities")(logits)

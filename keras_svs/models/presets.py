@@ -16,9 +16,10 @@ class Preset:
 
     Attributes:
         name: the preset's name.
-        architecture: ``"paper"`` (Lin et al. 2018 CNN on fixed patches), ``"unet"`` or
+        architecture: ``"paper"`` (Lin et al. 2018 CNN on fixed patches), ``"unet"``,
             ``"spleeter"`` (Deezer's 2stems pair of U-Nets, or its vocals net alone, on
-            stereo magnitudes).
+            stereo magnitudes) or ``"student"`` (a cheaper U-Net on the same input, to be
+            distilled from the pair: :mod:`keras_svs.models.student`).
         stft: STFT settings (the model's sample rate among them).
         bins: frequency bins the network sees (the lowest ``bins`` of ``stft.bins``).
         frames: frames per training patch (and per inference patch for ``paper``).
@@ -95,6 +96,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("spleeter1", "spleeter", StftConfig(44100, 4096, 4096, 1024), bins=1024,
            frames=512, arch=dict(nets=1), batch_size=4, mask="soft", threshold=0.5,
            channels=2, input_scale=2048.0, extension="mean"),
+    # A cheaper network to distil from the shipped pair (`keras-svs train --teacher`): one
+    # U-Net of half Spleeter's width with two outputs, on the pair's input (768 bins,
+    # stereo), of which it sees the lowest 384 (0-4.1 kHz), the rest a learned extension;
+    # its speed against the pair and the other candidates: benchmarks/student_speed.py.
+    Preset("student", "student", StftConfig(44100, 4096, 4096, 1024), bins=768,
+           frames=512, arch=dict(heads=2, filters=(8, 16, 32, 64, 128, 256),
+                                 network_bins=384), batch_size=4,
+           mask="soft", threshold=0.5, channels=2, input_scale=2048.0, extension="mean"),
     # For tests: the spleeter architecture, stereo, with 2 filters a level, at 8 kHz.
     Preset("tinystereo", "spleeter", StftConfig(8000, 256, 256, 64), bins=64, frames=64,
            arch=dict(filters=(2, 2, 2, 2, 2, 2)), batch_size=4, learning_rate=1e-3,
@@ -127,6 +136,9 @@ def with_network_input(preset: Preset, frames: int | None = None,
         multiple = 2 ** len(preset.arch["filters"])
     elif preset.architecture == "spleeter":
         from .spleeter import TIME_MULTIPLE as multiple
+    elif preset.architecture == "student":
+        from .student import FILTERS
+        multiple = 2 ** len(preset.arch.get("filters", FILTERS))
     else:
         raise ValueError(f"the {preset.name} preset's network takes patches of exactly "
                          f"{preset.frames} frames and {preset.bins} bins")

@@ -1,11 +1,19 @@
 """Distillation: fine-tuning targets blended with a trained teacher's voice probabilities.
 
-A cheaper network (``spleeter1``, one U-Net) learns from a better one (the ``spleeter``
-pair) by taking the teacher's voice probability ``q = sigmoid(z_teacher)`` of each bin as
-(part of) its target: ``t' = (1 - share) t + share q``, where ``t`` is the example's own
-target (the smoothed IBM, or the phase-sensitive mask), under the run's fine-tuning loss
-(its bin weights unchanged). The teacher sees the same network input as the student, in
-inference mode (batch norms' statistics, no dropout), and its weights never change.
+A cheaper network (``spleeter1``, one U-Net; a ``student``) learns from a better one (the
+``spleeter`` pair) by taking the teacher's voice probability ``q = sigmoid(z_teacher)`` of
+each bin as (part of) its target, in one of two ways, under the run's fine-tuning loss
+``L(target, z)`` (its bin weights unchanged):
+
+* blended targets (``--teacher-share``): ``L((1 - share) t + share q, z)``, where ``t`` is
+  the example's own target (the smoothed IBM, or the phase-sensitive mask);
+* two terms (``--ibm-weight w``, :func:`distillation_loss`): ``L(q, z) + w L(t, z)``; with
+  the cross-entropy (``--loss ce``) that is the teacher's probability as the target plus
+  the paper's IBM cross-entropy weighted by ``w``. For a loss linear in its target (``ce``,
+  ``weighted``) it equals the blend with ``share = 1 / (1 + w)``, times ``1 + w``.
+
+The teacher sees the same network input as the student, in inference mode (batch norms'
+statistics, no dropout), and its weights never change.
 
 Backend-agnostic Keras 3 (``keras.ops``): the teacher runs inside the training step
 (``compute_loss``), so its targets do not depend on the loader that made the examples.
@@ -48,6 +56,33 @@ def blend_targets(target, probability, share: float):
     return (1.0 - share) * target + share * probability
 
 
+def distillation_loss(loss, target, logits, probability, ibm_weight: float):
+    """``loss(q, z) + ibm_weight * loss(t, z)``: the teacher's voice probability ``q`` as
+    the target, plus the examples' own target ``t`` weighted by ``ibm_weight``.
+
+    Args:
+        loss: a loss of ``(target, logits)`` (:mod:`keras_svs.models.losses`: from the
+            logits), e.g. :func:`~keras_svs.models.losses.bin_cross_entropy`.
+        target: the examples' targets, as :func:`blend_targets` takes them (with a weight
+            axis: the weights apply to both terms).
+        logits: the student's voice logits ``(batch, frames, bins[, channels])``.
+        probability: the teacher's voice probability, the logits' shape.
+        ibm_weight: the second term's weight, >= 0.
+
+    Returns:
+        what ``loss`` returns (``(batch,)`` for the losses of this package).
+
+    Raises:
+        ValueError: a negative ``ibm_weight``.
+    """
+    if ibm_weight < 0:
+        raise ValueError(f"the IBM term's weight must be >= 0, not {ibm_weight}")
+    taught = loss(blend_targets(target, probability, 1.0), logits)
+    if ibm_weight == 0:
+        return taught
+    return taught + ibm_weight * loss(target, logits)
+
+
 class TeacherTargets(keras.Model):
     """Fits ``student`` (a logits view, :func:`keras_svs.models.logits_model`) with its
     targets blended with ``teacher``'s voice probabilities (:func:`blend_targets`).
@@ -63,23 +98,35 @@ class TeacherTargets(keras.Model):
         student: the model to train; its output, the voice logits.
         teacher: a model of the same input ending at voice logits of the student's shape.
         share: the teacher's share of each target, in [0, 1].
+        ibm_weight: None: the blended targets; a weight >= 0: the loss is
+            :func:`distillation_loss` of the compiled loss instead (``share`` unused).
 
     Raises:
-        ValueError: ``share`` outside [0, 1].
+        ValueError: ``share`` outside [0, 1]; a negative ``ibm_weight``.
     """
 
-    def __init__(self, student: keras.Model, teacher: keras.Model, share: float):
+    def __init__(self, student: keras.Model, teacher: keras.Model, share: float,
+                 ibm_weight: float | None = None):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"the teacher's share must be in [0, 1], not {share}")
+        if ibm_weight is not None and ibm_weight < 0:
+            raise ValueError(f"the IBM term's weight must be >= 0, not {ibm_weight}")
         # a functional model of the student's own layers: the same weight-file layout
         super().__init__(student.inputs, student.outputs, name=f"{student.name}_taught")
         teacher.trainable = False
         self._teacher_logits = functools.partial(teacher, training=False)  # not tracked
         self.share = float(share)
+        self.ibm_weight = None if ibm_weight is None else float(ibm_weight)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         probability = ops.sigmoid(ops.cast(ops.stop_gradient(self._teacher_logits(x)),
                                            "float32"))
+        if self.ibm_weight is not None:
+            def compiled(target, logits):
+                return super(TeacherTargets, self).compute_loss(x, target, logits,
+                                                                sample_weight, training)
+
+            return distillation_loss(compiled, y, y_pred, probability, self.ibm_weight)
         return super().compute_loss(x, blend_targets(y, probability, self.share), y_pred,
                                     sample_weight, training)
 
@@ -112,4 +159,4 @@ def load_teacher(path: str | os.PathLike, student: keras.Model) -> keras.Model:
     return logits_model(teacher)
 
 
-__all__ = ["TeacherTargets", "blend_targets", "load_teacher", "SHARED_INPUT"]
+__all__ = ["TeacherTargets", "blend_targets", "distillation_loss", "load_teacher", "SHARED_INPUT"]

@@ -21,9 +21,11 @@ callable, :attr:`~keras_svs.separation.Separator.predict`. This module makes it,
 
 The converted form is built from the model file by the TensorFlow converter
 (:func:`convert`) and cached in :func:`cache_dir`, keyed by the SHA-256 of the model file,
-the runtime and :data:`FORM_VERSION`, with the model's settings beside it (a JSON file), so that a
-later process needs neither the ``.keras`` file's Keras objects nor TensorFlow. The cache
-is a pure speed-up: deleting it costs one conversion.
+the runtime and :data:`FORM_VERSION`, with a JSON record beside it: the model's settings,
+the model file's SHA-256 and the flatbuffer's. A later process needs neither the ``.keras``
+file's Keras objects nor TensorFlow, and uses an entry only after checking it
+(:func:`cached_form`): an entry that fails the check is removed, with one warning line on
+stderr, and made again. The cache is a pure speed-up: deleting it costs one conversion.
 
 TensorFlow and Keras stay the training, export and reference path; this module imports
 them only to convert or to run the ``tensorflow`` runtime.
@@ -42,23 +44,23 @@ import numpy as np
 
 from .options import RUNTIMES
 
-#: Part of the cache key: bumped whenever the converted function changes (the inference
-#: form, the conversion settings), so that no stale form is used.
-FORM_VERSION = 1
+#: Part of the cache key: bumped whenever the converted function or the cache entry's
+#: record changes (the inference form, the conversion settings), so that no stale form is used.
+FORM_VERSION = 2
 
 #: ``litert-int8``: a convolution filter with at least this many weights is stored as int8.
 #: In the ``spleeter`` nets these are the encoder's levels 4-6 and the decoder's 1-3
 #: (204,800 weights and more); the next ones down have 147,456 (decoder 4) and 51,200
 #: (encoder 3), and quantizing those moved the probabilities several times more for no
-#: further speed (BENCHMARKS.md, "Issue 23").
+#: further speed (BENCHMARKS.md, the int8 runtime's section).
 INT8_MIN_WEIGHTS = 200_000
 
 #: the runtimes that run a converted LiteRT form
 LITERT_RUNTIMES = ("litert", "litert-int8")
 
 #: x86 CPU flags (``/proc/cpuinfo``) of an int8 dot-product instruction (VNNI). Without one,
-#: XNNPACK's int8 convolutions are no faster than its float32 ones (BENCHMARKS.md, "Issue
-#: 23", session 23), so ``auto`` keeps the exact float32 form there.
+#: XNNPACK's int8 convolutions are no faster than its float32 ones (BENCHMARKS.md, the int8
+#: runtime's section), so ``auto`` keeps the exact float32 form there.
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
@@ -146,32 +148,121 @@ def cache_dir() -> Path:
     return Path(base) / "keras-svs"
 
 
-def form_key(model_path: str | os.PathLike, runtime: str = "litert") -> str:
-    """The cache key of a model file's converted form for ``runtime`` (one of
-    :data:`LITERT_RUNTIMES`): SHA-256 of its bytes (hex), ``-int8`` for ``litert-int8``,
-    and :data:`FORM_VERSION`."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
     digest = hashlib.sha256()
-    with open(model_path, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def form_key(model_path: str | os.PathLike, runtime: str = "litert",
+             model_sha256: str | None = None) -> str:
+    """The cache key of a model file's converted form for ``runtime`` (one of
+    :data:`LITERT_RUNTIMES`): SHA-256 of its bytes (hex; ``model_sha256`` where the caller
+    has it), ``-int8`` for ``litert-int8``, and :data:`FORM_VERSION`."""
     flavour = "-int8" if runtime == "litert-int8" else ""
-    return f"{digest.hexdigest()}{flavour}-v{FORM_VERSION}"
+    return f"{model_sha256 or file_sha256(model_path)}{flavour}-v{FORM_VERSION}"
+
+
+def form_record(flatbuffer: bytes, stored: dict, model_sha256: str, runtime: str) -> dict:
+    """The JSON record of a converted form (a cache entry's ``.json``): what
+    :func:`verified_settings` checks it against."""
+    return {"form_version": FORM_VERSION, "runtime": runtime, "model_sha256": model_sha256,
+            "sha256": hashlib.sha256(flatbuffer).hexdigest(), "size": len(flatbuffer),
+            "settings": stored}
+
+
+class DamagedForm(ValueError):
+    """A converted form that fails its check (:func:`verified_settings`)."""
+
+
+def verified_settings(flatbuffer: Path, record: Path, model_sha256: str, runtime: str) -> dict:
+    """The model settings stored in a converted form's ``record`` (JSON), once checked:
+    the record is for this model file (``model_sha256``), ``runtime`` and
+    :data:`FORM_VERSION`, its settings are a :class:`~keras_svs.settings.ModelSettings`, and
+    ``flatbuffer``'s size and SHA-256 are the ones it records.
+
+    Raises:
+        DamagedForm: naming what failed (a file missing or unreadable included).
+    """
+    from .settings import ModelSettings
+
+    try:
+        stored = json.loads(record.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedForm(f"its record is unreadable ({first_line(error)})") from None
+    if not isinstance(stored, dict):
+        raise DamagedForm("its record is not a JSON object")
+    for key, want in (("form_version", FORM_VERSION), ("runtime", runtime),
+                      ("model_sha256", model_sha256)):
+        if stored.get(key) != want:
+            raise DamagedForm(f"its record is for another {key.replace('_', ' ')} "
+                              f"({stored.get(key)!r})")
+    try:
+        ModelSettings.from_dict(stored["settings"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DamagedForm(f"its settings are not a model's ({first_line(error)})") from None
+    try:
+        size = flatbuffer.stat().st_size
+        digest = file_sha256(flatbuffer) if size == stored.get("size") else None
+    except OSError as error:
+        raise DamagedForm(f"its flatbuffer is unreadable ({first_line(error)})") from None
+    if digest is None or digest != stored.get("sha256"):
+        raise DamagedForm("its flatbuffer's checksum is not the recorded one")
+    return stored["settings"]
+
+
+def warn(message: str) -> None:
+    """One ``Warning: ...`` line on stderr (a damaged cache entry, a conversion to come)."""
+    sys.stderr.write(f"Warning: {message}\n")
+    sys.stderr.flush()
+
+
+def _entry(model_path: str | os.PathLike, runtime: str,
+           model_sha256: str | None = None) -> Path:
+    """A cache entry's path without suffix (``.tflite``, ``.json``, ``.lock``)."""
+    return cache_dir() / "litert" / form_key(model_path, runtime, model_sha256)
 
 
 def cached_form(model_path: str | os.PathLike,
                 runtime: str = "litert") -> tuple[Path, dict] | None:
     """``(flatbuffer path, model settings as stored)`` of a model file's cached form for
-    ``runtime`` (one of :data:`LITERT_RUNTIMES`), or None when it is not cached (or its
-    settings file is unreadable, or ``model_path`` is not a file)."""
+    ``runtime`` (one of :data:`LITERT_RUNTIMES`), once checked (:func:`verified_settings`);
+    None when it is not cached or ``model_path`` is not a file. An entry that fails the
+    check is removed (under the entry's lock, so that no other process's entry being
+    written is), with one warning line on stderr; the caller then makes it again."""
     if not Path(model_path).is_file():
         return None
-    base = cache_dir() / "litert" / form_key(model_path, runtime)
-    flatbuffer, stored = base.with_suffix(".tflite"), base.with_suffix(".json")
-    if not flatbuffer.is_file():
+    model_sha256 = file_sha256(model_path)
+    base = _entry(model_path, runtime, model_sha256)
+    flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
+    if not (flatbuffer.exists() or record.exists()):
         return None
     try:
-        return flatbuffer, json.loads(stored.read_text())
-    except (OSError, ValueError):
+        return flatbuffer, verified_settings(flatbuffer, record, model_sha256, runtime)
+    except DamagedForm:
+        pass
+    with _locked(base.with_suffix(".lock")):  # check again: another process may be writing it
+        return _checked_entry(base, model_path, model_sha256, runtime)
+
+
+def _checked_entry(base: Path, model_path, model_sha256: str,
+                   runtime: str) -> tuple[Path, dict] | None:
+    """:func:`cached_form`'s check of entry ``base``, its lock held: the entry, or None
+    where there is none or it failed (then it is removed, with one warning line)."""
+    flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
+    if not (flatbuffer.exists() or record.exists()):
+        return None
+    try:
+        return flatbuffer, verified_settings(flatbuffer, record, model_sha256, runtime)
+    except DamagedForm as error:
+        for path in (flatbuffer, record):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        warn(f"the cached {runtime} form of {model_path} was damaged ({error}); "
+             f"removed from {flatbuffer.parent}, it is made again")
         return None
 
 
@@ -234,33 +325,43 @@ def convert(model, shape: list, model_path: str | os.PathLike,
     Returns:
         ``(flatbuffer path, stored settings)``, as :func:`cached_form` gives them.
     """
-    base = cache_dir() / "litert" / form_key(model_path, runtime)
+    model_sha256 = file_sha256(model_path)
+    base = _entry(model_path, runtime, model_sha256)
     base.parent.mkdir(parents=True, exist_ok=True)
     with _locked(base.with_suffix(".lock")):
-        return (cached_form(model_path, runtime)
-                or _convert(model, shape, base, int8=runtime == "litert-int8"))
+        found = _checked_entry(base, model_path, model_sha256, runtime)
+        if found is not None:
+            return found
+        flatbuffer = _convert(model, shape, int8=runtime == "litert-int8")
+        from .models import settings
+
+        return store(base, flatbuffer, settings(model).as_dict(), model_sha256, runtime)
 
 
-def _convert(model, shape: list, base: Path, int8: bool) -> tuple[Path, dict]:
-    """:func:`convert`'s work: the form written to ``base`` + ``.tflite`` and ``.json``."""
+def store(base: Path, flatbuffer: bytes, stored: dict, model_sha256: str,
+          runtime: str) -> tuple[Path, dict]:
+    """Write a cache entry: ``base`` + ``.tflite`` (the flatbuffer) and ``.json`` (its
+    record, :func:`form_record`), each atomically (staged, then renamed); the caller holds
+    the entry's lock. Returns ``(flatbuffer path, stored)``."""
+    record = form_record(flatbuffer, stored, model_sha256, runtime)
+    for suffix, data in ((".tflite", flatbuffer), (".json", json.dumps(record).encode())):
+        staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
+        staged.write_bytes(data)
+        os.replace(staged, base.with_suffix(suffix))
+    return base.with_suffix(".tflite"), stored
+
+
+def _convert(model, shape: list, int8: bool) -> bytes:
+    """:func:`convert`'s work: the flatbuffer."""
     import_tensorflow_quietly()
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    from .models import settings
-
     function = _voice_function(model, shape, batched=False)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model).convert()
-    if int8:
-        flatbuffer = quantize_filters(flatbuffer)
-    stored = settings(model).as_dict()
-    for suffix, data in ((".json", json.dumps(stored).encode()), (".tflite", flatbuffer)):
-        staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
-        staged.write_bytes(data)
-        os.replace(staged, base.with_suffix(suffix))  # the .tflite last: it marks the entry
-    return base.with_suffix(".tflite"), stored
+    return quantize_filters(flatbuffer) if int8 else flatbuffer
 
 
 def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> bytes:

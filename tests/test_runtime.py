@@ -82,7 +82,8 @@ def test_auto_takes_the_int8_form_cached_beside_the_float_one(stereo_path, cache
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     auto = Separator(stereo_path)
     assert auto.runtime == "litert-int8"
-    assert runtime.cached_form(stereo_path, "litert-int8")[0].name.endswith("-int8-v1.tflite")
+    assert runtime.cached_form(stereo_path, "litert-int8")[0].name.endswith(
+        f"-int8-v{runtime.FORM_VERSION}.tflite")
     assert len(list((cache / "litert").glob("*.tflite"))) == 2
     # the tiny model has no filter of INT8_MIN_WEIGHTS weights: both forms are one function
     want, got = float_form.separate(song, RATE), auto.separate(song, RATE)
@@ -188,13 +189,89 @@ def test_litert_where_it_does_not_apply(tiny_model_path, tiny_model, stereo_path
         Separator(stereo_path, runtime="onnx")
 
 
-def test_a_damaged_cache_entry_is_ignored(stereo_path, cache):
-    flatbuffer = cache / "litert" / (runtime.form_key(stereo_path) + ".tflite")
-    flatbuffer.parent.mkdir(parents=True)
-    flatbuffer.write_bytes(b"")  # no settings beside it
-    assert runtime.cached_form(stereo_path) is None
-    flatbuffer.with_suffix(".json").write_text(json.dumps({"preset": "x"}))
-    assert runtime.cached_form(stereo_path)[1] == {"preset": "x"}
+def _truncate(flatbuffer, record):
+    flatbuffer.write_bytes(flatbuffer.read_bytes()[:1000])
+
+
+def _flip_bytes(flatbuffer, record):
+    data = bytearray(flatbuffer.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(np.arange(len(data) // 4, len(data)), 200, replace=False):
+        data[i] ^= 0xFF
+    flatbuffer.write_bytes(bytes(data))
+
+
+def _drop_record(flatbuffer, record):
+    record.unlink()
+
+
+def _record_of_another_model(flatbuffer, record):
+    stored = json.loads(record.read_text())
+    stored["model_sha256"] = "0" * 64
+    stored["settings"]["preset"] = "another"  # the record of another model file
+    record.write_text(json.dumps(stored))
+
+
+@pytest.fixture(scope="module")
+def clean_entry(stereo_path, tmp_path_factory):
+    """A sound cache entry of the stereo model's ``litert`` form (``{suffix: bytes}``) and
+    the stems of its separation of ``_song(1.0)``."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KERAS_SVS_CACHE", str(tmp_path_factory.mktemp("clean-cache")))
+    try:
+        stems = Separator(stereo_path, runtime="litert").separate(_song(1.0), RATE)
+        flatbuffer, _ = runtime.cached_form(stereo_path)
+        files = {suffix: flatbuffer.with_suffix(suffix).read_bytes()
+                 for suffix in (".tflite", ".json")}
+    finally:
+        patch.undo()
+    return files, stems
+
+
+@needs_litert
+@pytest.mark.parametrize("damage", [_truncate, _flip_bytes, _drop_record,
+                                    _record_of_another_model])
+def test_a_damaged_cache_entry_is_removed_and_made_again(stereo_path, clean_entry, cache,
+                                                         capfd, damage):
+    files, want = clean_entry
+    base = cache / "litert" / runtime.form_key(stereo_path, "litert")
+    base.parent.mkdir(parents=True)
+    for suffix, data in files.items():
+        base.with_suffix(suffix).write_bytes(data)
+    assert runtime.cached_form(stereo_path) is not None  # the sound entry is taken
+    flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
+    damage(flatbuffer, record)
+    capfd.readouterr()
+    separator = Separator(stereo_path, runtime="litert")  # finds it damaged, makes it again
+    warning = [line for line in capfd.readouterr().err.splitlines() if "Warning" in line]
+    assert len(warning) == 1 and "damaged" in warning[0] and str(stereo_path) in warning[0]
+    assert separator.runtime == "litert"
+    got = separator.separate(_song(1.0), RATE)
+    for stem in want:
+        np.testing.assert_allclose(got[stem], want[stem], atol=1e-4)
+    assert runtime.cached_form(stereo_path) is not None  # a sound entry again
+    assert flatbuffer.read_bytes() == files[".tflite"]
+    assert "damaged" not in capfd.readouterr().err
+
+
+@needs_litert
+def test_two_processes_converting_one_model_at_once(stereo_path, cache, tmp_path):
+    code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
+            f"s = Separator({str(stereo_path)!r}, runtime='litert'); "
+            "x = np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32); "
+            "np.save(sys.argv[1], s.separate(x, 8000)['vocals'])")
+    outs = [tmp_path / f"vocals{i}.npy" for i in range(2)]
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(out)], stderr=subprocess.PIPE,
+                             text=True) for out in outs]  # KERAS_SVS_CACHE is inherited
+    errors = [run.communicate(timeout=300)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    assert not any("damaged" in e for e in errors), errors
+    assert len(list((cache / "litert").glob("*.tflite"))) == 1
+    want = Separator(stereo_path, runtime="tensorflow").separate(
+        np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32), 8000)["vocals"]
+    for out in outs:
+        np.testing.assert_allclose(np.load(out), want, atol=1e-4)
+    assert runtime.cached_form(stereo_path) is not None
 
 
 def test_the_stable_ratio_logit_is_the_pair_ratio_logit():

@@ -22,13 +22,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # read when NumPy is imported, after this
 
 
+#: Commands that import TensorFlow only where they need it (``separate``: a runtime that runs
+#: it, or a conversion; ``info``: a SavedModel folder).
+_WITHOUT_TENSORFLOW = frozenset({"separate", "info"})
+
+
 def _clean_errors(command):
     """Import TensorFlow quietly (``separate`` does where its runtime needs it), run the command
     with SIGTERM taken as Ctrl-C, and turn expected exceptions into one ``Error:`` line, exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        if command.__name__ != "separate":
+        if command.__name__ not in _WITHOUT_TENSORFLOW:
             batch.import_tensorflow_quietly()
         try:
             with batch.sigterm_as_interrupt():
@@ -350,10 +355,19 @@ def import_spleeter_command(source, output):
 @_clean_errors
 def info(model):
     """Print a model's preset, STFT settings and size (default: the shipped model); MODEL may
-    also be a SavedModel folder written by `keras-svs export`."""
-    from .export import describe
+    also be a SavedModel folder written by `keras-svs export`. A .keras file is read without
+    TensorFlow."""
+    if model is not None and model.is_dir():
+        batch.import_tensorflow_quietly()
+        from .export import describe
 
-    for key, value in describe(model).items():
+        described = describe(model)
+    else:
+        from .settings import default_model_path, read_settings, weight_count
+
+        path = model if model is not None else default_model_path()
+        described = {**read_settings(path).as_dict(), "parameters": f"{weight_count(path):,}"}
+    for key, value in described.items():
         click.echo(f"{key}: {value}")
 
 

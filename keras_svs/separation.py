@@ -42,9 +42,8 @@ import numpy as np
 from . import audio, runtime as runtimes, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
 from .options import MODES, STEMS
-from .settings import ModelSettings
+from .settings import DEFAULT_MODEL, ModelSettings, default_model_path  # noqa: F401
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 #: Values of patch-model activations kept in memory at once (sets the block size).
 _BLOCK_BUDGET = 2 ** 21
 #: Threads for the STFTs of :meth:`Separator.separate` (scipy.fft ``workers``) and LiteRT.
@@ -94,13 +93,6 @@ def _configure_tensorflow() -> None:
 def fft_threads() -> int:
     """The threads (scipy.fft ``workers``) of this process's separation STFTs."""
     return _WORKERS
-
-
-def default_model_path() -> Path:
-    """The model shipped inside the package (``ValueError`` if this install lacks it)."""
-    if not DEFAULT_MODEL.is_file():
-        raise ValueError(f"no model shipped at {DEFAULT_MODEL}; pass a model file (--model)")
-    return DEFAULT_MODEL
 
 
 def release_free_memory() -> None:

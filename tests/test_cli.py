@@ -121,9 +121,9 @@ def test_separate_missing_model(inputs, tmp_path):
 
 
 def test_separate_without_a_shipped_model(inputs, tmp_path, monkeypatch):
-    import keras_svs.separation
+    import keras_svs.settings
 
-    monkeypatch.setattr(keras_svs.separation, "DEFAULT_MODEL", tmp_path / "default.keras")
+    monkeypatch.setattr(keras_svs.settings, "DEFAULT_MODEL", tmp_path / "default.keras")
     path, *_ = inputs["speech.wav"]
     result = run("separate", path, "-o", tmp_path / "o")
     assert_clean_error(result, "--model")
@@ -225,6 +225,27 @@ def test_info(tiny_model_path):
     assert "preset: tiny" in result.stdout
     assert "sample_rate: 8000" in result.stdout
     assert "parameters: 23,337" in result.stdout
+
+
+def test_info_reads_the_model_file_without_tensorflow(tiny_model, tiny_model_path):
+    """``info`` on a .keras file (and the shipped model) imports no TensorFlow, and prints
+    what the loaded model says of itself."""
+    from keras_svs.models import settings
+
+    code = ("import sys; from keras_svs.cli import main; "
+            "main(['info', *sys.argv[1:]], standalone_mode=False); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    for args in ([str(tiny_model_path)], []):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        *lines, imported = out.stdout.splitlines()
+        assert imported == "False False", out.stdout
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_model_path)],
+                         capture_output=True, text=True, timeout=120)
+    printed = dict(line.split(": ", 1) for line in out.stdout.splitlines()[:-1])
+    want = {k: str(v) for k, v in settings(tiny_model).as_dict().items()}
+    assert printed == {**want, "parameters": f"{tiny_model.count_params():,}"}
 
 
 def test_info_on_a_non_model(tmp_path):

@@ -331,6 +331,22 @@ def shrink(model, output, bins):
                f"({path.stat().st_size / 1e6:.1f} MB)", err=True)
 
 
+@main.command("package-form")
+@click.argument("model", required=False, type=PATH)
+@_clean_errors
+def package_form_command(model):
+    """Write MODEL's packaged LiteRT forms beside it (default: the shipped model), so that no
+    user's machine converts it: MODEL.litert.json and .tflite.zlib (and litert-int8's), a few
+    hundred kB, made from MODEL's own weights at first use and checked against it."""
+    from .runtime import LITERT_RUNTIMES, package_form
+    from .settings import default_model_path
+
+    path = model if model is not None else default_model_path()
+    for runtime in LITERT_RUNTIMES:
+        record = package_form(path, runtime)
+        click.echo(f"{runtime} form of {path} -> {record}", err=True)
+
+
 @main.command("import-spleeter")
 @click.argument("source", required=False, type=PATH)
 @click.option("-o", "--output", required=True, type=PATH, help="The .keras file to write.")

@@ -166,11 +166,13 @@ def form_key(model_path: str | os.PathLike, runtime: str = "litert",
     return f"{model_sha256 or file_sha256(model_path)}{flavour}-v{FORM_VERSION}"
 
 
-def form_record(flatbuffer: bytes, stored: dict, model_sha256: str, runtime: str) -> dict:
+def form_record(flatbuffer: bytes, stored: dict, model_sha256: str, runtime: str,
+                sha256: str | None = None) -> dict:
     """The JSON record of a converted form (a cache entry's ``.json``): what
-    :func:`verified_settings` checks it against."""
+    :func:`verified_settings` checks it against (``sha256``: the flatbuffer's, where the
+    caller has it)."""
     return {"form_version": FORM_VERSION, "runtime": runtime, "model_sha256": model_sha256,
-            "sha256": hashlib.sha256(flatbuffer).hexdigest(), "size": len(flatbuffer),
+            "sha256": sha256 or hashlib.sha256(flatbuffer).hexdigest(), "size": len(flatbuffer),
             "settings": stored}
 
 
@@ -220,22 +222,50 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
+def note(message: str) -> None:
+    """One ``keras-svs: ...`` line on stderr (what a run is about to do that takes long)."""
+    sys.stderr.write(f"keras-svs: {message}\n")
+    sys.stderr.flush()
+
+
+#: What converting costs, per million weights and fixed (seconds, GB of peak memory):
+#: fitted to the shipped model's conversion (19.7 million weights: about 50 s and 4.3 GB
+#: on 2 AVX2 cores; BENCHMARKS.md, the first run's section).
+CONVERSION_COST = {"seconds": (2.3, 5.0), "gb": (0.19, 0.6)}
+
+
+def conversion_cost(model_path: str | os.PathLike, runtime: str) -> str:
+    """The line :func:`convert` prints before it converts: that it converts, once, and
+    about how long and how much memory it takes (:data:`CONVERSION_COST`)."""
+    from .settings import weight_count
+
+    try:
+        millions = weight_count(model_path) / 1e6
+    except (ValueError, OSError):
+        millions = 20.0
+    (ts, t0), (gs, g0) = CONVERSION_COST["seconds"], CONVERSION_COST["gb"]
+    return (f"converting {model_path} to its {runtime} form, once (about "
+            f"{ts * millions + t0:.0f} s and {gs * millions + g0:.1f} GB of memory); "
+            "later runs use the cached form")
+
+
 def _entry(model_path: str | os.PathLike, runtime: str,
            model_sha256: str | None = None) -> Path:
     """A cache entry's path without suffix (``.tflite``, ``.json``, ``.lock``)."""
     return cache_dir() / "litert" / form_key(model_path, runtime, model_sha256)
 
 
-def cached_form(model_path: str | os.PathLike,
-                runtime: str = "litert") -> tuple[Path, dict] | None:
+def cached_form(model_path: str | os.PathLike, runtime: str = "litert",
+                model_sha256: str | None = None) -> tuple[Path, dict] | None:
     """``(flatbuffer path, model settings as stored)`` of a model file's cached form for
     ``runtime`` (one of :data:`LITERT_RUNTIMES`), once checked (:func:`verified_settings`);
     None when it is not cached or ``model_path`` is not a file. An entry that fails the
     check is removed (under the entry's lock, so that no other process's entry being
-    written is), with one warning line on stderr; the caller then makes it again."""
+    written is), with one warning line on stderr; the caller then makes it again.
+    ``model_sha256``: the model file's, where the caller has it."""
     if not Path(model_path).is_file():
         return None
-    model_sha256 = file_sha256(model_path)
+    model_sha256 = model_sha256 or file_sha256(model_path)
     base = _entry(model_path, runtime, model_sha256)
     flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
     if not (flatbuffer.exists() or record.exists()):
@@ -332,6 +362,7 @@ def convert(model, shape: list, model_path: str | os.PathLike,
         found = _checked_entry(base, model_path, model_sha256, runtime)
         if found is not None:
             return found
+        note(conversion_cost(model_path, runtime))
         flatbuffer = _convert(model, shape, int8=runtime == "litert-int8")
         from .models import settings
 
@@ -339,11 +370,11 @@ def convert(model, shape: list, model_path: str | os.PathLike,
 
 
 def store(base: Path, flatbuffer: bytes, stored: dict, model_sha256: str,
-          runtime: str) -> tuple[Path, dict]:
+          runtime: str, sha256: str | None = None) -> tuple[Path, dict]:
     """Write a cache entry: ``base`` + ``.tflite`` (the flatbuffer) and ``.json`` (its
     record, :func:`form_record`), each atomically (staged, then renamed); the caller holds
     the entry's lock. Returns ``(flatbuffer path, stored)``."""
-    record = form_record(flatbuffer, stored, model_sha256, runtime)
+    record = form_record(flatbuffer, stored, model_sha256, runtime, sha256)
     for suffix, data in ((".tflite", flatbuffer), (".json", json.dumps(record).encode())):
         staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
         staged.write_bytes(data)
@@ -388,14 +419,11 @@ def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> 
                     or int(np.prod(tensor.shape)) < min_weights):
                 continue
             if tensor.buffer not in quantized:
-                weights = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape[0], -1)
-                scale = np.abs(weights).max(axis=1) / 127.0
-                scale[scale == 0] = 1.0
-                levels = np.clip(np.round(weights / scale[:, None]), -127, 127)
-                model.buffers[tensor.buffer].data = np.frombuffer(
-                    levels.astype(np.int8).tobytes(), np.uint8)
+                levels, scale = int8_levels(np.frombuffer(bytes(data), np.float32).reshape(
+                    tensor.shape[0], -1))
+                model.buffers[tensor.buffer].data = np.frombuffer(levels.tobytes(), np.uint8)
                 params = quantized[tensor.buffer] = schema.QuantizationParametersT()
-                params.scale = scale.astype(np.float32).tolist()
+                params.scale = scale.tolist()
                 params.zeroPoint = [0] * len(scale)
                 params.quantizedDimension = 0  # filters are (out, h, w, in)
             tensor.type = schema.TensorType.INT8
@@ -405,6 +433,16 @@ def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> 
     builder = flatbuffers.Builder(len(flatbuffer) // 3)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def int8_levels(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantization of float32 ``(rows, n)`` weights: ``(levels,
+    scale)``, int8 ``(rows, n)`` and float32 ``(rows,)`` (a row's largest absolute weight /
+    127; 1 for an all-zero row), ``weights ~ levels * scale[:, None]``."""
+    scale = np.abs(weights).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    levels = np.clip(np.round(weights / scale[:, None]), -127, 127).astype(np.int8)
+    return levels, scale.astype(np.float32)
 
 
 def litert_predict(flatbuffer: str | os.PathLike,
@@ -432,6 +470,247 @@ def litert_predict(flatbuffer: str | os.PathLike,
         return interpreter.get_tensor(target).copy()
 
     return predict
+
+
+# -- the packaged form ---------------------------------------------------------------------
+#: A converted form's constant of at least this many bytes that is one of the model file's
+#: weights rearranged (a convolution filter's taps, transposed, regrouped, zeros between)
+#: is stored in a packaged form as where to take it from, not as its bytes.
+PACKAGED_MIN_BYTES = 1 << 16
+
+
+def packaged_paths(model_path: str | os.PathLike, runtime: str = "litert") -> tuple[Path, Path]:
+    """The packaged form of a model file for ``runtime``, beside it: ``(record, skeleton)``,
+    ``NAME.RUNTIME.json`` and ``NAME.RUNTIME.tflite.zlib`` (``default.keras``:
+    ``default.litert.json``, ``default.litert.tflite.zlib``)."""
+    stem = Path(model_path).with_suffix("")
+    return (stem.with_name(f"{stem.name}.{runtime}.json"),
+            stem.with_name(f"{stem.name}.{runtime}.tflite.zlib"))
+
+
+def form_shape(settings) -> list:
+    """The input shape of a fully convolutional model's converted function:
+    ``[None, bins]`` (mono) or ``[None, bins, channels]``."""
+    return [None, settings.bins] + ([settings.channels] if settings.channels != 1 else [])
+
+
+def package_form(model_path: str | os.PathLike, runtime: str = "litert",
+                 min_bytes: int = PACKAGED_MIN_BYTES) -> Path:
+    """Write the packaged form of a fully convolutional model file for ``runtime`` (one of
+    :data:`LITERT_RUNTIMES`) beside it (:func:`packaged_paths`), so that no user's machine
+    converts it (:func:`packaged_form` assembles it without TensorFlow).
+
+    The form is the converted flatbuffer (:func:`convert`; the cached one where there is
+    one) stored as a *skeleton* and *fills*: each constant of at least ``min_bytes`` bytes
+    that is one of the model file's weights rearranged is cut out of the skeleton (the rest
+    is zlib-compressed) and recorded as where its taps come from (int8-quantized where the
+    form stores it so). The record holds the SHA-256 of the model file, of the skeleton and
+    of the whole flatbuffer: the form is used only with that model file, and only when it
+    assembles to the converted bytes exactly. Checked here by assembling it once. Needs
+    TensorFlow.
+
+    Returns:
+        the record's path.
+
+    Raises:
+        ValueError: a model that is not fully convolutional; a runtime that is not LiteRT.
+    """
+    import zlib
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from .settings import read_settings, read_weights
+
+    if runtime not in LITERT_RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(LITERT_RUNTIMES)}, not {runtime!r}")
+    settings = read_settings(model_path)
+    if settings.frames is not None:
+        raise ValueError(f"{model_path}: a patch model has no LiteRT form")
+    found = cached_form(model_path, "litert")
+    if found is None:
+        import_tensorflow_quietly()
+        from .models import load_model
+        from .models.inference import inference_model
+
+        found = convert(inference_model(load_model(model_path)), form_shape(settings),
+                        model_path, "litert")
+    exact = found[0].read_bytes()
+    if runtime == "litert":
+        blob = exact
+    else:
+        base = _entry(model_path, runtime)
+        with _locked(base.with_suffix(".lock")):
+            blob = (_checked_entry(base, model_path, file_sha256(model_path), runtime)
+                    or store(base, quantize_filters(exact), found[1],
+                             file_sha256(model_path), runtime))[0].read_bytes()
+    weights = read_weights(model_path)
+    taps = {}  # (shape, bytes) of a tap matrix -> (weight, kt, kf, transposed)
+    for name, w in weights.items():
+        if w.ndim == 4:
+            for kt in range(w.shape[0]):
+                for kf in range(w.shape[1]):
+                    for transposed, m in ((False, w[kt, kf]), (True, w[kt, kf].T)):
+                        m = np.ascontiguousarray(m)
+                        taps.setdefault((m.shape, m.tobytes()), (name, kt, kf, transposed))
+    model = schema.Model.GetRootAsModel(exact, 0)
+    graph, fills, seen = model.Subgraphs(0), [], set()
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        buffer = model.Buffers(tensor.Buffer())
+        if (tensor.Buffer() in seen or tensor.Type() != schema.TensorType.FLOAT32
+                or tensor.ShapeLength() != 4 or buffer.DataLength() < min_bytes):
+            continue
+        seen.add(tensor.Buffer())
+        shape = [int(n) for n in tensor.ShapeAsNumpy()]
+        data = buffer.DataAsNumpy().view(np.float32).reshape(shape)
+        fill = _tap_fill(data, taps)
+        if fill is None:
+            continue
+        values = _fill_values(fill, weights)
+        for int8, content in ((False, values.tobytes()),
+                              (True, int8_levels(values.reshape(shape[0], -1))[0].tobytes())):
+            offset = blob.find(content)
+            if offset >= 0 and blob.find(content, offset + 1) < 0:
+                fills.append({**fill, "offset": offset, "int8": int8})
+                break
+    fills.sort(key=lambda fill: fill["offset"])
+    kept, start = [], 0  # the skeleton: the flatbuffer's bytes outside the fills
+    for fill in fills:
+        kept.append(blob[start:fill["offset"]])
+        start = fill["offset"] + _fill_size(fill)
+    packed = zlib.compress(b"".join(kept) + blob[start:], 9)
+    record = {**form_record(blob, found[1], file_sha256(model_path), runtime),
+              "skeleton_sha256": hashlib.sha256(packed).hexdigest(), "fills": fills}
+    record_path, skeleton_path = packaged_paths(model_path, runtime)
+    for path, data in ((skeleton_path, packed), (record_path, json.dumps(record).encode())):
+        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged.write_bytes(data)
+        os.replace(staged, path)
+    if _assemble(model_path, runtime, file_sha256(model_path)) is None:
+        raise RuntimeError(f"{record_path}: the packaged form does not assemble to its "
+                           "converted form")
+    return record_path
+
+
+def _tap_fill(data: np.ndarray, taps: dict) -> dict | None:
+    """A converted ``(out, h, w, in)`` filter as one weight's tap matrices: ``{"weight",
+    "shape", "rows", "transposed", "taps": [[group, a, b, kt, kf], ...]}``, where rows
+    ``[group * rows, (group + 1) * rows)`` of tap ``(a, b)`` are the weight's tap ``(kt,
+    kf)`` (transposed or not) and every other row is zero; None where it is not one."""
+    out, height, width, cin = data.shape
+    for rows in sorted({shape[0] for shape, _ in taps
+                        if shape[1] == cin and shape[0] and out % shape[0] == 0}):
+        source, entries = None, []
+        for group in range(out // rows):
+            for a in range(height):
+                for b in range(width):
+                    block = np.ascontiguousarray(data[group * rows:(group + 1) * rows, a, b])
+                    found = taps.get(((rows, cin), block.tobytes()))
+                    if found is None and not block.any():
+                        continue  # a zero block
+                    if found is None or source not in (None, (found[0], found[3])):
+                        entries = None
+                        break
+                    source = found[0], found[3]
+                    entries.append([group, a, b, found[1], found[2]])
+                if entries is None:
+                    break
+            if entries is None:
+                break
+        if entries and source is not None:
+            return {"weight": source[0], "shape": list(data.shape), "rows": rows,
+                    "transposed": source[1], "taps": entries}
+    return None
+
+
+def _fill_values(fill: dict, weights: dict) -> np.ndarray:
+    """A fill's float32 filter, made from its weight's taps (:func:`_tap_fill`)."""
+    values = np.zeros(fill["shape"], np.float32)
+    weight, rows = weights[fill["weight"]], fill["rows"]
+    for group, a, b, kt, kf in fill["taps"]:
+        tap = weight[kt, kf]
+        values[group * rows:(group + 1) * rows, a, b] = tap.T if fill["transposed"] else tap
+    return values
+
+
+def _fill_size(fill: dict) -> int:
+    """Bytes of a fill in the flatbuffer (int8 or float32)."""
+    return int(np.prod(fill["shape"])) * (1 if fill["int8"] else 4)
+
+
+def _assemble(model_path: str | os.PathLike, runtime: str,
+              model_sha256: str) -> tuple[bytearray, dict] | None:
+    """The flatbuffer of a model file's packaged form for ``runtime`` and its record, made
+    without TensorFlow: the skeleton decompressed, each fill made from the model file's
+    weights; None (with one warning line) where the form is for another model file or
+    fails a checksum; None (silently) where the model file has no packaged form."""
+    import zlib
+
+    from .settings import read_weights
+
+    record_path, skeleton_path = packaged_paths(model_path, runtime)
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if (record.get("form_version"), record.get("runtime")) != (FORM_VERSION, runtime):
+            return None  # written by another version of keras-svs
+        if record.get("model_sha256") != model_sha256:
+            raise DamagedForm("it was made from another model file")
+        packed = skeleton_path.read_bytes()
+        if hashlib.sha256(packed).hexdigest() != record.get("skeleton_sha256"):
+            raise DamagedForm("its skeleton's checksum is not the recorded one")
+        skeleton = zlib.decompress(packed)
+        blob = bytearray(record["size"])
+        weights = read_weights(model_path)
+        start = kept = 0  # the flatbuffer up to `start` is made; `kept` skeleton bytes used
+        for fill in record["fills"]:  # in offset order
+            gap = fill["offset"] - start
+            blob[start:fill["offset"]] = skeleton[kept:kept + gap]
+            values = _fill_values(fill, weights)
+            if fill["int8"]:
+                values = int8_levels(values.reshape(values.shape[0], -1))[0]
+            blob[fill["offset"]:fill["offset"] + values.nbytes] = memoryview(values).cast("B")
+            start, kept = fill["offset"] + values.nbytes, kept + gap
+        blob[start:] = skeleton[kept:]
+        del weights, skeleton
+        if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
+            raise DamagedForm("it does not assemble to the recorded checksum")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zlib.error) as error:
+        warn(f"the packaged {runtime} form of {model_path} is not used "
+             f"({first_line(error)}); converting the model instead")
+        return None
+    return blob, record
+
+
+def packaged_form(model_path: str | os.PathLike, runtime: str = "litert",
+                  model_sha256: str | None = None) -> tuple[Path, dict] | None:
+    """A model file's packaged form for ``runtime`` (:func:`package_form`), assembled
+    without TensorFlow and stored as its cache entry: ``(flatbuffer path, stored
+    settings)`` as :func:`cached_form` gives them; None where there is none usable."""
+    model_sha256 = model_sha256 or file_sha256(model_path)
+    assembled = _assemble(model_path, runtime, model_sha256)
+    if assembled is None:
+        return None
+    blob, record = assembled
+    base = _entry(model_path, runtime, model_sha256)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(base.with_suffix(".lock")):
+        return (_checked_entry(base, model_path, model_sha256, runtime)
+                or store(base, blob, record["settings"], model_sha256, runtime,
+                         record["sha256"]))
+
+
+def ready_form(model_path: str | os.PathLike,
+               runtime: str = "litert") -> tuple[Path, dict] | None:
+    """A model file's converted form for ``runtime`` without converting it: the cached one
+    (:func:`cached_form`), else its packaged one (:func:`packaged_form`); None where
+    neither is there (the model is then converted, once)."""
+    if not Path(model_path).is_file():
+        return None
+    model_sha256 = file_sha256(model_path)
+    return (cached_form(model_path, runtime, model_sha256)
+            or packaged_form(model_path, runtime, model_sha256))
 
 
 @contextlib.contextmanager

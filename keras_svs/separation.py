@@ -273,7 +273,7 @@ class Separator:
         #: the runtime of :attr:`predict`: ``tensorflow``, ``litert`` or ``litert-int8``
         self.runtime = runtimes.resolve(runtime, **choice)
         litert = self.runtime in runtimes.LITERT_RUNTIMES
-        form = runtimes.cached_form(path, self.runtime) if litert else None
+        form = runtimes.ready_form(path, self.runtime) if litert else None
         #: the Keras model that computes the probabilities: for a U-Net or ``spleeter``
         #: model its inference form (unless ``inference_form`` is False; the training form
         #: is not kept, which saves its weights' memory), else ``model``; in ``precision``.

@@ -14,6 +14,7 @@ from conftest import synth_pair
 from keras_svs import runtime
 from keras_svs.cli import main
 from keras_svs.separation import Separator
+from keras_svs.settings import ModelSettings
 
 RATE = 8000
 needs_litert = pytest.mark.skipif(not runtime.litert_installed(),
@@ -324,3 +325,86 @@ def test_auto_resolves_by_the_cpu(monkeypatch, flags, want):
     assert got == want
     assert runtime.resolve("auto", from_file=False, precision="float32",
                            inference_form=True) == "tensorflow"
+
+
+# -- the packaged form ----------------------------------------------------------------------
+def test_the_shipped_models_packaged_forms_are_of_it(cache, capfd):
+    """The committed packaged forms were made from this very default.keras (its SHA-256)
+    at this FORM_VERSION, and assemble without TensorFlow to their recorded checksum; a
+    changed default.keras needs `make package-form`."""
+    from keras_svs.settings import DEFAULT_MODEL
+
+    digest = runtime.file_sha256(DEFAULT_MODEL)
+    for flavour in runtime.LITERT_RUNTIMES:
+        record_path, skeleton = runtime.packaged_paths(DEFAULT_MODEL, flavour)
+        record = json.loads(record_path.read_text())
+        assert record["model_sha256"] == digest, "default.keras changed: make package-form"
+        assert (record["form_version"], record["runtime"]) == (runtime.FORM_VERSION, flavour)
+        assert runtime.file_sha256(skeleton) == record["skeleton_sha256"]
+        assert skeleton.stat().st_size < 1e6  # the weights come from default.keras
+        flatbuffer, stored = runtime.packaged_form(DEFAULT_MODEL, flavour)
+        assert runtime.file_sha256(flatbuffer) == record["sha256"]
+        assert stored == ModelSettings.from_dict(stored).as_dict()
+    assert "Warning" not in capfd.readouterr().err
+
+
+@needs_litert
+def test_the_shipped_models_packaged_form_separates_as_tensorflow(cache):
+    """The packaged float32 form's stems equal the Keras model's on TensorFlow."""
+    from keras_svs.settings import DEFAULT_MODEL
+
+    packaged = Separator(DEFAULT_MODEL, runtime="litert")
+    assert packaged.model is None  # no Keras model loaded: nothing converted
+    v, a = synth_pair(44100, 2.0, 2)
+    song = np.stack([v + 0.6 * a, 0.5 * v + a]).astype(np.float32)
+    want = Separator(DEFAULT_MODEL, runtime="tensorflow").separate(song, 44100)
+    got = packaged.separate(song, 44100)
+    for stem in want:
+        np.testing.assert_allclose(got[stem], want[stem], atol=1e-4)
+
+
+@needs_litert
+def test_a_packaged_form_is_used_without_tensorflow_and_only_with_its_model(
+        stereo_path, cache, tmp_path, capfd):
+    import shutil
+
+    import keras
+
+    from keras_svs.models import build_model
+
+    model = tmp_path / "model.keras"
+    shutil.copy(stereo_path, model)
+    for flavour in runtime.LITERT_RUNTIMES:
+        record = json.loads(runtime.package_form(model, flavour, min_bytes=1024).read_text())
+        assert record["fills"] and any(fill["taps"] for fill in record["fills"])
+    shutil.rmtree(cache)  # the conversions package_form made: gone
+    code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
+            "s = Separator(sys.argv[1], runtime=sys.argv[2]); "
+            "x = np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32); "
+            "np.save(sys.argv[3], s.separate(x, 8000)['vocals']); "
+            "print('tensorflow' in sys.modules, s.model is None)")
+    song = np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32)
+    for flavour in runtime.LITERT_RUNTIMES:
+        out = subprocess.run([sys.executable, "-c", code, str(model), flavour,
+                              str(tmp_path / "v.npy")], capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["False", "True"], out.stderr  # assembled, not converted
+        assert "converting" not in out.stderr and "Warning" not in out.stderr
+        want = Separator(model, runtime=flavour).separate(song, 8000)["vocals"]  # the cache
+        np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), want)
+    tensorflow = Separator(model, runtime="tensorflow").separate(song, 8000)["vocals"]
+    np.testing.assert_allclose(want, tensorflow, atol=1e-4)  # int8: no filter is that large
+
+    keras.utils.set_random_seed(4)
+    build_model("tinystereo").save(model)  # another model in the same file: stale forms
+    shutil.rmtree(cache)
+    capfd.readouterr()
+    assert runtime.packaged_form(model, "litert") is None
+    err = capfd.readouterr().err
+    assert err.count("Warning") == 1 and "another model file" in err
+    separator = Separator(model, runtime="litert")  # converts the model it has
+    assert "converting" in capfd.readouterr().err
+    np.testing.assert_allclose(
+        separator.separate(song, 8000)["vocals"],
+        Separator(model, runtime="tensorflow").separate(song, 8000)["vocals"], atol=1e-4)

@@ -124,6 +124,9 @@ _OUTPUT_OPTIONS = _options(  # the stems written, their names and format
 @click.option("-m", "--model", type=PATH, help="A .keras model (default: the shipped one).")
 @_separator_options()
 @_OUTPUT_OPTIONS
+@click.option("--bitrate", type=click.IntRange(32, 320), default=320, show_default=True,
+              help="--codec mp3: constant bitrate in kbit/s (at most 160 below 32 kHz, 64 "
+              "below 16 kHz).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
 @click.option("--block-seconds", type=POSITIVE, help="Separate files longer than this in "
               "blocks of this many seconds, in bounded memory (same result; not with --plot)."

@@ -533,7 +533,7 @@ class Separator:
         return {k: v[0] if squeeze else v for k, v in stems.items()}, model_mask
 
     def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
-                      codec: str = "wav", bit_depth: int = 16,
+                      codec: str = "wav", bit_depth: int = 16, bitrate: int = audio.MP3_BITRATE,
                       stems: tuple[str, ...] = STEMS, plot: bool = False,
                       paths: dict[str, str | os.PathLike] | None = None) -> dict[str, Path]:
         """Separate an audio file into ``OUT_DIR/<file stem>/<stem>.<codec>``.
@@ -570,7 +570,8 @@ class Separator:
         waveform, rate = audio.read(path)
         separated, mask = self.separate_with_mask(waveform, rate)
         # all stems or none: a failure writing one (full disk, ...) leaves none behind
-        audio.write_all({paths[stem]: separated[stem] for stem in stems}, rate, bit_depth)
+        audio.write_all({paths[stem]: separated[stem] for stem in stems}, rate, bit_depth,
+                        bitrate)
         written = {stem: paths[stem] for stem in stems}
         if plot:
             from .plotting import plot_separation
@@ -584,7 +585,7 @@ class Separator:
     def separate_files(self, paths, out_dir: str | os.PathLike = "separated", **options):
         """Separate several files as ``keras-svs separate`` does:
         :func:`keras_svs.batch.separate_files` with this separator and the same keyword
-        ``options`` (``filename``, ``codec``, ``bit_depth``, ``stems``, ``overwrite``,
+        ``options`` (``filename``, ``codec``, ``bit_depth``, ``bitrate``, ``stems``, ``overwrite``,
         ``fail_fast``, ``block_seconds``, ``jobs``, ``plot``, ``progress``); with ``jobs`` >
         1 each worker process loads its own copy from :attr:`arguments`.
 

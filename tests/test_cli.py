@@ -83,6 +83,27 @@ def test_separate_options(tiny_model_path, inputs, tmp_path):
     assert audio.info(written) == (rate, channels, frames)
 
 
+@pytest.mark.parametrize("block_seconds", [None, 0.25])  # whole, and streamed in blocks
+def test_separate_to_mp3_round_trip(tiny_model_path, inputs, tmp_path, block_seconds):
+    """MP3 stems: the input's rate, channels and length, at the asked bitrate; they sum
+    close to the input (MP3 is lossy: within a few per cent of its RMS)."""
+    path, rate, channels, frames = inputs["cd.wav"]
+    out = tmp_path / "out"
+    result = run("separate", path, "--model", tiny_model_path, "-o", out, "--codec", "mp3",
+                 "--bitrate", "192", *(["--block-seconds", block_seconds] if block_seconds
+                                       else []))
+    assert result.exit_code == 0, result.output
+    stems = {}
+    for stem in ("vocals", "accompaniment"):
+        written = out / "cd" / f"{stem}.mp3"
+        assert sf.info(str(written)).format == "MP3"
+        assert audio.info(written) == (rate, channels, frames)
+        stems[stem] = audio.read(written)[0]
+    mixture = audio.read(path)[0]
+    error = stems["vocals"] + stems["accompaniment"] - mixture
+    assert np.sqrt(np.mean(error ** 2)) < 0.05 * np.sqrt(np.mean(mixture ** 2))
+
+
 def test_separate_in_bfloat16(tiny_model_path, inputs, tmp_path):
     path, rate, channels, frames = inputs["cd.wav"]
     stems = {}

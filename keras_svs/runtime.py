@@ -1,8 +1,9 @@
-"""Runtimes of the separation engine's one model call.
+"""One way to run a model: a :class:`Predictor`, chosen by :func:`load`.
 
 :class:`keras_svs.separation.Separator` computes a model's voice probability through one
-callable, :attr:`~keras_svs.separation.Separator.predict`. This module makes it, on one of
-:data:`keras_svs.options.RUNTIMES`:
+callable, a :class:`Predictor` (its :attr:`~keras_svs.separation.Separator.predict`).
+:func:`load` makes it from a model file or a Keras model, on one of
+:data:`keras_svs.options.RUNTIMES`, finding, converting and falling back as needed:
 
 * ``tensorflow``: the Keras model (its inference form) as one ``tf.function`` on the
   TensorFlow backend, an eager call on the other backends (:func:`tensorflow_predict`);
@@ -27,6 +28,12 @@ file's Keras objects nor TensorFlow, and uses an entry only after checking it
 (:func:`cached_form`): an entry that fails the check is removed, with one warning line on
 stderr, and made again. The cache is a pure speed-up: deleting it costs one conversion.
 
+A model file may come with a *packaged form* beside it (:func:`package_form`; the shipped
+model does, so that no user's machine converts it): the converted flatbuffer less its large
+filters, which are made again from the model file's own weights at first use, without
+TensorFlow, and checked against the model file's SHA-256 and the flatbuffer's
+(:func:`packaged_form`). :func:`ready_form` takes the cached form, else the packaged one.
+
 TensorFlow and Keras stay the training, export and reference path; this module imports
 them only to convert or to run the ``tensorflow`` runtime.
 """
@@ -37,6 +44,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,6 +92,139 @@ def int8_pays(flags: frozenset[str] | None = None) -> bool:
     include one, or cannot be read (``flags``: default :func:`cpu_flags`)."""
     flags = cpu_flags() if flags is None else flags
     return flags is None or not flags.isdisjoint(INT8_DOT_FLAGS)
+
+
+#: TensorFlow's pool sizes asked for by :func:`set_tensorflow_threads` (None: its default).
+_TF_THREADS: int | None = None
+
+
+def set_tensorflow_threads(threads: int) -> None:
+    """Give TensorFlow's intra- and inter-op pools ``threads`` threads: now if TensorFlow
+    is imported, else when :func:`load` imports it (a LiteRT predictor never does).
+
+    Raises:
+        RuntimeError: TensorFlow has already run an op in this process.
+    """
+    global _TF_THREADS
+    _TF_THREADS = threads
+    if "tensorflow" in sys.modules:
+        configure_tensorflow()
+
+
+def configure_tensorflow() -> None:
+    """Give TensorFlow's pools :func:`set_tensorflow_threads`' count, where one was set and
+    they differ (TensorFlow is imported)."""
+    if _TF_THREADS is None:
+        return
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads()) != (_TF_THREADS, _TF_THREADS):
+        threading.set_intra_op_parallelism_threads(_TF_THREADS)
+        threading.set_inter_op_parallelism_threads(_TF_THREADS)
+
+
+def is_keras_model(model) -> bool:
+    """Whether ``model`` is a ``keras.Model`` (never true before Keras is imported)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)
+
+
+def load_model(path: str | os.PathLike):
+    """:func:`keras_svs.models.load_model`, TensorFlow imported quietly
+    (:func:`import_tensorflow_quietly`)."""
+    import_tensorflow_quietly()
+    from .models import load_model as load_keras_model
+
+    return load_keras_model(path)
+
+
+class Predictor:
+    """A model's voice probability, one call: float32 NumPy in, float32 NumPy out.
+
+    A fully convolutional model's takes one spectrogram ``(frames, bins)`` (a stereo
+    model's ``(frames, bins, channels)``; frames a multiple of its time multiple) and gives
+    the probability of the same shape; a patch model's takes a batch of patches ``(n, P,
+    bins)`` and gives ``(n, P, bins)``. Made by :func:`load`.
+
+    Attributes:
+        runtime: what runs it: ``tensorflow``, ``litert`` or ``litert-int8``.
+        settings: the model's :class:`~keras_svs.settings.ModelSettings`.
+        model: the Keras model it was made from (its inference form, in its precision), or
+            None where a LiteRT form was found ready (no Keras model loaded).
+    """
+
+    def __init__(self, call: Callable[[np.ndarray], np.ndarray], runtime: str, settings,
+                 model=None):
+        self.call, self.runtime, self.settings, self.model = call, runtime, settings, model
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.call(x)
+
+
+def load(model, runtime: str = "auto", precision: str = "float32",
+         inference_form: bool = True, threads: int = 1) -> Predictor:
+    """The :class:`Predictor` of a model.
+
+    A LiteRT runtime (:func:`resolve`) takes the model file's form cached or packaged
+    (:func:`ready_form`: no Keras model is loaded, TensorFlow is not imported); else the
+    Keras model is loaded (its inference form, in ``precision``) and, for a LiteRT runtime,
+    converted once (:func:`convert`); a conversion that fails under ``auto`` falls back to
+    ``tensorflow`` with a warning.
+
+    Args:
+        model: a ``.keras`` path or a loaded ``keras.Model``.
+        runtime: one of :data:`keras_svs.options.RUNTIMES`.
+        precision: ``float32`` or ``bfloat16``
+            (:func:`keras_svs.models.inference.at_precision`).
+        inference_form: compute in the model's inference form
+            (:func:`keras_svs.models.inference.inference_model`), else in ``model`` itself.
+        threads: the LiteRT interpreter's threads.
+
+    Raises:
+        ValueError: an unknown runtime, or a LiteRT one where it does not apply; a file
+            that is not a keras-svs model.
+        ImportError: a LiteRT runtime without ``ai-edge-litert``.
+    """
+    given = is_keras_model(model)
+    path = None if given else Path(model)
+    choice = dict(from_file=path is not None, precision=precision,
+                  inference_form=inference_form)
+    chosen = resolve(runtime, **choice)
+    form = ready_form(path, chosen) if chosen in LITERT_RUNTIMES else None
+    if form is not None:
+        from .settings import ModelSettings
+
+        return Predictor(litert_predict(form[0], threads), chosen,
+                         ModelSettings.from_dict(form[1]))
+    import_tensorflow_quietly()
+    configure_tensorflow()
+    from .models import settings as settings_of
+    from .models.inference import at_precision, inference_model
+
+    loaded = model if given else load_model(path)
+    keras_model = at_precision(inference_model(loaded) if inference_form else loaded,
+                               precision)
+    del loaded  # the training form's weights: not kept
+    settings = settings_of(keras_model)
+    chosen = resolve(runtime, **choice, convolutional=settings.frames is None)
+    if settings.frames is not None:  # a patch model: batches of patches
+        return Predictor(tensorflow_predict(keras_model, [None, settings.frames,
+                                                          settings.bins], batched=True),
+                         "tensorflow", settings, keras_model)
+    shape = form_shape(settings)
+    if chosen in LITERT_RUNTIMES:
+        try:
+            form = convert(keras_model, shape, path, chosen)
+            return Predictor(litert_predict(form[0], threads), chosen, settings, keras_model)
+        except Exception as error:  # noqa: BLE001 (any converter failure)
+            if runtime != "auto":
+                raise
+            warnings.warn(f"{path}: no LiteRT form ({first_line(error)}); separating with "
+                          "TensorFlow", RuntimeWarning, stacklevel=3)
+    return Predictor(tensorflow_predict(keras_model, shape, batched=False), "tensorflow",
+                     settings, keras_model)
 
 
 def litert_installed() -> bool:

@@ -462,16 +462,16 @@ def test_separate_same_track_name_twice_is_caught(short_inputs, tmp_path):
 
 
 def test_batch_loads_the_model_once(tiny_model_path, short_inputs, tmp_path, monkeypatch):
-    import keras_svs.separation
+    import keras_svs.runtime
 
     calls = []
-    original = keras_svs.separation.load_model
+    original = keras_svs.runtime.load_model
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(keras_svs.separation, "load_model", counting)
+    monkeypatch.setattr(keras_svs.runtime, "load_model", counting)
     out = tmp_path / "out"
     result = run("separate", *short_inputs, "--model", tiny_model_path, "-o", out)
     assert result.exit_code == 0, result.output

@@ -764,9 +764,11 @@ def _tap_fill(data: np.ndarray, taps: dict) -> dict | None:
     return None
 
 
-def _fill_values(fill: dict, weights: dict) -> np.ndarray:
-    """A fill's float32 filter, made from its weight's taps (:func:`_tap_fill`)."""
-    values = np.zeros(fill["shape"], np.float32)
+def _fill_values(fill: dict, weights: dict, out: np.ndarray | None = None) -> np.ndarray:
+    """A fill's float32 filter, made from its weight's taps (:func:`_tap_fill`), in ``out``
+    (zeros of its size, any shape) where given."""
+    values = (np.zeros(fill["shape"], np.float32) if out is None
+              else out.reshape(fill["shape"]))
     weight, rows = weights[fill["weight"]], fill["rows"]
     for group, a, b, kt, kf in fill["taps"]:
         tap = weight[kt, kf]
@@ -808,11 +810,14 @@ def _assemble(model_path: str | os.PathLike, runtime: str,
         for fill in record["fills"]:  # in offset order
             gap = fill["offset"] - start
             blob[start:fill["offset"]] = skeleton[kept:kept + gap]
-            values = _fill_values(fill, weights)
             if fill["int8"]:
-                values = int8_levels(values.reshape(values.shape[0], -1))[0]
-            blob[fill["offset"]:fill["offset"] + values.nbytes] = memoryview(values).cast("B")
-            start, kept = fill["offset"] + values.nbytes, kept + gap
+                values = _fill_values(fill, weights)
+                levels = int8_levels(values.reshape(values.shape[0], -1))[0]
+                blob[fill["offset"]:fill["offset"] + levels.nbytes] = memoryview(levels).cast("B")
+            else:  # made in place: the flatbuffer's bytes there are zeros
+                _fill_values(fill, weights, out=np.frombuffer(
+                    blob, np.float32, int(np.prod(fill["shape"])), fill["offset"]))
+            start, kept = fill["offset"] + _fill_size(fill), kept + gap
         blob[start:] = skeleton[kept:]
         del weights, skeleton
         if hashlib.sha256(blob).hexdigest() != record.get("sha256"):

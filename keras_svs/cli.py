@@ -22,6 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")  # read when NumPy is imported, after this
 
 
+#: Commands that import TensorFlow only where they need it (``separate``: a runtime that runs
+#: it, or a conversion; ``info``: a SavedModel folder; ``serve``: its web process never).
+_WITHOUT_TENSORFLOW = frozenset({"separate", "info", "serve"})
+
+
 def _clean_errors(command):
     """Import TensorFlow quietly (``separate`` does where its runtime needs it; ``serve``'s web
     process never), run the command with SIGTERM taken as Ctrl-C, and turn expected exceptions
@@ -29,7 +34,7 @@ def _clean_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        if command.__name__ not in ("separate", "serve"):
+        if command.__name__ not in _WITHOUT_TENSORFLOW:
             batch.import_tensorflow_quietly()
         try:
             with batch.sigterm_as_interrupt():
@@ -120,6 +125,9 @@ _OUTPUT_OPTIONS = _options(  # the stems written, their names and format
 @click.option("-m", "--model", type=PATH, help="A .keras model (default: the shipped one).")
 @_separator_options()
 @_OUTPUT_OPTIONS
+@click.option("--bitrate", type=click.IntRange(32, 320), default=320, show_default=True,
+              help="--codec mp3: constant bitrate in kbit/s (at most 160 below 32 kHz, 64 "
+              "below 16 kHz).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
 @click.option("--block-seconds", type=POSITIVE, help="Separate files longer than this in "
               "blocks of this many seconds, in bounded memory (same result; not with --plot)."
@@ -363,6 +371,22 @@ def shrink(model, output, bins):
                f"({path.stat().st_size / 1e6:.1f} MB)", err=True)
 
 
+@main.command("package-form")
+@click.argument("model", required=False, type=PATH)
+@_clean_errors
+def package_form_command(model):
+    """Write MODEL's packaged LiteRT forms beside it (default: the shipped model), so that no
+    user's machine converts it: MODEL.litert.json and .tflite.zlib (and litert-int8's), a few
+    hundred kB, made from MODEL's own weights at first use and checked against it."""
+    from .runtime import LITERT_RUNTIMES, package_form
+    from .settings import default_model_path
+
+    path = model if model is not None else default_model_path()
+    for runtime in LITERT_RUNTIMES:
+        record = package_form(path, runtime)
+        click.echo(f"{runtime} form of {path} -> {record}", err=True)
+
+
 @main.command("import-spleeter")
 @click.argument("source", required=False, type=PATH)
 @click.option("-o", "--output", required=True, type=PATH, help="The .keras file to write.")
@@ -387,10 +411,19 @@ def import_spleeter_command(source, output):
 @_clean_errors
 def info(model):
     """Print a model's preset, STFT settings and size (default: the shipped model); MODEL may
-    also be a SavedModel folder written by `keras-svs export`."""
-    from .export import describe
+    also be a SavedModel folder written by `keras-svs export`. A .keras file is read without
+    TensorFlow."""
+    if model is not None and model.is_dir():
+        batch.import_tensorflow_quietly()
+        from .export import describe
 
-    for key, value in describe(model).items():
+        described = describe(model)
+    else:
+        from .settings import default_model_path, read_settings, weight_count
+
+        path = model if model is not None else default_model_path()
+        described = {**read_settings(path).as_dict(), "parameters": f"{weight_count(path):,}"}
+    for key, value in described.items():
         click.echo(f"{key}: {value}")
 
 

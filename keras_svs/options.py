@@ -43,7 +43,7 @@ METHODS = ("model", "ibm", "irm", "mixture", "repet")
 #: Beam runners that ``keras-svs separate-beam --runner`` names (:mod:`keras_svs.beam`).
 BEAM_RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 #: Output formats of separated stems (the file extension picks it).
-CODECS = ("wav", "flac", "ogg")
+CODECS = ("wav", "flac", "ogg", "mp3")
 #: Output sample formats: 16 and 24 bit PCM, 32 = float WAV.
 BIT_DEPTHS = (16, 24, 32)
 #: Placeholders of an output file name template (:func:`keras_svs.batch.output_paths`):

@@ -1,8 +1,9 @@
-"""Runtimes of the separation engine's one model call.
+"""One way to run a model: a :class:`Predictor`, chosen by :func:`load`.
 
 :class:`keras_svs.separation.Separator` computes a model's voice probability through one
-callable, :attr:`~keras_svs.separation.Separator.predict`. This module makes it, on one of
-:data:`keras_svs.options.RUNTIMES`:
+callable, a :class:`Predictor` (its :attr:`~keras_svs.separation.Separator.predict`).
+:func:`load` makes it from a model file or a Keras model, on one of
+:data:`keras_svs.options.RUNTIMES`, finding, converting and falling back as needed:
 
 * ``tensorflow``: the Keras model (its inference form) as one ``tf.function`` on the
   TensorFlow backend, an eager call on the other backends (:func:`tensorflow_predict`);
@@ -21,9 +22,17 @@ callable, :attr:`~keras_svs.separation.Separator.predict`. This module makes it,
 
 The converted form is built from the model file by the TensorFlow converter
 (:func:`convert`) and cached in :func:`cache_dir`, keyed by the SHA-256 of the model file,
-the runtime and :data:`FORM_VERSION`, with the model's settings beside it (a JSON file), so that a
-later process needs neither the ``.keras`` file's Keras objects nor TensorFlow. The cache
-is a pure speed-up: deleting it costs one conversion.
+the runtime and :data:`FORM_VERSION`, with a JSON record beside it: the model's settings,
+the model file's SHA-256 and the flatbuffer's. A later process needs neither the ``.keras``
+file's Keras objects nor TensorFlow, and uses an entry only after checking it
+(:func:`cached_form`): an entry that fails the check is removed, with one warning line on
+stderr, and made again. The cache is a pure speed-up: deleting it costs one conversion.
+
+A model file may come with a *packaged form* beside it (:func:`package_form`; the shipped
+model does, so that no user's machine converts it): the converted flatbuffer less its large
+filters, which are made again from the model file's own weights at first use, without
+TensorFlow, and checked against the model file's SHA-256 and the flatbuffer's
+(:func:`packaged_form`). :func:`ready_form` takes the cached form, else the packaged one.
 
 TensorFlow and Keras stay the training, export and reference path; this module imports
 them only to convert or to run the ``tensorflow`` runtime.
@@ -31,10 +40,12 @@ them only to convert or to run the ``tensorflow`` runtime.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,23 +53,23 @@ import numpy as np
 
 from .options import RUNTIMES
 
-#: Part of the cache key: bumped whenever the converted function changes (the inference
-#: form, the conversion settings), so that no stale form is used.
-FORM_VERSION = 1
+#: Part of the cache key: bumped whenever the converted function or the cache entry's
+#: record changes (the inference form, the conversion settings), so that no stale form is used.
+FORM_VERSION = 2
 
 #: ``litert-int8``: a convolution filter with at least this many weights is stored as int8.
 #: In the ``spleeter`` nets these are the encoder's levels 4-6 and the decoder's 1-3
 #: (204,800 weights and more); the next ones down have 147,456 (decoder 4) and 51,200
 #: (encoder 3), and quantizing those moved the probabilities several times more for no
-#: further speed (BENCHMARKS.md, "Issue 23").
+#: further speed (BENCHMARKS.md, the int8 runtime's section).
 INT8_MIN_WEIGHTS = 200_000
 
 #: the runtimes that run a converted LiteRT form
 LITERT_RUNTIMES = ("litert", "litert-int8")
 
 #: x86 CPU flags (``/proc/cpuinfo``) of an int8 dot-product instruction (VNNI). Without one,
-#: XNNPACK's int8 convolutions are no faster than its float32 ones (BENCHMARKS.md, "Issue
-#: 23", session 23), so ``auto`` keeps the exact float32 form there.
+#: XNNPACK's int8 convolutions are no faster than its float32 ones (BENCHMARKS.md, the int8
+#: runtime's section), so ``auto`` keeps the exact float32 form there.
 INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
@@ -82,6 +93,139 @@ def int8_pays(flags: frozenset[str] | None = None) -> bool:
     include one, or cannot be read (``flags``: default :func:`cpu_flags`)."""
     flags = cpu_flags() if flags is None else flags
     return flags is None or not flags.isdisjoint(INT8_DOT_FLAGS)
+
+
+#: TensorFlow's pool sizes asked for by :func:`set_tensorflow_threads` (None: its default).
+_TF_THREADS: int | None = None
+
+
+def set_tensorflow_threads(threads: int) -> None:
+    """Give TensorFlow's intra- and inter-op pools ``threads`` threads: now if TensorFlow
+    is imported, else when :func:`load` imports it (a LiteRT predictor never does).
+
+    Raises:
+        RuntimeError: TensorFlow has already run an op in this process.
+    """
+    global _TF_THREADS
+    _TF_THREADS = threads
+    if "tensorflow" in sys.modules:
+        configure_tensorflow()
+
+
+def configure_tensorflow() -> None:
+    """Give TensorFlow's pools :func:`set_tensorflow_threads`' count, where one was set and
+    they differ (TensorFlow is imported)."""
+    if _TF_THREADS is None:
+        return
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads()) != (_TF_THREADS, _TF_THREADS):
+        threading.set_intra_op_parallelism_threads(_TF_THREADS)
+        threading.set_inter_op_parallelism_threads(_TF_THREADS)
+
+
+def is_keras_model(model) -> bool:
+    """Whether ``model`` is a ``keras.Model`` (never true before Keras is imported)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(model, keras.Model)
+
+
+def load_model(path: str | os.PathLike):
+    """:func:`keras_svs.models.load_model`, TensorFlow imported quietly
+    (:func:`import_tensorflow_quietly`)."""
+    import_tensorflow_quietly()
+    from .models import load_model as load_keras_model
+
+    return load_keras_model(path)
+
+
+class Predictor:
+    """A model's voice probability, one call: float32 NumPy in, float32 NumPy out.
+
+    A fully convolutional model's takes one spectrogram ``(frames, bins)`` (a stereo
+    model's ``(frames, bins, channels)``; frames a multiple of its time multiple) and gives
+    the probability of the same shape; a patch model's takes a batch of patches ``(n, P,
+    bins)`` and gives ``(n, P, bins)``. Made by :func:`load`.
+
+    Attributes:
+        runtime: what runs it: ``tensorflow``, ``litert`` or ``litert-int8``.
+        settings: the model's :class:`~keras_svs.settings.ModelSettings`.
+        model: the Keras model it was made from (its inference form, in its precision), or
+            None where a LiteRT form was found ready (no Keras model loaded).
+    """
+
+    def __init__(self, call: Callable[[np.ndarray], np.ndarray], runtime: str, settings,
+                 model=None):
+        self.call, self.runtime, self.settings, self.model = call, runtime, settings, model
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.call(x)
+
+
+def load(model, runtime: str = "auto", precision: str = "float32",
+         inference_form: bool = True, threads: int = 1) -> Predictor:
+    """The :class:`Predictor` of a model.
+
+    A LiteRT runtime (:func:`resolve`) takes the model file's form cached or packaged
+    (:func:`ready_form`: no Keras model is loaded, TensorFlow is not imported); else the
+    Keras model is loaded (its inference form, in ``precision``) and, for a LiteRT runtime,
+    converted once (:func:`convert`); a conversion that fails under ``auto`` falls back to
+    ``tensorflow`` with a warning.
+
+    Args:
+        model: a ``.keras`` path or a loaded ``keras.Model``.
+        runtime: one of :data:`keras_svs.options.RUNTIMES`.
+        precision: ``float32`` or ``bfloat16``
+            (:func:`keras_svs.models.inference.at_precision`).
+        inference_form: compute in the model's inference form
+            (:func:`keras_svs.models.inference.inference_model`), else in ``model`` itself.
+        threads: the LiteRT interpreter's threads.
+
+    Raises:
+        ValueError: an unknown runtime, or a LiteRT one where it does not apply; a file
+            that is not a keras-svs model.
+        ImportError: a LiteRT runtime without ``ai-edge-litert``.
+    """
+    given = is_keras_model(model)
+    path = None if given else Path(model)
+    choice = dict(from_file=path is not None, precision=precision,
+                  inference_form=inference_form)
+    chosen = resolve(runtime, **choice)
+    form = ready_form(path, chosen) if chosen in LITERT_RUNTIMES else None
+    if form is not None:
+        from .settings import ModelSettings
+
+        return Predictor(litert_predict(form[0], threads), chosen,
+                         ModelSettings.from_dict(form[1]))
+    import_tensorflow_quietly()
+    configure_tensorflow()
+    from .models import settings as settings_of
+    from .models.inference import at_precision, inference_model
+
+    loaded = model if given else load_model(path)
+    keras_model = at_precision(inference_model(loaded) if inference_form else loaded,
+                               precision)
+    del loaded  # the training form's weights: not kept
+    settings = settings_of(keras_model)
+    chosen = resolve(runtime, **choice, convolutional=settings.frames is None)
+    if settings.frames is not None:  # a patch model: batches of patches
+        return Predictor(tensorflow_predict(keras_model, [None, settings.frames,
+                                                          settings.bins], batched=True),
+                         "tensorflow", settings, keras_model)
+    shape = form_shape(settings)
+    if chosen in LITERT_RUNTIMES:
+        try:
+            form = convert(keras_model, shape, path, chosen)
+            return Predictor(litert_predict(form[0], threads), chosen, settings, keras_model)
+        except Exception as error:  # noqa: BLE001 (any converter failure)
+            if runtime != "auto":
+                raise
+            warnings.warn(f"{path}: no LiteRT form ({first_line(error)}); separating with "
+                          "TensorFlow", RuntimeWarning, stacklevel=3)
+    return Predictor(tensorflow_predict(keras_model, shape, batched=False), "tensorflow",
+                     settings, keras_model)
 
 
 def litert_installed() -> bool:
@@ -146,32 +290,152 @@ def cache_dir() -> Path:
     return Path(base) / "keras-svs"
 
 
-def form_key(model_path: str | os.PathLike, runtime: str = "litert") -> str:
-    """The cache key of a model file's converted form for ``runtime`` (one of
-    :data:`LITERT_RUNTIMES`): SHA-256 of its bytes (hex), ``-int8`` for ``litert-int8``,
-    and :data:`FORM_VERSION`."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
     digest = hashlib.sha256()
-    with open(model_path, "rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def form_key(model_path: str | os.PathLike, runtime: str = "litert",
+             model_sha256: str | None = None) -> str:
+    """The cache key of a model file's converted form for ``runtime`` (one of
+    :data:`LITERT_RUNTIMES`): SHA-256 of its bytes (hex; ``model_sha256`` where the caller
+    has it), ``-int8`` for ``litert-int8``, and :data:`FORM_VERSION`."""
     flavour = "-int8" if runtime == "litert-int8" else ""
-    return f"{digest.hexdigest()}{flavour}-v{FORM_VERSION}"
+    return f"{model_sha256 or file_sha256(model_path)}{flavour}-v{FORM_VERSION}"
 
 
-def cached_form(model_path: str | os.PathLike,
-                runtime: str = "litert") -> tuple[Path, dict] | None:
+def form_record(flatbuffer: bytes, stored: dict, model_sha256: str, runtime: str,
+                sha256: str | None = None) -> dict:
+    """The JSON record of a converted form (a cache entry's ``.json``): what
+    :func:`verified_settings` checks it against (``sha256``: the flatbuffer's, where the
+    caller has it)."""
+    return {"form_version": FORM_VERSION, "runtime": runtime, "model_sha256": model_sha256,
+            "sha256": sha256 or hashlib.sha256(flatbuffer).hexdigest(), "size": len(flatbuffer),
+            "settings": stored}
+
+
+class DamagedForm(ValueError):
+    """A converted form that fails its check (:func:`verified_settings`)."""
+
+
+def verified_settings(flatbuffer: Path, record: Path, model_sha256: str, runtime: str) -> dict:
+    """The model settings stored in a converted form's ``record`` (JSON), once checked:
+    the record is for this model file (``model_sha256``), ``runtime`` and
+    :data:`FORM_VERSION`, its settings are a :class:`~keras_svs.settings.ModelSettings`, and
+    ``flatbuffer``'s size and SHA-256 are the ones it records.
+
+    Raises:
+        DamagedForm: naming what failed (a file missing or unreadable included).
+    """
+    from .settings import ModelSettings
+
+    try:
+        stored = json.loads(record.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedForm(f"its record is unreadable ({first_line(error)})") from None
+    if not isinstance(stored, dict):
+        raise DamagedForm("its record is not a JSON object")
+    for key, want in (("form_version", FORM_VERSION), ("runtime", runtime),
+                      ("model_sha256", model_sha256)):
+        if stored.get(key) != want:
+            raise DamagedForm(f"its record is for another {key.replace('_', ' ')} "
+                              f"({stored.get(key)!r})")
+    try:
+        ModelSettings.from_dict(stored["settings"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise DamagedForm(f"its settings are not a model's ({first_line(error)})") from None
+    try:
+        size = flatbuffer.stat().st_size
+        digest = file_sha256(flatbuffer) if size == stored.get("size") else None
+    except OSError as error:
+        raise DamagedForm(f"its flatbuffer is unreadable ({first_line(error)})") from None
+    if digest is None or digest != stored.get("sha256"):
+        raise DamagedForm("its flatbuffer's checksum is not the recorded one")
+    return stored["settings"]
+
+
+def warn(message: str) -> None:
+    """One ``Warning: ...`` line on stderr (a damaged cache entry, a conversion to come)."""
+    sys.stderr.write(f"Warning: {message}\n")
+    sys.stderr.flush()
+
+
+def note(message: str) -> None:
+    """One ``keras-svs: ...`` line on stderr (what a run is about to do that takes long)."""
+    sys.stderr.write(f"keras-svs: {message}\n")
+    sys.stderr.flush()
+
+
+#: What converting costs, per million weights and fixed (seconds, GB of peak memory):
+#: fitted to the shipped model's conversion (19.7 million weights: about 45 s and 2.9 GB
+#: peak for the whole `keras-svs separate` on 2 AVX2 cores; BENCHMARKS.md, the first run's
+#: section).
+CONVERSION_COST = {"seconds": (2.0, 5.0), "gb": (0.12, 0.6)}
+
+
+def conversion_cost(model_path: str | os.PathLike, runtime: str) -> str:
+    """The line :func:`convert` prints before it converts: that it converts, once, and
+    about how long and how much memory it takes (:data:`CONVERSION_COST`)."""
+    from .settings import weight_count
+
+    try:
+        millions = weight_count(model_path) / 1e6
+    except (ValueError, OSError):
+        millions = 20.0
+    (ts, t0), (gs, g0) = CONVERSION_COST["seconds"], CONVERSION_COST["gb"]
+    return (f"converting {model_path} to its {runtime} form, once (about "
+            f"{ts * millions + t0:.0f} s and {gs * millions + g0:.1f} GB of memory); "
+            "later runs use the cached form")
+
+
+def _entry(model_path: str | os.PathLike, runtime: str,
+           model_sha256: str | None = None) -> Path:
+    """A cache entry's path without suffix (``.tflite``, ``.json``, ``.lock``)."""
+    return cache_dir() / "litert" / form_key(model_path, runtime, model_sha256)
+
+
+def cached_form(model_path: str | os.PathLike, runtime: str = "litert",
+                model_sha256: str | None = None) -> tuple[Path, dict] | None:
     """``(flatbuffer path, model settings as stored)`` of a model file's cached form for
-    ``runtime`` (one of :data:`LITERT_RUNTIMES`), or None when it is not cached (or its
-    settings file is unreadable, or ``model_path`` is not a file)."""
+    ``runtime`` (one of :data:`LITERT_RUNTIMES`), once checked (:func:`verified_settings`);
+    None when it is not cached or ``model_path`` is not a file. An entry that fails the
+    check is removed (under the entry's lock, so that no other process's entry being
+    written is), with one warning line on stderr; the caller then makes it again.
+    ``model_sha256``: the model file's, where the caller has it."""
     if not Path(model_path).is_file():
         return None
-    base = cache_dir() / "litert" / form_key(model_path, runtime)
-    flatbuffer, stored = base.with_suffix(".tflite"), base.with_suffix(".json")
-    if not flatbuffer.is_file():
+    model_sha256 = model_sha256 or file_sha256(model_path)
+    base = _entry(model_path, runtime, model_sha256)
+    flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
+    if not (flatbuffer.exists() or record.exists()):
         return None
     try:
-        return flatbuffer, json.loads(stored.read_text())
-    except (OSError, ValueError):
+        return flatbuffer, verified_settings(flatbuffer, record, model_sha256, runtime)
+    except DamagedForm:
+        pass
+    with _locked(base.with_suffix(".lock")):  # check again: another process may be writing it
+        return _checked_entry(base, model_path, model_sha256, runtime)
+
+
+def _checked_entry(base: Path, model_path, model_sha256: str,
+                   runtime: str) -> tuple[Path, dict] | None:
+    """:func:`cached_form`'s check of entry ``base``, its lock held: the entry, or None
+    where there is none or it failed (then it is removed, with one warning line)."""
+    flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
+    if not (flatbuffer.exists() or record.exists()):
+        return None
+    try:
+        return flatbuffer, verified_settings(flatbuffer, record, model_sha256, runtime)
+    except DamagedForm as error:
+        for path in (flatbuffer, record):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        warn(f"the cached {runtime} form of {model_path} was damaged ({error}); "
+             f"removed from {flatbuffer.parent}, it is made again")
         return None
 
 
@@ -234,33 +498,61 @@ def convert(model, shape: list, model_path: str | os.PathLike,
     Returns:
         ``(flatbuffer path, stored settings)``, as :func:`cached_form` gives them.
     """
-    base = cache_dir() / "litert" / form_key(model_path, runtime)
+    model_sha256 = file_sha256(model_path)
+    base = _entry(model_path, runtime, model_sha256)
     base.parent.mkdir(parents=True, exist_ok=True)
     with _locked(base.with_suffix(".lock")):
-        return (cached_form(model_path, runtime)
-                or _convert(model, shape, base, int8=runtime == "litert-int8"))
+        found = _checked_entry(base, model_path, model_sha256, runtime)
+        if found is not None:
+            return found
+        note(conversion_cost(model_path, runtime))
+        flatbuffer = _convert(model, shape, int8=runtime == "litert-int8")
+        from .models import settings
+
+        return store(base, flatbuffer, settings(model).as_dict(), model_sha256, runtime)
 
 
-def _convert(model, shape: list, base: Path, int8: bool) -> tuple[Path, dict]:
-    """:func:`convert`'s work: the form written to ``base`` + ``.tflite`` and ``.json``."""
+def store(base: Path, flatbuffer: bytes, stored: dict, model_sha256: str,
+          runtime: str, sha256: str | None = None) -> tuple[Path, dict]:
+    """Write a cache entry: ``base`` + ``.tflite`` (the flatbuffer) and ``.json`` (its
+    record, :func:`form_record`), each atomically (staged, then renamed); the caller holds
+    the entry's lock. Returns ``(flatbuffer path, stored)``."""
+    record = form_record(flatbuffer, stored, model_sha256, runtime, sha256)
+    for suffix, data in ((".tflite", flatbuffer), (".json", json.dumps(record).encode())):
+        staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
+        staged.write_bytes(data)
+        os.replace(staged, base.with_suffix(suffix))
+    return base.with_suffix(".tflite"), stored
+
+
+def _convert(model, shape: list, int8: bool) -> bytes:
+    """:func:`convert`'s work: the flatbuffer."""
     import_tensorflow_quietly()
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2)
 
-    from .models import settings
-
     function = _voice_function(model, shape, batched=False)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model).convert()
-    if int8:
-        flatbuffer = quantize_filters(flatbuffer)
-    stored = settings(model).as_dict()
-    for suffix, data in ((".json", json.dumps(stored).encode()), (".tflite", flatbuffer)):
-        staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
-        staged.write_bytes(data)
-        os.replace(staged, base.with_suffix(suffix))  # the .tflite last: it marks the entry
-    return base.with_suffix(".tflite"), stored
+    # The traced function is garbage once frozen: dropped before the converter runs, with
+    # the heap it leaves behind, the conversion's peak memory falls by a third (the shipped
+    # model's: 4.3 GB to 2.8 GB; BENCHMARKS.md, the first run's section).
+    del function
+    gc.collect()
+    _release_heap()
+    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([frozen]).convert()
+    return quantize_filters(flatbuffer) if int8 else flatbuffer
+
+
+def _release_heap() -> None:
+    """Hand freed heap memory back to the operating system (glibc's ``malloc_trim``; a
+    no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> bytes:
@@ -287,14 +579,11 @@ def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> 
                     or int(np.prod(tensor.shape)) < min_weights):
                 continue
             if tensor.buffer not in quantized:
-                weights = np.frombuffer(bytes(data), np.float32).reshape(tensor.shape[0], -1)
-                scale = np.abs(weights).max(axis=1) / 127.0
-                scale[scale == 0] = 1.0
-                levels = np.clip(np.round(weights / scale[:, None]), -127, 127)
-                model.buffers[tensor.buffer].data = np.frombuffer(
-                    levels.astype(np.int8).tobytes(), np.uint8)
+                levels, scale = int8_levels(np.frombuffer(bytes(data), np.float32).reshape(
+                    tensor.shape[0], -1))
+                model.buffers[tensor.buffer].data = np.frombuffer(levels.tobytes(), np.uint8)
                 params = quantized[tensor.buffer] = schema.QuantizationParametersT()
-                params.scale = scale.astype(np.float32).tolist()
+                params.scale = scale.tolist()
                 params.zeroPoint = [0] * len(scale)
                 params.quantizedDimension = 0  # filters are (out, h, w, in)
             tensor.type = schema.TensorType.INT8
@@ -304,6 +593,16 @@ def quantize_filters(flatbuffer: bytes, min_weights: int = INT8_MIN_WEIGHTS) -> 
     builder = flatbuffers.Builder(len(flatbuffer) // 3)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def int8_levels(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantization of float32 ``(rows, n)`` weights: ``(levels,
+    scale)``, int8 ``(rows, n)`` and float32 ``(rows,)`` (a row's largest absolute weight /
+    127; 1 for an all-zero row), ``weights ~ levels * scale[:, None]``."""
+    scale = np.abs(weights).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    levels = np.clip(np.round(weights / scale[:, None]), -127, 127).astype(np.int8)
+    return levels, scale.astype(np.float32)
 
 
 def litert_predict(flatbuffer: str | os.PathLike,
@@ -331,6 +630,252 @@ def litert_predict(flatbuffer: str | os.PathLike,
         return interpreter.get_tensor(target).copy()
 
     return predict
+
+
+# -- the packaged form ---------------------------------------------------------------------
+#: A converted form's constant of at least this many bytes that is one of the model file's
+#: weights rearranged (a convolution filter's taps, transposed, regrouped, zeros between)
+#: is stored in a packaged form as where to take it from, not as its bytes.
+PACKAGED_MIN_BYTES = 1 << 16
+
+
+def packaged_paths(model_path: str | os.PathLike, runtime: str = "litert") -> tuple[Path, Path]:
+    """The packaged form of a model file for ``runtime``, beside it: ``(record, skeleton)``,
+    ``NAME.RUNTIME.json`` and ``NAME.RUNTIME.tflite.zlib`` (``default.keras``:
+    ``default.litert.json``, ``default.litert.tflite.zlib``)."""
+    stem = Path(model_path).with_suffix("")
+    return (stem.with_name(f"{stem.name}.{runtime}.json"),
+            stem.with_name(f"{stem.name}.{runtime}.tflite.zlib"))
+
+
+def form_shape(settings) -> list:
+    """The input shape of a fully convolutional model's converted function:
+    ``[None, bins]`` (mono) or ``[None, bins, channels]``."""
+    return [None, settings.bins] + ([settings.channels] if settings.channels != 1 else [])
+
+
+def package_form(model_path: str | os.PathLike, runtime: str = "litert",
+                 min_bytes: int = PACKAGED_MIN_BYTES) -> Path:
+    """Write the packaged form of a fully convolutional model file for ``runtime`` (one of
+    :data:`LITERT_RUNTIMES`) beside it (:func:`packaged_paths`), so that no user's machine
+    converts it (:func:`packaged_form` assembles it without TensorFlow).
+
+    The form is the converted flatbuffer (:func:`convert`; the cached one where there is
+    one) stored as a *skeleton* and *fills*: each constant of at least ``min_bytes`` bytes
+    that is one of the model file's weights rearranged is cut out of the skeleton (the rest
+    is zlib-compressed) and recorded as where its taps come from (int8-quantized where the
+    form stores it so). The record holds the SHA-256 of the model file, of the skeleton and
+    of the whole flatbuffer: the form is used only with that model file, and only when it
+    assembles to the converted bytes exactly. Checked here by assembling it once. Needs
+    TensorFlow.
+
+    Returns:
+        the record's path.
+
+    Raises:
+        ValueError: a model that is not fully convolutional; a runtime that is not LiteRT.
+    """
+    import zlib
+
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    from .settings import read_settings, read_weights
+
+    if runtime not in LITERT_RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(LITERT_RUNTIMES)}, not {runtime!r}")
+    settings = read_settings(model_path)
+    if settings.frames is not None:
+        raise ValueError(f"{model_path}: a patch model has no LiteRT form")
+    found = cached_form(model_path, "litert")
+    if found is None:
+        import_tensorflow_quietly()
+        from .models import load_model
+        from .models.inference import inference_model
+
+        found = convert(inference_model(load_model(model_path)), form_shape(settings),
+                        model_path, "litert")
+    exact = found[0].read_bytes()
+    if runtime == "litert":
+        blob = exact
+    else:
+        base = _entry(model_path, runtime)
+        with _locked(base.with_suffix(".lock")):
+            blob = (_checked_entry(base, model_path, file_sha256(model_path), runtime)
+                    or store(base, quantize_filters(exact), found[1],
+                             file_sha256(model_path), runtime))[0].read_bytes()
+    weights = read_weights(model_path)
+    taps = {}  # (shape, bytes) of a tap matrix -> (weight, kt, kf, transposed)
+    for name, w in weights.items():
+        if w.ndim == 4:
+            for kt in range(w.shape[0]):
+                for kf in range(w.shape[1]):
+                    for transposed, m in ((False, w[kt, kf]), (True, w[kt, kf].T)):
+                        m = np.ascontiguousarray(m)
+                        taps.setdefault((m.shape, m.tobytes()), (name, kt, kf, transposed))
+    model = schema.Model.GetRootAsModel(exact, 0)
+    graph, fills, seen = model.Subgraphs(0), [], set()
+    for i in range(graph.TensorsLength()):
+        tensor = graph.Tensors(i)
+        buffer = model.Buffers(tensor.Buffer())
+        if (tensor.Buffer() in seen or tensor.Type() != schema.TensorType.FLOAT32
+                or tensor.ShapeLength() != 4 or buffer.DataLength() < min_bytes):
+            continue
+        seen.add(tensor.Buffer())
+        shape = [int(n) for n in tensor.ShapeAsNumpy()]
+        data = buffer.DataAsNumpy().view(np.float32).reshape(shape)
+        fill = _tap_fill(data, taps)
+        if fill is None:
+            continue
+        values = _fill_values(fill, weights)
+        for int8, content in ((False, values.tobytes()),
+                              (True, int8_levels(values.reshape(shape[0], -1))[0].tobytes())):
+            offset = blob.find(content)
+            if offset >= 0 and blob.find(content, offset + 1) < 0:
+                fills.append({**fill, "offset": offset, "int8": int8})
+                break
+    fills.sort(key=lambda fill: fill["offset"])
+    kept, start = [], 0  # the skeleton: the flatbuffer's bytes outside the fills
+    for fill in fills:
+        kept.append(blob[start:fill["offset"]])
+        start = fill["offset"] + _fill_size(fill)
+    packed = zlib.compress(b"".join(kept) + blob[start:], 9)
+    record = {**form_record(blob, found[1], file_sha256(model_path), runtime),
+              "skeleton_sha256": hashlib.sha256(packed).hexdigest(), "fills": fills}
+    record_path, skeleton_path = packaged_paths(model_path, runtime)
+    for path, data in ((skeleton_path, packed), (record_path, json.dumps(record).encode())):
+        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged.write_bytes(data)
+        os.replace(staged, path)
+    if _assemble(model_path, runtime, file_sha256(model_path)) is None:
+        raise RuntimeError(f"{record_path}: the packaged form does not assemble to its "
+                           "converted form")
+    return record_path
+
+
+def _tap_fill(data: np.ndarray, taps: dict) -> dict | None:
+    """A converted ``(out, h, w, in)`` filter as one weight's tap matrices: ``{"weight",
+    "shape", "rows", "transposed", "taps": [[group, a, b, kt, kf], ...]}``, where rows
+    ``[group * rows, (group + 1) * rows)`` of tap ``(a, b)`` are the weight's tap ``(kt,
+    kf)`` (transposed or not) and every other row is zero; None where it is not one."""
+    out, height, width, cin = data.shape
+    for rows in sorted({shape[0] for shape, _ in taps
+                        if shape[1] == cin and shape[0] and out % shape[0] == 0}):
+        source, entries = None, []
+        for group in range(out // rows):
+            for a in range(height):
+                for b in range(width):
+                    block = np.ascontiguousarray(data[group * rows:(group + 1) * rows, a, b])
+                    found = taps.get(((rows, cin), block.tobytes()))
+                    if found is None and not block.any():
+                        continue  # a zero block
+                    if found is None or source not in (None, (found[0], found[3])):
+                        entries = None
+                        break
+                    source = found[0], found[3]
+                    entries.append([group, a, b, found[1], found[2]])
+                if entries is None:
+                    break
+            if entries is None:
+                break
+        if entries and source is not None:
+            return {"weight": source[0], "shape": list(data.shape), "rows": rows,
+                    "transposed": source[1], "taps": entries}
+    return None
+
+
+def _fill_values(fill: dict, weights: dict, out: np.ndarray | None = None) -> np.ndarray:
+    """A fill's float32 filter, made from its weight's taps (:func:`_tap_fill`), in ``out``
+    (zeros of its size, any shape) where given."""
+    values = (np.zeros(fill["shape"], np.float32) if out is None
+              else out.reshape(fill["shape"]))
+    weight, rows = weights[fill["weight"]], fill["rows"]
+    for group, a, b, kt, kf in fill["taps"]:
+        tap = weight[kt, kf]
+        values[group * rows:(group + 1) * rows, a, b] = tap.T if fill["transposed"] else tap
+    return values
+
+
+def _fill_size(fill: dict) -> int:
+    """Bytes of a fill in the flatbuffer (int8 or float32)."""
+    return int(np.prod(fill["shape"])) * (1 if fill["int8"] else 4)
+
+
+def _assemble(model_path: str | os.PathLike, runtime: str,
+              model_sha256: str) -> tuple[bytearray, dict] | None:
+    """The flatbuffer of a model file's packaged form for ``runtime`` and its record, made
+    without TensorFlow: the skeleton decompressed, each fill made from the model file's
+    weights; None (with one warning line) where the form is for another model file or
+    fails a checksum; None (silently) where the model file has no packaged form."""
+    import zlib
+
+    from .settings import read_weights
+
+    record_path, skeleton_path = packaged_paths(model_path, runtime)
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        if (record.get("form_version"), record.get("runtime")) != (FORM_VERSION, runtime):
+            return None  # written by another version of keras-svs
+        if record.get("model_sha256") != model_sha256:
+            raise DamagedForm("it was made from another model file")
+        packed = skeleton_path.read_bytes()
+        if hashlib.sha256(packed).hexdigest() != record.get("skeleton_sha256"):
+            raise DamagedForm("its skeleton's checksum is not the recorded one")
+        skeleton = zlib.decompress(packed)
+        blob = bytearray(record["size"])
+        weights = read_weights(model_path)
+        start = kept = 0  # the flatbuffer up to `start` is made; `kept` skeleton bytes used
+        for fill in record["fills"]:  # in offset order
+            gap = fill["offset"] - start
+            blob[start:fill["offset"]] = skeleton[kept:kept + gap]
+            if fill["int8"]:
+                values = _fill_values(fill, weights)
+                levels = int8_levels(values.reshape(values.shape[0], -1))[0]
+                blob[fill["offset"]:fill["offset"] + levels.nbytes] = memoryview(levels).cast("B")
+            else:  # made in place: the flatbuffer's bytes there are zeros
+                _fill_values(fill, weights, out=np.frombuffer(
+                    blob, np.float32, int(np.prod(fill["shape"])), fill["offset"]))
+            start, kept = fill["offset"] + _fill_size(fill), kept + gap
+        blob[start:] = skeleton[kept:]
+        del weights, skeleton
+        if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
+            raise DamagedForm("it does not assemble to the recorded checksum")
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zlib.error) as error:
+        warn(f"the packaged {runtime} form of {model_path} is not used "
+             f"({first_line(error)}); converting the model instead")
+        return None
+    return blob, record
+
+
+def packaged_form(model_path: str | os.PathLike, runtime: str = "litert",
+                  model_sha256: str | None = None) -> tuple[Path, dict] | None:
+    """A model file's packaged form for ``runtime`` (:func:`package_form`), assembled
+    without TensorFlow and stored as its cache entry: ``(flatbuffer path, stored
+    settings)`` as :func:`cached_form` gives them; None where there is none usable."""
+    model_sha256 = model_sha256 or file_sha256(model_path)
+    assembled = _assemble(model_path, runtime, model_sha256)
+    if assembled is None:
+        return None
+    blob, record = assembled
+    base = _entry(model_path, runtime, model_sha256)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(base.with_suffix(".lock")):
+        return (_checked_entry(base, model_path, model_sha256, runtime)
+                or store(base, blob, record["settings"], model_sha256, runtime,
+                         record["sha256"]))
+
+
+def ready_form(model_path: str | os.PathLike,
+               runtime: str = "litert") -> tuple[Path, dict] | None:
+    """A model file's converted form for ``runtime`` without converting it: the cached one
+    (:func:`cached_form`), else its packaged one (:func:`packaged_form`); None where
+    neither is there (the model is then converted, once)."""
+    if not Path(model_path).is_file():
+        return None
+    model_sha256 = file_sha256(model_path)
+    return (cached_form(model_path, runtime, model_sha256)
+            or packaged_form(model_path, runtime, model_sha256))
 
 
 @contextlib.contextmanager

@@ -32,8 +32,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,15 +40,13 @@ import numpy as np
 from . import audio, runtime as runtimes, spectral
 from .spectral import MASKS, make_mask  # noqa: F401 (MASKS re-exported)
 from .options import MODES, STEMS
-from .settings import ModelSettings
+from .runtime import load_model  # noqa: F401 (the engine's model loader, re-exported)
+from .settings import DEFAULT_MODEL, ModelSettings, default_model_path  # noqa: F401
 
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 #: Values of patch-model activations kept in memory at once (sets the block size).
 _BLOCK_BUDGET = 2 ** 21
 #: Threads for the STFTs of :meth:`Separator.separate` (scipy.fft ``workers``) and LiteRT.
 _WORKERS = os.cpu_count() or 1
-#: TensorFlow's pool sizes asked for by :func:`set_threads` (None: TensorFlow's default).
-_TF_THREADS: int | None = None
 #: Frames a multichannel fully convolutional model predicts per call (Spleeter's segment)
 #: and the input frames of context it sees on each side (multiples of its time multiple),
 #: so that its memory does not grow with the song.
@@ -69,38 +65,16 @@ def set_threads(threads: int) -> None:
         RuntimeError: TensorFlow has already run an op in this process (its pools are
             fixed from then on).
     """
-    global _WORKERS, _TF_THREADS
+    global _WORKERS
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
-    _WORKERS = _TF_THREADS = threads
-    if "tensorflow" in sys.modules:
-        _configure_tensorflow()
-
-
-def _configure_tensorflow() -> None:
-    """Give TensorFlow's pools :func:`set_threads`' count, where one was set and they
-    differ (TensorFlow is imported)."""
-    if _TF_THREADS is None:
-        return
-    import tensorflow as tf
-
-    threading = tf.config.threading
-    if (threading.get_intra_op_parallelism_threads(),
-            threading.get_inter_op_parallelism_threads()) != (_TF_THREADS, _TF_THREADS):
-        threading.set_intra_op_parallelism_threads(_TF_THREADS)
-        threading.set_inter_op_parallelism_threads(_TF_THREADS)
+    _WORKERS = threads
+    runtimes.set_tensorflow_threads(threads)
 
 
 def fft_threads() -> int:
     """The threads (scipy.fft ``workers``) of this process's separation STFTs."""
     return _WORKERS
-
-
-def default_model_path() -> Path:
-    """The model shipped inside the package (``ValueError`` if this install lacks it)."""
-    if not DEFAULT_MODEL.is_file():
-        raise ValueError(f"no model shipped at {DEFAULT_MODEL}; pass a model file (--model)")
-    return DEFAULT_MODEL
 
 
 def release_free_memory() -> None:
@@ -198,21 +172,6 @@ def mask_channels(have, want: int, xp=np):
     return xp.where((channel < want) & (have >= want), channel, want)
 
 
-def load_model(path: str | os.PathLike):
-    """:func:`keras_svs.models.load_model` (imports Keras, quietly where
-    ``TF_CPP_MIN_LOG_LEVEL`` asks for it: :func:`keras_svs.runtime.import_tensorflow_quietly`)."""
-    runtimes.import_tensorflow_quietly()
-    from .models import load_model as load
-
-    return load(path)
-
-
-def _is_keras_model(model) -> bool:
-    """Whether ``model`` is a ``keras.Model`` (never true before Keras is imported)."""
-    keras = sys.modules.get("keras")
-    return keras is not None and isinstance(model, keras.Model)
-
-
 class Separator:
     """Separate singing voice from accompaniment.
 
@@ -267,7 +226,7 @@ class Separator:
                  mode: str = "average", precision: str = "float32",
                  extension: str | None = None, inference_form: bool = True,
                  patch_batch: int | None = None, runtime: str = "auto"):
-        given = _is_keras_model(model)
+        given = runtimes.is_keras_model(model)
         #: the keyword arguments that make this separator again in another process
         #: (:func:`keras_svs.batch.separate_files` with ``jobs`` > 1); None for a model
         #: given as a Keras object
@@ -275,35 +234,22 @@ class Separator:
             model=None if model is None else str(model), mask=mask, threshold=threshold,
             mode=mode, precision=precision, extension=extension,
             inference_form=inference_form, patch_batch=patch_batch, runtime=runtime)
-        path = None if given else Path(model) if model is not None else default_model_path()
-        choice = dict(from_file=path is not None, precision=precision,
-                      inference_form=inference_form)
+        predictor = runtimes.load(model if model is not None else default_model_path(),
+                                  runtime, precision, inference_form, threads=_WORKERS)
+        #: the model's voice probability, one call (:class:`keras_svs.runtime.Predictor`):
+        #: a batch of patches ``(n, P, bins) -> (n, P, bins)``, or a whole spectrogram
+        #: ``(frames, bins) -> (frames, bins)`` (a stereo model's ``(frames, bins,
+        #: channels)``; frames a multiple of the time multiple)
+        self.predict = predictor
         #: the runtime of :attr:`predict`: ``tensorflow``, ``litert`` or ``litert-int8``
-        self.runtime = runtimes.resolve(runtime, **choice)
-        litert = self.runtime in runtimes.LITERT_RUNTIMES
-        form = runtimes.cached_form(path, self.runtime) if litert else None
+        self.runtime = predictor.runtime
         #: the Keras model that computes the probabilities: for a U-Net or ``spleeter``
         #: model its inference form (unless ``inference_form`` is False; the training form
         #: is not kept, which saves its weights' memory), else ``model``; in ``precision``.
-        #: None where a LiteRT runtime found its form cached (no Keras model loaded).
-        self.model = None
-        if form is None:
-            runtimes.import_tensorflow_quietly()
-            _configure_tensorflow()
-            from .models import settings
-            from .models.inference import at_precision, inference_model
-
-            loaded = model if given else load_model(path)
-            self.model = at_precision(inference_model(loaded) if inference_form else loaded,
-                                      precision)
-            del loaded
-            #: the model's :class:`~keras_svs.settings.ModelSettings` (read from the
-            #: cached form where no Keras model is loaded)
-            self.settings = settings(self.model)
-            self.runtime = runtimes.resolve(runtime, **choice,
-                                            convolutional=self.settings.frames is None)
-        else:
-            self.settings = ModelSettings.from_dict(form[1])
+        #: None where a LiteRT runtime found its form ready (no Keras model loaded).
+        self.model = predictor.model
+        #: the model's :class:`~keras_svs.settings.ModelSettings`
+        self.settings = predictor.settings
         self.precision = precision
         #: audio channels the model takes (1: the mono mix; 2: stereo, ``spleeter``)
         self.channels = self.settings.channels
@@ -330,28 +276,8 @@ class Separator:
             #: model blocks start on multiples of it (patch models: the hop; fully
             #: convolutional models: their time multiple)
             self.step = self.hop
-            #: the model's voice probability of one model input (float32 NumPy): a batch of
-            #: patches ``(n, P, bins) -> (n, P, bins)``, or a whole spectrogram ``(frames,
-            #: bins) -> (frames, bins)`` (a stereo model's ``(frames, bins, channels)``;
-            #: frames a multiple of the time multiple)
-            self.predict = runtimes.tensorflow_predict(self.model, [None, frames, bins],
-                                                       batched=True)
         else:  # fully convolutional: any number of frames (a multiple of time_multiple)
             self.step = self.settings.time_multiple
-            shape = [None, bins] if self.channels == 1 else [None, bins, self.channels]
-            if self.runtime in runtimes.LITERT_RUNTIMES and form is None:
-                try:
-                    form = runtimes.convert(self.model, shape, path, self.runtime)
-                except Exception as error:  # noqa: BLE001 (any converter failure)
-                    if runtime != "auto":
-                        raise
-                    warnings.warn(f"{path}: no LiteRT form ({runtimes.first_line(error)}); "
-                                  "separating with TensorFlow", RuntimeWarning, stacklevel=2)
-                    self.runtime = "tensorflow"
-            if self.runtime in runtimes.LITERT_RUNTIMES:
-                self.predict = runtimes.litert_predict(form[0], _WORKERS)
-            else:
-                self.predict = runtimes.tensorflow_predict(self.model, shape, batched=False)
         release_free_memory()  # loading leaves freed but resident heap behind
 
     # -- spectrogram level ------------------------------------------------------------
@@ -541,7 +467,7 @@ class Separator:
         return {k: v[0] if squeeze else v for k, v in stems.items()}, model_mask
 
     def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
-                      codec: str = "wav", bit_depth: int = 16,
+                      codec: str = "wav", bit_depth: int = 16, bitrate: int = audio.MP3_BITRATE,
                       stems: tuple[str, ...] = STEMS, plot: bool = False,
                       paths: dict[str, str | os.PathLike] | None = None) -> dict[str, Path]:
         """Separate an audio file into ``OUT_DIR/<file stem>/<stem>.<codec>``.
@@ -578,7 +504,8 @@ class Separator:
         waveform, rate = audio.read(path)
         separated, mask = self.separate_with_mask(waveform, rate)
         # all stems or none: a failure writing one (full disk, ...) leaves none behind
-        audio.write_all({paths[stem]: separated[stem] for stem in stems}, rate, bit_depth)
+        audio.write_all({paths[stem]: separated[stem] for stem in stems}, rate, bit_depth,
+                        bitrate)
         written = {stem: paths[stem] for stem in stems}
         if plot:
             from .plotting import plot_separation
@@ -588,17 +515,3 @@ class Separator:
                                               self.config, paths["plot"],
                                               title=Path(path).name)
         return written
-
-    def separate_files(self, paths, out_dir: str | os.PathLike = "separated", **options):
-        """Separate several files as ``keras-svs separate`` does:
-        :func:`keras_svs.batch.separate_files` with this separator and the same keyword
-        ``options`` (``filename``, ``codec``, ``bit_depth``, ``stems``, ``overwrite``,
-        ``fail_fast``, ``block_seconds``, ``jobs``, ``plot``, ``progress``); with ``jobs`` >
-        1 each worker process loads its own copy from :attr:`arguments`.
-
-        Returns:
-            an iterator of :class:`keras_svs.batch.Outcome`, one per file as it finishes.
-        """
-        from .batch import separate_files
-
-        return separate_files(self, paths, out_dir, **options)

@@ -1,12 +1,22 @@
 """What a model file says about its use (:class:`ModelSettings`), without Keras: the
-separation engine reads it from a ``.keras`` file (:func:`keras_svs.models.settings`) or
-from a cached converted form (:mod:`keras_svs.runtime`), which then needs no Keras at all.
+separation engine reads it from a loaded model (:func:`keras_svs.models.settings`) or from
+a cached converted form (:mod:`keras_svs.runtime`), which then needs no Keras at all;
+:func:`read_settings` and :func:`read_weights` read a ``.keras`` file itself, with neither
+Keras nor TensorFlow (``keras-svs info``, the packaged LiteRT form).
 """
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
 
-from .spectral import StftConfig
+import numpy as np
+
+#: The model shipped inside the package.
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.keras"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +69,11 @@ class ModelSettings:
             raise ValueError(f"channels must be >= 1, not {self.channels}")
 
     @property
-    def stft(self) -> StftConfig:
-        """The STFT settings the model's input magnitudes are computed with."""
+    def stft(self) -> "StftConfig":  # noqa: F821 (imported here: SciPy's FFT is slow to import)
+        """The STFT settings the model's input magnitudes are computed with
+        (:class:`keras_svs.spectral.StftConfig`)."""
+        from .spectral import StftConfig
+
         return StftConfig(self.sample_rate, self.n_fft, self.win_length, self.hop_length)
 
     def as_dict(self) -> dict:
@@ -76,3 +89,88 @@ class ModelSettings:
             TypeError: a key that is no field; ValueError: as the constructor.
         """
         return cls(**stored)
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package (``ValueError`` if this install lacks it)."""
+    if not DEFAULT_MODEL.is_file():
+        raise ValueError(f"no model shipped at {DEFAULT_MODEL}; pass a model file (--model)")
+    return DEFAULT_MODEL
+
+
+def _archive(path: str | os.PathLike) -> zipfile.ZipFile:
+    """A ``.keras`` file opened as the zip archive it is (``ValueError`` naming the path if
+    it is missing or not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    try:
+        return zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a .keras model file ({error})") from None
+
+
+def read_settings(path: str | os.PathLike) -> ModelSettings:
+    """The :class:`ModelSettings` a ``.keras`` file stores (the configuration of its
+    ``SpectrogramInput`` layer in the archive's ``config.json``), read without Keras or
+    TensorFlow.
+
+    Raises:
+        ValueError: the file is missing, not a ``.keras`` archive, or not a keras-svs
+            model (no ``SpectrogramInput`` layer); the message names it.
+    """
+    with _archive(path) as archive:
+        try:
+            config = json.loads(archive.read("config.json"))
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"{path}: not a .keras model file (no readable config.json: "
+                             f"{error})") from None
+    stack = [config]
+    while stack:  # the first SpectrogramInput layer, depth first
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("class_name") == "SpectrogramInput":
+                names = {f.name for f in dataclasses.fields(ModelSettings)}
+                layer = item.get("config", {})
+                return ModelSettings.from_dict({k: v for k, v in layer.items() if k in names})
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    raise ValueError(f"{path}: not a keras-svs model (no SpectrogramInput layer)")
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every weight a ``.keras`` file stores, ``{HDF5 path in model.weights.h5: float32
+    array}`` (a float16-stored file's weights exactly, as Keras loads them), read with h5py:
+    no Keras or TensorFlow.
+
+    Raises:
+        ValueError: the file is missing or holds no readable ``model.weights.h5``.
+    """
+    import h5py
+
+    with _archive(path) as archive:
+        try:
+            data = archive.read("model.weights.h5")
+        except KeyError:
+            raise ValueError(f"{path}: not a .keras model file (no model.weights.h5)") from None
+    weights = {}
+    with h5py.File(io.BytesIO(data), "r") as stored:
+        # read as stored, then cast by NumPy: HDF5's own float16 conversion is ~10x slower
+        stored.visititems(lambda name, item: weights.__setitem__(
+            name, np.asarray(item[()]).astype(np.float32, copy=False))
+            if isinstance(item, h5py.Dataset) else None)
+    return weights
+
+
+def weight_count(path: str | os.PathLike) -> int:
+    """The number of weights a ``.keras`` file stores (Keras's ``count_params()`` of the
+    loaded model), read without Keras or TensorFlow."""
+    import h5py
+
+    with _archive(path) as archive, archive.open("model.weights.h5") as member:
+        with h5py.File(io.BytesIO(member.read()), "r") as stored:
+            sizes = []
+            stored.visititems(lambda name, item: sizes.append(item.size)
+                              if isinstance(item, h5py.Dataset) else None)
+    return int(sum(sizes))

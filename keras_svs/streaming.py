@@ -146,7 +146,7 @@ def _model_magnitude(separator: Separator, read) -> Callable[[int, int], np.ndar
 def separate_stream(separator: Separator, in_path: str | os.PathLike,
                     out_paths: dict[str, str | os.PathLike],
                     block_seconds: float = DEFAULT_BLOCK_SECONDS, bit_depth: int = 16,
-                    context: int | None = None,
+                    context: int | None = None, bitrate: int = audio.MP3_BITRATE,
                     progress: Callable[[int], object] | None = None) -> dict[str, Path]:
     """Separate an audio file block by block, in memory bounded by ``block_seconds``.
 
@@ -160,6 +160,7 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
             extension picks the format as in :func:`audio.write`.
         block_seconds: audio per block (default 10 s); memory grows with it.
         bit_depth: 16, 24 (PCM) or 32 (float WAV).
+        bitrate: MP3's constant bitrate in kbit/s (:func:`audio.write`).
         context: model frames of context on each side of a model block; ``None`` (default)
             = :func:`model_blocking`'s (exact); smaller values are for tests only.
         progress: called after each block with the number of input frames (samples per
@@ -182,7 +183,7 @@ def separate_stream(separator: Separator, in_path: str | os.PathLike,
     if not block_seconds > 0:
         raise ValueError(f"block_seconds must be positive, not {block_seconds}")
     with audio.BlockReader(in_path) as reader, audio.BlockReader(in_path) as model_reader:
-        writers = audio.BlockWriters(paths, reader.rate, reader.channels, bit_depth)
+        writers = audio.BlockWriters(paths, reader.rate, reader.channels, bit_depth, bitrate)
         try:
             _run(separator, reader, model_reader, writers, block_seconds, context, progress)
         except BaseException:
@@ -196,7 +197,8 @@ def separate_file_stream(separator: Separator, path: str | os.PathLike,
                          stems: tuple[str, ...] = STEMS,
                          block_seconds: float = DEFAULT_BLOCK_SECONDS,
                          paths: dict[str, str | os.PathLike] | None = None,
-                         progress: Callable[[int], object] | None = None) -> dict[str, Path]:
+                         progress: Callable[[int], object] | None = None,
+                         bitrate: int = audio.MP3_BITRATE) -> dict[str, Path]:
     """:meth:`Separator.separate_file` (same layout ``OUT_DIR/<file stem>/<stem>.<codec>``,
     or ``paths``: destinations ``{stem: path}`` naming every stem of ``stems``) with
     :func:`separate_stream` (no plot; ``progress`` as there)."""
@@ -208,7 +210,7 @@ def separate_file_stream(separator: Separator, path: str | os.PathLike,
         if missing:
             raise ValueError(f"paths lacks {missing}")
     return separate_stream(separator, path, {s: paths[s] for s in stems},
-                           block_seconds, bit_depth, progress=progress)
+                           block_seconds, bit_depth, progress=progress, bitrate=bitrate)
 
 
 def _run(separator: Separator, reader: audio.BlockReader, model_reader: audio.BlockReader,

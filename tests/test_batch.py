@@ -41,7 +41,7 @@ def files_under(folder: Path) -> list[str]:
 
 def test_separate_files_writes_every_stem_in_order(separator, inputs, tmp_path):
     out = tmp_path / "out"
-    outcomes = list(separator.separate_files(inputs, out, bit_depth=32))
+    outcomes = list(batch.separate_files(separator, inputs, out, bit_depth=32))
     assert [o.path for o in outcomes] == inputs
     assert all(o.error is None for o in outcomes)
     assert files_under(out) == [f"{t}/{s}.wav" for t in "abc"
@@ -158,8 +158,8 @@ def test_a_separator_drives_a_templated_fail_fast_batch_in_two_jobs(separator, i
     is started, and every file that was separated is whole."""
     missing = tmp_path / "in" / "missing.wav"
     out = tmp_path / "out"
-    outcomes = list(separator.separate_files([missing, *inputs], out, jobs=2, fail_fast=True,
-                                             filename="{stem}/{track}.{codec}"))
+    outcomes = list(batch.separate_files(separator, [missing, *inputs], out, jobs=2,
+                                         fail_fast=True, filename="{stem}/{track}.{codec}"))
     failed = [o for o in outcomes if o.error is not None]
     assert [o.path for o in failed] == [missing] and "missing.wav" in str(failed[0].error)
     done = sorted(o.path.stem for o in outcomes if o.error is None)

@@ -83,6 +83,27 @@ def test_separate_options(tiny_model_path, inputs, tmp_path):
     assert audio.info(written) == (rate, channels, frames)
 
 
+@pytest.mark.parametrize("block_seconds", [None, 0.25])  # whole, and streamed in blocks
+def test_separate_to_mp3_round_trip(tiny_model_path, inputs, tmp_path, block_seconds):
+    """MP3 stems: the input's rate, channels and length, at the asked bitrate; they sum
+    close to the input (MP3 is lossy: within a few per cent of its RMS)."""
+    path, rate, channels, frames = inputs["cd.wav"]
+    out = tmp_path / "out"
+    result = run("separate", path, "--model", tiny_model_path, "-o", out, "--codec", "mp3",
+                 "--bitrate", "192", *(["--block-seconds", block_seconds] if block_seconds
+                                       else []))
+    assert result.exit_code == 0, result.output
+    stems = {}
+    for stem in ("vocals", "accompaniment"):
+        written = out / "cd" / f"{stem}.mp3"
+        assert sf.info(str(written)).format == "MP3"
+        assert audio.info(written) == (rate, channels, frames)
+        stems[stem] = audio.read(written)[0]
+    mixture = audio.read(path)[0]
+    error = stems["vocals"] + stems["accompaniment"] - mixture
+    assert np.sqrt(np.mean(error ** 2)) < 0.05 * np.sqrt(np.mean(mixture ** 2))
+
+
 def test_separate_in_bfloat16(tiny_model_path, inputs, tmp_path):
     path, rate, channels, frames = inputs["cd.wav"]
     stems = {}
@@ -121,9 +142,9 @@ def test_separate_missing_model(inputs, tmp_path):
 
 
 def test_separate_without_a_shipped_model(inputs, tmp_path, monkeypatch):
-    import keras_svs.separation
+    import keras_svs.settings
 
-    monkeypatch.setattr(keras_svs.separation, "DEFAULT_MODEL", tmp_path / "default.keras")
+    monkeypatch.setattr(keras_svs.settings, "DEFAULT_MODEL", tmp_path / "default.keras")
     path, *_ = inputs["speech.wav"]
     result = run("separate", path, "-o", tmp_path / "o")
     assert_clean_error(result, "--model")
@@ -225,6 +246,27 @@ def test_info(tiny_model_path):
     assert "preset: tiny" in result.stdout
     assert "sample_rate: 8000" in result.stdout
     assert "parameters: 23,337" in result.stdout
+
+
+def test_info_reads_the_model_file_without_tensorflow(tiny_model, tiny_model_path):
+    """``info`` on a .keras file (and the shipped model) imports no TensorFlow, and prints
+    what the loaded model says of itself."""
+    from keras_svs.models import settings
+
+    code = ("import sys; from keras_svs.cli import main; "
+            "main(['info', *sys.argv[1:]], standalone_mode=False); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    for args in ([str(tiny_model_path)], []):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        *lines, imported = out.stdout.splitlines()
+        assert imported == "False False", out.stdout
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_model_path)],
+                         capture_output=True, text=True, timeout=120)
+    printed = dict(line.split(": ", 1) for line in out.stdout.splitlines()[:-1])
+    want = {k: str(v) for k, v in settings(tiny_model).as_dict().items()}
+    assert printed == {**want, "parameters": f"{tiny_model.count_params():,}"}
 
 
 def test_info_on_a_non_model(tmp_path):
@@ -420,16 +462,16 @@ def test_separate_same_track_name_twice_is_caught(short_inputs, tmp_path):
 
 
 def test_batch_loads_the_model_once(tiny_model_path, short_inputs, tmp_path, monkeypatch):
-    import keras_svs.separation
+    import keras_svs.runtime
 
     calls = []
-    original = keras_svs.separation.load_model
+    original = keras_svs.runtime.load_model
 
     def counting(*args, **kwargs):
         calls.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(keras_svs.separation, "load_model", counting)
+    monkeypatch.setattr(keras_svs.runtime, "load_model", counting)
     out = tmp_path / "out"
     result = run("separate", *short_inputs, "--model", tiny_model_path, "-o", out)
     assert result.exit_code == 0, result.output

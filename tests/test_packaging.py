@@ -63,8 +63,13 @@ def test_wheel_holds_the_package_and_its_data_only(wheel_install):
     names = zipfile.ZipFile(wheel).namelist()
     assert all(name.startswith(("keras_svs/", "keras_svs-")) for name in names), names
     for data in ("keras_svs/assets/default.keras", "keras_svs/assets/MODEL_CARD.md",
-                 "keras_svs/assets/LICENSE-spleeter.txt", "keras_svs/assets/splits/mir1k.json"):
+                 "keras_svs/assets/LICENSE-spleeter.txt", "keras_svs/assets/splits/mir1k.json",
+                 "keras_svs/assets/default.litert.json",
+                 "keras_svs/assets/default.litert.tflite.zlib",
+                 "keras_svs/assets/default.litert-int8.json",
+                 "keras_svs/assets/default.litert-int8.tflite.zlib"):
         assert data in names
+    assert wheel.stat().st_size <= 100e6, wheel.stat().st_size
     assert not any("__pycache__" in name for name in names)
     assert "absent from the `packages` configuration" not in log, log[-3000:]
 

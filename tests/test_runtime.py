@@ -14,6 +14,7 @@ from conftest import synth_pair
 from keras_svs import runtime
 from keras_svs.cli import main
 from keras_svs.separation import Separator
+from keras_svs.settings import ModelSettings
 
 RATE = 8000
 needs_litert = pytest.mark.skipif(not runtime.litert_installed(),
@@ -82,7 +83,8 @@ def test_auto_takes_the_int8_form_cached_beside_the_float_one(stereo_path, cache
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     auto = Separator(stereo_path)
     assert auto.runtime == "litert-int8"
-    assert runtime.cached_form(stereo_path, "litert-int8")[0].name.endswith("-int8-v1.tflite")
+    assert runtime.cached_form(stereo_path, "litert-int8")[0].name.endswith(
+        f"-int8-v{runtime.FORM_VERSION}.tflite")
     assert len(list((cache / "litert").glob("*.tflite"))) == 2
     # the tiny model has no filter of INT8_MIN_WEIGHTS weights: both forms are one function
     want, got = float_form.separate(song, RATE), auto.separate(song, RATE)
@@ -188,13 +190,89 @@ def test_litert_where_it_does_not_apply(tiny_model_path, tiny_model, stereo_path
         Separator(stereo_path, runtime="onnx")
 
 
-def test_a_damaged_cache_entry_is_ignored(stereo_path, cache):
-    flatbuffer = cache / "litert" / (runtime.form_key(stereo_path) + ".tflite")
-    flatbuffer.parent.mkdir(parents=True)
-    flatbuffer.write_bytes(b"")  # no settings beside it
-    assert runtime.cached_form(stereo_path) is None
-    flatbuffer.with_suffix(".json").write_text(json.dumps({"preset": "x"}))
-    assert runtime.cached_form(stereo_path)[1] == {"preset": "x"}
+def _truncate(flatbuffer, record):
+    flatbuffer.write_bytes(flatbuffer.read_bytes()[:1000])
+
+
+def _flip_bytes(flatbuffer, record):
+    data = bytearray(flatbuffer.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(np.arange(len(data) // 4, len(data)), 200, replace=False):
+        data[i] ^= 0xFF
+    flatbuffer.write_bytes(bytes(data))
+
+
+def _drop_record(flatbuffer, record):
+    record.unlink()
+
+
+def _record_of_another_model(flatbuffer, record):
+    stored = json.loads(record.read_text())
+    stored["model_sha256"] = "0" * 64
+    stored["settings"]["preset"] = "another"  # the record of another model file
+    record.write_text(json.dumps(stored))
+
+
+@pytest.fixture(scope="module")
+def clean_entry(stereo_path, tmp_path_factory):
+    """A sound cache entry of the stereo model's ``litert`` form (``{suffix: bytes}``) and
+    the stems of its separation of ``_song(1.0)``."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("KERAS_SVS_CACHE", str(tmp_path_factory.mktemp("clean-cache")))
+    try:
+        stems = Separator(stereo_path, runtime="litert").separate(_song(1.0), RATE)
+        flatbuffer, _ = runtime.cached_form(stereo_path)
+        files = {suffix: flatbuffer.with_suffix(suffix).read_bytes()
+                 for suffix in (".tflite", ".json")}
+    finally:
+        patch.undo()
+    return files, stems
+
+
+@needs_litert
+@pytest.mark.parametrize("damage", [_truncate, _flip_bytes, _drop_record,
+                                    _record_of_another_model])
+def test_a_damaged_cache_entry_is_removed_and_made_again(stereo_path, clean_entry, cache,
+                                                         capfd, damage):
+    files, want = clean_entry
+    base = cache / "litert" / runtime.form_key(stereo_path, "litert")
+    base.parent.mkdir(parents=True)
+    for suffix, data in files.items():
+        base.with_suffix(suffix).write_bytes(data)
+    assert runtime.cached_form(stereo_path) is not None  # the sound entry is taken
+    flatbuffer, record = base.with_suffix(".tflite"), base.with_suffix(".json")
+    damage(flatbuffer, record)
+    capfd.readouterr()
+    separator = Separator(stereo_path, runtime="litert")  # finds it damaged, makes it again
+    warning = [line for line in capfd.readouterr().err.splitlines() if "Warning" in line]
+    assert len(warning) == 1 and "damaged" in warning[0] and str(stereo_path) in warning[0]
+    assert separator.runtime == "litert"
+    got = separator.separate(_song(1.0), RATE)
+    for stem in want:
+        np.testing.assert_allclose(got[stem], want[stem], atol=1e-4)
+    assert runtime.cached_form(stereo_path) is not None  # a sound entry again
+    assert flatbuffer.read_bytes() == files[".tflite"]
+    assert "damaged" not in capfd.readouterr().err
+
+
+@needs_litert
+def test_two_processes_converting_one_model_at_once(stereo_path, cache, tmp_path):
+    code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
+            f"s = Separator({str(stereo_path)!r}, runtime='litert'); "
+            "x = np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32); "
+            "np.save(sys.argv[1], s.separate(x, 8000)['vocals'])")
+    outs = [tmp_path / f"vocals{i}.npy" for i in range(2)]
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(out)], stderr=subprocess.PIPE,
+                             text=True) for out in outs]  # KERAS_SVS_CACHE is inherited
+    errors = [run.communicate(timeout=300)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    assert not any("damaged" in e for e in errors), errors
+    assert len(list((cache / "litert").glob("*.tflite"))) == 1
+    want = Separator(stereo_path, runtime="tensorflow").separate(
+        np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32), 8000)["vocals"]
+    for out in outs:
+        np.testing.assert_allclose(np.load(out), want, atol=1e-4)
+    assert runtime.cached_form(stereo_path) is not None
 
 
 def test_the_stable_ratio_logit_is_the_pair_ratio_logit():
@@ -247,3 +325,86 @@ def test_auto_resolves_by_the_cpu(monkeypatch, flags, want):
     assert got == want
     assert runtime.resolve("auto", from_file=False, precision="float32",
                            inference_form=True) == "tensorflow"
+
+
+# -- the packaged form ----------------------------------------------------------------------
+def test_the_shipped_models_packaged_forms_are_of_it(cache, capfd):
+    """The committed packaged forms were made from this very default.keras (its SHA-256)
+    at this FORM_VERSION, and assemble without TensorFlow to their recorded checksum; a
+    changed default.keras needs `make package-form`."""
+    from keras_svs.settings import DEFAULT_MODEL
+
+    digest = runtime.file_sha256(DEFAULT_MODEL)
+    for flavour in runtime.LITERT_RUNTIMES:
+        record_path, skeleton = runtime.packaged_paths(DEFAULT_MODEL, flavour)
+        record = json.loads(record_path.read_text())
+        assert record["model_sha256"] == digest, "default.keras changed: make package-form"
+        assert (record["form_version"], record["runtime"]) == (runtime.FORM_VERSION, flavour)
+        assert runtime.file_sha256(skeleton) == record["skeleton_sha256"]
+        assert skeleton.stat().st_size < 1e6  # the weights come from default.keras
+        flatbuffer, stored = runtime.packaged_form(DEFAULT_MODEL, flavour)
+        assert runtime.file_sha256(flatbuffer) == record["sha256"]
+        assert stored == ModelSettings.from_dict(stored).as_dict()
+    assert "Warning" not in capfd.readouterr().err
+
+
+@needs_litert
+def test_the_shipped_models_packaged_form_separates_as_tensorflow(cache):
+    """The packaged float32 form's stems equal the Keras model's on TensorFlow."""
+    from keras_svs.settings import DEFAULT_MODEL
+
+    packaged = Separator(DEFAULT_MODEL, runtime="litert")
+    assert packaged.model is None  # no Keras model loaded: nothing converted
+    v, a = synth_pair(44100, 2.0, 2)
+    song = np.stack([v + 0.6 * a, 0.5 * v + a]).astype(np.float32)
+    want = Separator(DEFAULT_MODEL, runtime="tensorflow").separate(song, 44100)
+    got = packaged.separate(song, 44100)
+    for stem in want:
+        np.testing.assert_allclose(got[stem], want[stem], atol=1e-4)
+
+
+@needs_litert
+def test_a_packaged_form_is_used_without_tensorflow_and_only_with_its_model(
+        stereo_path, cache, tmp_path, capfd):
+    import shutil
+
+    import keras
+
+    from keras_svs.models import build_model
+
+    model = tmp_path / "model.keras"
+    shutil.copy(stereo_path, model)
+    for flavour in runtime.LITERT_RUNTIMES:
+        record = json.loads(runtime.package_form(model, flavour, min_bytes=1024).read_text())
+        assert record["fills"] and any(fill["taps"] for fill in record["fills"])
+    shutil.rmtree(cache)  # the conversions package_form made: gone
+    code = ("import sys, numpy as np; from keras_svs.separation import Separator; "
+            "s = Separator(sys.argv[1], runtime=sys.argv[2]); "
+            "x = np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32); "
+            "np.save(sys.argv[3], s.separate(x, 8000)['vocals']); "
+            "print('tensorflow' in sys.modules, s.model is None)")
+    song = np.stack([np.sin(np.arange(8000) / 7.0)] * 2).astype(np.float32)
+    for flavour in runtime.LITERT_RUNTIMES:
+        out = subprocess.run([sys.executable, "-c", code, str(model), flavour,
+                              str(tmp_path / "v.npy")], capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["False", "True"], out.stderr  # assembled, not converted
+        assert "converting" not in out.stderr and "Warning" not in out.stderr
+        want = Separator(model, runtime=flavour).separate(song, 8000)["vocals"]  # the cache
+        np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), want)
+    tensorflow = Separator(model, runtime="tensorflow").separate(song, 8000)["vocals"]
+    np.testing.assert_allclose(want, tensorflow, atol=1e-4)  # int8: no filter is that large
+
+    keras.utils.set_random_seed(4)
+    build_model("tinystereo").save(model)  # another model in the same file: stale forms
+    shutil.rmtree(cache)
+    capfd.readouterr()
+    assert runtime.packaged_form(model, "litert") is None
+    err = capfd.readouterr().err
+    assert err.count("Warning") == 1 and "another model file" in err
+    separator = Separator(model, runtime="litert")  # converts the model it has
+    assert "converting" in capfd.readouterr().err
+    np.testing.assert_allclose(
+        separator.separate(song, 8000)["vocals"],
+        Separator(model, runtime="tensorflow").separate(song, 8000)["vocals"], atol=1e-4)

@@ -10,8 +10,8 @@ MUSDB  ?= ../shared/data/musdb7
 
 venv: $(STAMP)
 
-# The environment: pinned dependencies (CPU TensorFlow, and the [dev] and [beam] extras' packages)
-# from the lock file, then this package.
+# The environment: pinned dependencies (CPU TensorFlow, and the [dev], [beam] and [jax]
+# extras' packages) from the lock file, then this package.
 $(STAMP): requirements-lock.txt setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 DATA   ?= ../shared/data/mir1k
 MUSDB  ?= ../shared/data/musdb7
 
-.PHONY: venv demo test bench bench-quality train-default train-spleeter1 train-unet16k train-paper clean
+.PHONY: venv demo test bench bench-quality train-default train-spleeter1 train-unet16k train-paper \
+	gpu-paper-cache gpu-paper-dryrun gpu-paper clean
 
 venv: $(STAMP)
 
@@ -98,6 +99,29 @@ train-paper: venv
 	$(BIN)/keras-svs train --data $(MUSDB) --preset paper \
 	  --pretrain-epochs 4 --epochs 8 --steps-per-epoch 50 --batch-size 107 --learning-rate 1e-4 \
 	  --precision float32 --seed 0 --gnsdr-clips 3 -o runs/paper_musdb7
+
+## The paper's full recipe (300 + 300 epochs of batch 107 on its grid of a patch every 8
+## frames, mixed_bfloat16) on a lent GPU under JAX, fed from the GPU's memory:
+## benchmarks/gpu/paper.py, benchmarks/gpu/README.md. gpu-paper-cache copies musdb7 train +
+## valid (19.7 MB of Ogg Vorbis) into .carry/musdb7, which travels; gpu-paper-dryrun runs
+## the whole script here on the CPU with 2 steps a stage; gpu-paper is what the GPU machine
+## runs (its python3 holds JAX; no venv there), writing to $(OUT).
+GPU_DATA ?= .carry/musdb7
+GPU_PYTHON ?= python3
+BUDGET ?= 480
+OUT ?= runs/gpu-paper/out
+gpu-paper-cache: venv
+	$(BIN)/python benchmarks/gpu/paper.py cache --data $(MUSDB) --out $(GPU_DATA)
+
+gpu-paper-dryrun: gpu-paper-cache
+	rm -rf runs/gpu-paper-dryrun
+	KERAS_BACKEND=jax $(BIN)/python benchmarks/gpu/paper.py train --data $(GPU_DATA) \
+	  --out runs/gpu-paper-dryrun/out --state runs/gpu-paper-dryrun/state \
+	  --steps 2 --pretrain-epochs 1 --epochs 1 --valid-batches 1
+
+gpu-paper:
+	KERAS_BACKEND=jax PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu/paper.py train \
+	  --data $(GPU_DATA) --out $(OUT) --budget $(BUDGET)
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

@@ -7,13 +7,12 @@ DATA   ?= ../shared/data/mir1k
 MUSDB  ?= ../shared/data/musdb7
 
 .PHONY: venv demo test bench bench-quality package-form train-default train-spleeter1 train-unet16k train-paper clean \
-	bench-students gpu-distill-cache gpu-distill gpu-distill-dryrun
+	bench-students gpu-distill-cache gpu-distill gpu-distill-dryrun gpu-paper-cache gpu-paper-dryrun gpu-paper
 
 venv: $(STAMP)
 
-# The environment: pinned dependencies (CPU TensorFlow, and the [dev], [beam] and [serve]
-# extras' packages)
-# from the lock file, then this package.
+# The environment: pinned dependencies (CPU TensorFlow, and the [dev], [beam], [jax] and
+# [serve] extras' packages) from the lock file, then this package.
 $(STAMP): requirements-lock.txt setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -117,8 +116,7 @@ bench-students: venv
 # under JAX (no TensorFlow there): the stem cache that travels (`.carry/distill`, made
 # here), the run (there; benchmarks/gpu/README.md says what to carry), and a dry run here.
 DISTILL_CACHE ?= .carry/distill
-GPU_PY ?= python3
-OUT ?= runs/distill
+
 DISTILL = KERAS_BACKEND=jax XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=$(CURDIR)
 
 ## The compact stem cache: musdb7 and MIR-1K train and valid at 22.05 kHz, Ogg Vorbis.
@@ -127,10 +125,10 @@ gpu-distill-cache: venv
 	  -o $(DISTILL_CACHE)
 
 ## On the GPU machine: every student, for 420 s of the 10 minutes (compilation included),
-## batch 32 of 256 frames, bfloat16; weights, log and summary into $(OUT). Run it again with
+## batch 32 of 256 frames, bfloat16; weights, log and summary into $(OUT) (runs/distill by default). Run it again with
 ## RESUME=<the folder that came back> to continue.
 gpu-distill:
-	$(DISTILL) $(GPU_PY) benchmarks/gpu/distill.py train --cache $(DISTILL_CACHE) --out $(OUT) \
+	$(DISTILL) $(GPU_PYTHON) benchmarks/gpu/distill.py train --cache $(DISTILL_CACHE) --out $(or $(OUT),runs/distill) \
 	  --budget 420 --batch 32 --frames 256 --precision mixed_bfloat16 \
 	  $(if $(RESUME),--resume $(RESUME))
 
@@ -153,6 +151,28 @@ gpu-distill-dryrun: venv
 	  -o /tmp/keras-svs-distill/quarter_ext512.keras
 	PYTHONPATH=$(CURDIR) $(BIN)/keras-svs separate data/demo/falcon69.flac -m /tmp/keras-svs-distill/quarter_ext512.keras \
 	  -o /tmp/keras-svs-distill/separated --overwrite
+
+## The paper's full recipe (300 + 300 epochs of batch 107 on its grid of a patch every 8
+## frames, mixed_bfloat16) on a lent GPU under JAX, fed from the GPU's memory:
+## benchmarks/gpu/paper.py, benchmarks/gpu/README.md. gpu-paper-cache copies musdb7 train +
+## valid (19.7 MB of Ogg Vorbis) into .carry/musdb7, which travels; gpu-paper-dryrun runs
+## the whole script here on the CPU with 2 steps a stage; gpu-paper is what the GPU machine
+## runs (its python3 holds JAX; no venv there), writing to $(OUT) (runs/gpu-paper/out by default).
+GPU_DATA ?= .carry/musdb7
+GPU_PYTHON ?= python3
+BUDGET ?= 480
+gpu-paper-cache: venv
+	$(BIN)/python benchmarks/gpu/paper.py cache --data $(MUSDB) --out $(GPU_DATA)
+
+gpu-paper-dryrun: gpu-paper-cache
+	rm -rf runs/gpu-paper-dryrun
+	KERAS_BACKEND=jax $(BIN)/python benchmarks/gpu/paper.py train --data $(GPU_DATA) \
+	  --out runs/gpu-paper-dryrun/out --state runs/gpu-paper-dryrun/state \
+	  --steps 2 --pretrain-epochs 1 --epochs 1 --valid-batches 1
+
+gpu-paper:
+	KERAS_BACKEND=jax PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu/paper.py train \
+	  --data $(GPU_DATA) --out $(or $(OUT),runs/gpu-paper/out) --budget $(BUDGET)
 
 clean:
 	rm -rf $(VENV) separated runs .pytest_cache

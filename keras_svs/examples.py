@@ -10,7 +10,10 @@ A training example is made in this order:
 
 1. a clip is drawn with probability proportional to its length, and a random crop of
    :func:`patch_samples` samples is taken from it (a clip shorter than that is zero-padded;
-   nothing of the next clip bleeds in);
+   nothing of the next clip bleeds in); or, with ``patch_hop`` (the paper's training set:
+   every 8 frames), the voice's crop is the next patch of a fixed grid, every ``patch_hop``
+   frames of every clip (:func:`grid_patches`), visited in a new random order each epoch, an
+   epoch being one pass over the grid (:func:`grid_items`);
 2. with probability ``remix`` the accompaniment comes from a second random clip and crop,
    and voice and accompaniment each get a random gain in ``[-gain_db, gain_db]`` dB;
 3. with probability ``pitch`` a remixed voice is pitch-shifted by 1 to
@@ -31,6 +34,7 @@ trailing axis of 2 when weighted.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -38,9 +42,8 @@ import numpy as np
 from . import spectral
 from .options import Recipe
 
-if TYPE_CHECKING:  # attribute access only: no import of the decode cache's module
+if TYPE_CHECKING:  # attribute access only
     from .models.presets import Preset
-    from .pipeline import DecodedAudio
 
 STAGES = ("pretrain", "finetune")
 #: fine-tuning targets: the smoothed IBM (the paper), or the phase-sensitive mask
@@ -54,9 +57,100 @@ WEIGHT_EPS = 1e-8
 _CHUNK = 256  # validation segments per STFT call (bounds the memory of one call)
 
 
+@dataclasses.dataclass
+class DecodedAudio:
+    """The sources of many tracks at one rate, concatenated along time: what examples are cut
+    from (the decode cache; :func:`keras_svs.pipeline.decode` and
+    :func:`keras_svs.pipeline.load_hdf5` make it).
+
+    Attributes:
+        names: track names.
+        voice, accompaniment: float32 ``(total_samples,)`` (mono) or ``(channels,
+            total_samples)`` (for a model of ``channels > 1``: see
+            :func:`keras_svs.pipeline.decode`).
+        starts, lengths: int64 ``(tracks,)``: where each track lies in the arrays.
+        sample_rate: Hz.
+    """
+
+    names: list[str]
+    voice: np.ndarray
+    accompaniment: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    sample_rate: int
+
+    def track(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(voice, accompaniment)`` of track ``i``, each ``(samples,)`` or ``(channels,
+        samples)``."""
+        s = slice(self.starts[i], self.starts[i] + self.lengths[i])
+        return self.voice[..., s], self.accompaniment[..., s]
+
+    @property
+    def channels(self) -> int:
+        """Audio channels of the sources (1: mono arrays without a channel axis)."""
+        return 1 if self.voice.ndim == 1 else self.voice.shape[0]
+
+    @property
+    def seconds(self) -> float:
+        """Total duration in seconds."""
+        return float(self.lengths.sum()) / self.sample_rate
+
+
 def patch_samples(preset: Preset) -> int:
     """Samples in one training patch of ``preset.frames`` frames."""
     return preset.stft.num_samples(preset.frames)
+
+
+def grid_patches(lengths: np.ndarray, preset: Preset,
+                 patch_hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training patches of a fixed grid: one every ``patch_hop`` frames of every clip.
+
+    Patch ``j`` of a clip starts at sample ``j * patch_hop * hop_length`` (frame ``j *
+    patch_hop`` of the clip's unpadded STFT, :func:`keras_svs.spectral.stft_numpy`), for
+    every ``j`` whose :func:`patch_samples` samples lie inside the clip; a clip shorter than
+    one patch gives one patch at 0 (zero-padded).
+
+    Args:
+        lengths: int ``(clips,)`` clip lengths in samples.
+        preset: STFT hop and patch frames.
+        patch_hop: frames between the starts of consecutive patches (>= 1).
+
+    Returns:
+        int64 ``(clip, offset)``, each ``(patches,)``: clip index and start sample within
+        the clip, clip by clip in time order.
+
+    Raises:
+        ValueError: ``patch_hop < 1``.
+    """
+    if patch_hop < 1:
+        raise ValueError(f"patch_hop must be >= 1 frame, not {patch_hop}")
+    step = int(patch_hop) * preset.stft.hop_length
+    segment = patch_samples(preset)
+    counts = np.maximum(np.asarray(lengths, np.int64) - segment, 0) // step + 1
+    clip = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    offset = (np.arange(len(clip), dtype=np.int64) - first[clip]) * step
+    return clip, offset
+
+
+def grid_steps(patches: int, batch_size: int) -> int:
+    """Batches in one pass over ``patches`` grid patches: ``ceil(patches / batch_size)``."""
+    return max(1, -(-int(patches) // int(batch_size)))
+
+
+def grid_items(index: int, patches: int, batch_size: int, seed: int) -> np.ndarray:
+    """The grid patches of stream batch ``index``: int64 ``(batch_size,)`` indices into
+    :func:`grid_patches`.
+
+    Epoch ``e`` (batches ``e * steps`` to ``(e + 1) * steps - 1``, ``steps =``
+    :func:`grid_steps`) visits every patch once in a random order of its own (seeded by
+    ``(seed, e)``); its last batch is filled up from the start of the same order, so a few
+    patches appear twice in an epoch and none is missed. Depends only on its arguments.
+    """
+    steps = grid_steps(patches, batch_size)
+    epoch, position = divmod(int(index), steps)
+    order = np.random.default_rng([int(seed), epoch, 1]).permutation(int(patches))
+    return order[(position * batch_size + np.arange(batch_size)) % patches]
 
 
 def check(stage: str, target: str = "ibm", weights: str | None = None) -> None:
@@ -111,17 +205,21 @@ class PatchSampler:
             its batch ``k`` is the stream's batch ``k * shards + shard`` (one shard per
             worker of distributed training, :mod:`keras_svs.distribute`; 1 and 0: the whole
             stream).
+        patch_hop: ``None`` or 0: random crops; ``n >= 1``: the voice's crop is a patch of
+            the grid of every ``n`` frames of every clip (:func:`grid_patches`), each epoch
+            of :attr:`grid_steps` stream batches a pass over the grid in its own random
+            order (:func:`grid_items`); remix, pitch and gains apply as with random crops.
 
     Raises:
-        ValueError: an unknown stage, target or weights, or a shard outside ``[0,
-            shards)``.
+        ValueError: an unknown stage, target or weights, a shard outside ``[0,
+            shards)``, or a negative ``patch_hop``.
     """
 
     def __init__(self, decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
                  batch_size: int | None = None, remix: float | None = None,
                  pitch: float = Recipe.pitch, gain_db: float = Recipe.gain_db, seed: int = 0,
                  target: str = "ibm", weights: str | None = None, shards: int = 1,
-                 shard: int = 0):
+                 shard: int = 0, patch_hop: int | None = None):
         check(stage, target, weights)
         if not 0 <= shard < shards:
             raise ValueError(f"shard must be in [0, {shards}), not {shard}")
@@ -138,6 +236,17 @@ class PatchSampler:
         self.accompaniment = np.pad(decoded.accompaniment, pad)
         self.starts, self.lengths = decoded.starts, decoded.lengths
         self.probabilities = decoded.lengths / decoded.lengths.sum()
+        if patch_hop is not None and patch_hop < 0:
+            raise ValueError(f"patch_hop must be >= 0 frames, not {patch_hop}")
+        self.patch_hop = int(patch_hop or 0)
+        self.grid = (grid_patches(self.lengths, preset, self.patch_hop) if self.patch_hop
+                     else None)
+
+    @property
+    def grid_steps(self) -> int | None:
+        """Stream batches (of all shards together) in one pass over the grid; ``None`` for
+        random crops."""
+        return None if self.grid is None else grid_steps(len(self.grid[0]), self.batch_size)
 
     @property
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -171,9 +280,14 @@ class PatchSampler:
         shifted = remixed & (rng.random(n) < self.pitch)
         semitones = rng.uniform(1.0, MAX_PITCH_SEMITONES, n) * rng.choice([-1.0, 1.0], n)
         rate = np.where(shifted, 2.0 ** (semitones / 12.0), 1.0)
-        voice_clip = clips[:, 0]
-        accompaniment_clip = np.where(remixed, clips[:, 1], clips[:, 0])
-        voice_offset = self._offsets(rng, voice_clip, np.ceil(self.segment * rate))
+        if self.grid is None:
+            voice_clip = clips[:, 0]
+            voice_offset = self._offsets(rng, voice_clip, np.ceil(self.segment * rate))
+        else:
+            items = grid_items(int(index) * self.shards + self.shard, len(self.grid[0]), n,
+                               self.seed)
+            voice_clip, voice_offset = self.grid[0][items], self.grid[1][items]
+        accompaniment_clip = np.where(remixed, clips[:, 1], voice_clip)
         accompaniment_offset = np.where(
             remixed, self._offsets(rng, accompaniment_clip, np.full(n, self.segment)),
             voice_offset)
@@ -274,12 +388,14 @@ def _power(spectrum: np.ndarray) -> np.ndarray:
     return np.square(spectrum.real) + np.square(spectrum.imag)
 
 
-def validation_segments(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray, np.ndarray]:
-    """Every non-overlapping patch-long segment of every clip (the last zero-padded when a
+def validation_segments(decoded: DecodedAudio, preset: Preset,
+                        patch_hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every non-overlapping patch-long segment of every clip (with ``patch_hop``: one every
+    ``patch_hop`` frames, the grid of :func:`grid_patches`; the last zero-padded when a
     clip is shorter than a patch): voice and accompaniment, float32 ``(n, patch_samples)``
     (``(n, channels, patch_samples)`` for multichannel audio)."""
     seg = patch_samples(preset)
-    step = preset.frames * preset.stft.hop_length
+    step = (patch_hop or preset.frames) * preset.stft.hop_length
     voices, accompaniments = [], []
 
     def cut(x, begin):
@@ -295,22 +411,24 @@ def validation_segments(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarr
 
 
 def validation_arrays(decoded: DecodedAudio, preset: Preset, stage: str = "finetune",
-                      target: str = "ibm",
-                      weights: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The examples of every non-overlapping patch of every clip, no augmentation, in clip
-    order: ``(input, target)`` arrays as :func:`from_segments` gives them.
+                      target: str = "ibm", weights: str | None = None,
+                      patch_hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of every non-overlapping patch of every clip (with ``patch_hop``: of
+    the grid of every ``patch_hop`` frames), no augmentation, in clip order: ``(input,
+    target)`` arrays as :func:`from_segments` gives them.
 
     Raises:
         ValueError: an unknown stage, target or weights.
     """
     check(stage, target, weights)
-    voices, accompaniments = validation_segments(decoded, preset)
+    voices, accompaniments = validation_segments(decoded, preset, patch_hop)
     inputs, targets = zip(*(from_segments(voices[k:k + _CHUNK], accompaniments[k:k + _CHUNK],
                                           preset, stage, target, weights)
                             for k in range(0, len(voices), _CHUNK)))
     return np.concatenate(inputs), np.concatenate(targets)
 
 
-__all__ = ["STAGES", "TARGETS", "WEIGHTS", "MAX_PITCH_SEMITONES", "PatchSampler", "Draw",
-           "from_segments", "bin_weights", "patch_samples", "validation_segments",
+__all__ = ["DecodedAudio", "STAGES", "TARGETS", "WEIGHTS", "MAX_PITCH_SEMITONES",
+           "PatchSampler", "Draw", "from_segments", "bin_weights", "patch_samples",
+           "grid_patches", "grid_steps", "grid_items", "validation_segments",
            "validation_arrays", "check"]

@@ -78,7 +78,12 @@ class Recipe:
     Attributes:
         preset: preset name (:mod:`keras_svs.models.presets`).
         epochs, pretrain_epochs: fine-tuning and autoencoder epochs (0 skips pretraining).
-        steps_per_epoch: batches per epoch; ``None``: one pass in non-overlapping patches.
+        steps_per_epoch: batches per epoch; ``None``: one pass in non-overlapping patches
+            (with ``patch_hop``: one pass over the grid).
+        patch_hop: training patches: ``None`` the preset's (``paper``: 8, the authors'
+            training set), 0 random crops, ``n`` a fixed grid of one patch every ``n``
+            frames of every clip, each epoch a pass over it in a new random order
+            (:class:`keras_svs.examples.PatchSampler`); validation then uses the same grid.
         batch_size, learning_rate: Adam settings.
         cosine: decay the learning rate to 0 along a cosine over the fine-tuning epochs.
         precision: one of :data:`TRAINING_PRECISIONS`; ``auto`` = mixed_float16 on a GPU,
@@ -127,6 +132,8 @@ class Recipe:
                                           "Autoencoder epochs; 0 skips the stage.")
     steps_per_epoch: int | None = _option(None, "int>=1",
                                           "Batches per epoch (default: one pass).")
+    patch_hop: int | None = _option(None, "int>=0", "Training patches on a grid, one every N "
+                                    "frames (0: random crops; default: the preset's, paper 8).")
     batch_size: int | None = _option(None, "int>=1")
     learning_rate: float | None = _option(None, "float>0")
     cosine: bool = _option(False, help="Cosine learning-rate decay while fine-tuning.")

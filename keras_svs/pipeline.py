@@ -8,12 +8,13 @@ Data flow::
            --training_dataset (tf.data: map threads, prefetch)--> model.fit
 
 What a training example is (its crop, augmentation, target and weights) is defined once, in
-:mod:`keras_svs.examples`; :func:`training_dataset` wraps it for the TensorFlow backend, and
-:func:`keras_svs.batches.stream` for the others.
+:mod:`keras_svs.examples`, with the container of decoded sources (:class:`DecodedAudio`,
+re-exported here); :func:`training_dataset` wraps it for the TensorFlow backend, and
+:func:`keras_svs.batches.stream` for the others. This module imports :mod:`keras_svs.examples`,
+never the reverse.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -25,48 +26,11 @@ import numpy as np
 
 from . import spectral
 from .datasets import DatasetError, Track
+from .examples import DecodedAudio, PatchSampler, grid_patches, grid_steps
 from .models.presets import Preset
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-    from .examples import PatchSampler
-
-
-@dataclasses.dataclass
-class DecodedAudio:
-    """The sources of many tracks at one rate, concatenated along time (the decode cache).
-
-    Attributes:
-        names: track names.
-        voice, accompaniment: float32 ``(total_samples,)`` (mono) or ``(channels,
-            total_samples)`` (for a model of ``channels > 1``: see :func:`decode`).
-        starts, lengths: int64 ``(tracks,)``: where each track lies in the arrays.
-        sample_rate: Hz.
-    """
-
-    names: list[str]
-    voice: np.ndarray
-    accompaniment: np.ndarray
-    starts: np.ndarray
-    lengths: np.ndarray
-    sample_rate: int
-
-    def track(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(voice, accompaniment)`` of track ``i``, each ``(samples,)`` or ``(channels,
-        samples)``."""
-        s = slice(self.starts[i], self.starts[i] + self.lengths[i])
-        return self.voice[..., s], self.accompaniment[..., s]
-
-    @property
-    def channels(self) -> int:
-        """Audio channels of the sources (1: mono arrays without a channel axis)."""
-        return 1 if self.voice.ndim == 1 else self.voice.shape[0]
-
-    @property
-    def seconds(self) -> float:
-        """Total duration in seconds."""
-        return float(self.lengths.sum()) / self.sample_rate
 
 
 def decode(tracks: list[Track], sample_rate: int, jobs: int | None = None,
@@ -257,8 +221,14 @@ def input_statistics(decoded: DecodedAudio, preset: Preset) -> tuple[np.ndarray,
         np.float32)
 
 
-def steps_per_epoch(decoded: DecodedAudio, preset: Preset, batch_size: int) -> int:
-    """Batches in one pass over the data in non-overlapping patches (at least 1)."""
+def steps_per_epoch(decoded: DecodedAudio, preset: Preset, batch_size: int,
+                    patch_hop: int | None = None) -> int:
+    """Batches in one pass over the data (at least 1): in non-overlapping patches, or with
+    ``patch_hop`` over the grid of a patch every ``patch_hop`` frames
+    (:func:`keras_svs.examples.grid_patches`, :func:`keras_svs.examples.grid_steps`)."""
+    if patch_hop:
+        patches = len(grid_patches(decoded.lengths, preset, patch_hop)[0])
+        return grid_steps(patches, batch_size)
     patches = int(decoded.lengths.sum()) // (preset.frames * preset.stft.hop_length)
     return max(1, patches // batch_size)
 

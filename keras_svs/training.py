@@ -73,7 +73,8 @@ def resolve(recipe: Recipe) -> Recipe:
         else recipe.pretrain_epochs,
         batch_size=recipe.batch_size or p.batch_size,
         learning_rate=recipe.learning_rate or p.learning_rate,
-        remix=p.remix if recipe.remix is None else recipe.remix)
+        remix=p.remix if recipe.remix is None else recipe.remix,
+        patch_hop=p.patch_hop if recipe.patch_hop is None else recipe.patch_hop)
 
 
 def resolve_precision(precision: str) -> str:
@@ -204,7 +205,8 @@ def train(data: str | os.PathLike | list, out_dir: str | os.PathLike,
                                            (options.train_split, options.valid_split),
                                            options.split_file, options.skip_bad)
     steps = recipe.steps_per_epoch or pipeline.steps_per_epoch(train_audio, preset,
-                                                               recipe.batch_size)
+                                                               recipe.batch_size,
+                                                               recipe.patch_hop)
     precision = resolve_precision(recipe.precision)
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
@@ -279,11 +281,12 @@ def _data(audio: pipeline.DecodedAudio, preset: Preset, recipe: Recipe,
     plan = plan or distribute.Plan("one-device", tf_config="")
     _, weights, target = _LOSS_PARTS[recipe.loss]
     if not training:
-        return examples.validation_arrays(audio, preset, stage, target, weights)
+        return examples.validation_arrays(audio, preset, stage, target, weights,
+                                          recipe.patch_hop)
     sampler = functools.partial(examples.PatchSampler, audio, preset, stage,
                                 remix=recipe.remix, pitch=recipe.pitch, gain_db=recipe.gain_db,
                                 seed=recipe.seed + (stage == "finetune"), target=target,
-                                weights=weights)
+                                weights=weights, patch_hop=recipe.patch_hop)
     if resolve_loader(options.loader) == "tf":
         return plan.dataset(lambda batch, shards, shard, replicas: pipeline.training_dataset(
             sampler(batch_size=batch, shards=shards, shard=shard), replicas=replicas),

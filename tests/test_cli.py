@@ -332,7 +332,7 @@ def test_train_with_numpy_loader_and_time_budget(tmp_path):
 @pytest.mark.parametrize("option, value", [("--loader", "torch"), ("--time-budget", "0"),
                                            ("--workers", "-1"), ("--gnsdr-every", "0"),
                                            ("--gnsdr-clips", "-2"), ("--gain-db", "-1"),
-                                           ("--frames", "0")])
+                                           ("--frames", "0"), ("--patch-hop", "-1")])
 def test_train_rejects_bad_new_options(tmp_path, option, value):
     data = write_training_pairs(tmp_path / "data", tracks=2, seconds=0.5)
     result = run("train", "--data", data, "--preset", "tiny", option, value,
@@ -340,6 +340,29 @@ def test_train_rejects_bad_new_options(tmp_path, option, value):
     assert result.exit_code == 2, result.output  # a usage error, before any training
     assert option in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_train_patch_hop_cuts_a_grid_and_an_epoch_is_one_pass(tmp_path):
+    """``--patch-hop N``: training patches every N frames, steps per epoch one pass over them
+    (ceil(patches / batch)), validation on the same grid."""
+    from keras_svs import examples, pipeline
+    from keras_svs.models import get_preset
+    from keras_svs.training import load_splits
+
+    data = write_training_pairs(tmp_path / "data", tracks=3, seconds=1.0)
+    out = tmp_path / "run"
+    result = run("train", "--data", data, "--preset", "tiny", "--patch-hop", "4",
+                 "--epochs", "1", "--pretrain-epochs", "0", "--batch-size", "8",
+                 "--gnsdr-clips", "0", "-o", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["patch_hop"] == 4
+    tiny = get_preset("tiny")
+    train_audio, _ = load_splits(data, None, tiny)
+    patches = len(examples.grid_patches(train_audio.lengths, tiny, 4)[0])
+    assert patches > 8
+    assert record["steps_per_epoch"] == -(-patches // 8)
+    assert record["steps_per_epoch"] == pipeline.steps_per_epoch(train_audio, tiny, 8, 4)
 
 
 def test_train_refuses_frames_that_the_network_cannot_take(tmp_path):

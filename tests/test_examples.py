@@ -245,3 +245,85 @@ def test_validation_arrays_of_many_clips_span_several_chunks():
     v, a = decoded.track(2)
     last = examples.from_segments(v[None, -SEG:], a[None, -SEG:], TINY, "finetune")[0][0]
     np.testing.assert_array_equal(x[-1], last)
+
+
+# -- the fixed grid of the paper's training set (patch_hop) ----------------------------------
+def test_grid_patches_start_every_hop_frames_inside_each_clip():
+    hop = 3 * TINY.stft.hop_length  # samples between patch starts for patch_hop=3
+    lengths = np.array([SEG + 2 * hop + 5, SEG - 100, SEG])
+    clip, offset = examples.grid_patches(lengths, TINY, 3)
+    np.testing.assert_array_equal(clip, [0, 0, 0, 1, 2])
+    np.testing.assert_array_equal(offset, [0, hop, 2 * hop, 0, 0])
+    with pytest.raises(ValueError, match="patch_hop"):
+        examples.grid_patches(lengths, TINY, 0)
+
+
+def test_grid_patches_are_frames_of_the_whole_clips_spectrogram():
+    """Patch j of the grid is frames ``8j .. 8j + 8`` of the clip's own STFT: the authors'
+    training set, cut from each song's spectrogram every 8 frames."""
+    decoded = synth_decoded([SEG + 40 * TINY.stft.hop_length])
+    v, a = decoded.track(0)
+    whole = np.abs(spectral.stft_numpy(v + a, TINY.stft, padded=False))[:, :TINY.bins]
+    sampler = PatchSampler(decoded, TINY, "finetune", batch_size=4, remix=0.0, seed=2,
+                           patch_hop=8)
+    clip, offset = sampler.grid
+    assert len(clip) == 6  # 49 frames: patches start at frames 0, 8, ..., 40 (40 + 9 = 49)
+    x, _ = sampler.batch(0)
+    starts = offset[examples.grid_items(0, len(clip), 4, 2)] // TINY.stft.hop_length
+    for example, start in zip(x, starts):
+        np.testing.assert_allclose(example, whole[start:start + TINY.frames], atol=1e-6)
+
+
+def test_an_epoch_of_grid_batches_is_one_pass_in_a_new_order():
+    patches, batch = 10, 4
+    steps = examples.grid_steps(patches, batch)
+    assert steps == 3
+    epochs = [np.concatenate([examples.grid_items(e * steps + k, patches, batch, seed=7)
+                              for k in range(steps)]) for e in range(2)]
+    for items in epochs:
+        assert set(items) == set(range(patches))  # every patch, 2 of them twice (12 slots)
+        assert len(items) == steps * batch
+    assert not np.array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(examples.grid_items(4, patches, batch, seed=7),
+                                  epochs[1][batch:2 * batch])  # depends on its arguments only
+
+
+def test_grid_sampler_keeps_sources_aligned_and_shards_interleave():
+    decoded = noise_decoded([SEG + 30 * TINY.stft.hop_length, SEG + 9 * TINY.stft.hop_length])
+    sampler = PatchSampler(decoded, TINY, "finetune", batch_size=3, remix=0.0, seed=1,
+                           patch_hop=8)
+    clip, offset = sampler.grid
+    x, y = sampler.batch(1)
+    items = examples.grid_items(1, len(clip), 3, 1)
+    v = np.stack([decoded.track(c)[0][o:o + SEG] for c, o in zip(clip[items], offset[items])])
+    a = np.stack([decoded.track(c)[1][o:o + SEG] for c, o in zip(clip[items], offset[items])])
+    want_x, want_y = examples.from_segments(v, a, TINY)
+    np.testing.assert_allclose(x, want_x, atol=1e-6)
+    np.testing.assert_array_equal(y, want_y)
+    shard = PatchSampler(decoded, TINY, "finetune", batch_size=3, remix=0.0, seed=1,
+                         patch_hop=8, shards=2, shard=1)
+    np.testing.assert_allclose(shard.batch(0)[0], sampler.batch(1)[0], atol=0)
+    with pytest.raises(ValueError, match="patch_hop"):
+        PatchSampler(decoded, TINY, patch_hop=-1)
+
+
+def test_validation_on_the_grid_and_steps_of_one_pass():
+    decoded = synth_decoded([SEG + 16 * TINY.stft.hop_length, SEG])
+    x, _ = examples.validation_arrays(decoded, TINY, patch_hop=8)
+    assert len(x) == 3 + 1
+    assert pipeline.steps_per_epoch(decoded, TINY, 3, patch_hop=8) == 2  # ceil(4 / 3)
+    assert pipeline.steps_per_epoch(decoded, TINY, 3) == max(
+        1, int(decoded.lengths.sum()) // (TINY.frames * TINY.stft.hop_length) // 3)
+
+
+def test_examples_imports_nothing_that_imports_it():
+    """The dependency arrow points from pipeline (tf.data, decode cache I/O) down to examples:
+    examples names no keras_svs module above it, not even for type checking."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(examples))
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level > 0}
+    assert imported <= {None, "options", "models.presets"}, imported
+    assert pipeline.DecodedAudio is examples.DecodedAudio

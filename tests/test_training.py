@@ -137,6 +137,16 @@ def test_config_resolves_preset_defaults():
         resolve(Recipe(preset="nope"))
 
 
+def test_the_paper_preset_trains_on_the_authors_grid_by_default():
+    """The ``paper`` preset cuts its patches every 8 frames (the authors' training set);
+    ``patch_hop=0`` asks for random crops, and the other presets crop at random."""
+    assert resolve(Recipe(preset="paper")).patch_hop == 8
+    assert resolve(Recipe(preset="paper", patch_hop=0)).patch_hop == 0
+    assert resolve(Recipe(preset="tiny")).patch_hop == 0
+    assert resolve(Recipe(preset="tiny", patch_hop=3)).patch_hop == 3
+    assert training_settings(patch_hop=8)[0] == Recipe(patch_hop=8)
+
+
 def test_load_splits_with_and_without_cache(tmp_path):
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=0.5)
     tiny = get_preset("tiny")

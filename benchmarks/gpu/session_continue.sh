@@ -1,5 +1,5 @@
 #!/bin/bash
-# A short lent-GPU call (issue 8; see benchmarks/gpu/README.md): one run alone on the GPU
+# A short lent-GPU call (see benchmarks/gpu/README.md): one run alone on the GPU
 # that continues a trained `unet` model ($INIT, carried in .carry/) on train+valid with a new
 # cosine from $LR, the magnitude-weighted loss and weight averaging; brings the float16
 # model and the logs back through $OUT.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The second lent-GPU session (issue 8; see benchmarks/gpu/README.md): the `unet` network
+# The second lent-GPU call of 2026-11-26 (see benchmarks/gpu/README.md): the `unet` network
 # trained from scratch with the magnitude-weighted loss from the start, batch 32, in four
 # runs at once on one GPU (KERAS_BACKEND=jax, NumPy loader): training patches of 128 frames
 # (a) and of $LONG frames (b), each on `train` (scored here on valid: the ablation) and on

@@ -1,5 +1,5 @@
 #!/bin/bash
-# A short lent-GPU call (issue 8, the faithful `paper` preset; see benchmarks/gpu/README.md):
+# A short lent-GPU call (the faithful `paper` preset; see benchmarks/gpu/README.md):
 # the paper's network at 22.05 kHz / 2049 bins with its own recipe (Adam 1e-4, batch 107,
 # autoencoder then fine-tuning), twice at once: float32 and mixed_bfloat16. The first GPU
 # session's mixed_bfloat16 run collapsed to a constant output; this tells whether the

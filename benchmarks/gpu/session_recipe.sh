@@ -1,5 +1,5 @@
 #!/bin/bash
-# The third lent-GPU session (issue 8; see benchmarks/gpu/README.md): the default recipe as
+# The third lent-GPU call of 2026-11-26 (see benchmarks/gpu/README.md): the default recipe as
 # ONE `keras-svs train` command (the `unet` network from scratch, 1 autoencoder epoch, then
 # $EPOCHS epochs of one cosine from $LR, batch 32, magnitude-weighted loss, pitch 0.75,
 # average of the last 3 epochs, on train+valid), run twice at once with the same seed on

@@ -38,6 +38,8 @@ class Preset:
             :class:`keras_svs.models.layers.SpectrogramInput`).
         extension: default mask of the bins above ``bins`` (see
             :data:`keras_svs.spectral.EXTENSIONS`).
+        patch_hop: training patches: 0 random crops; ``n`` a fixed grid of one patch every
+            ``n`` frames, an epoch one pass over it (:class:`keras_svs.examples.PatchSampler`).
     """
 
     name: str
@@ -59,12 +61,14 @@ class Preset:
     channels: int = 1
     input_scale: float = 1.0
     extension: str = "top"
+    patch_hop: int = 0
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    # The authors' network exactly: 22.05 kHz, 9 x 2049 patches, 19,489,049 parameters.
+    # The authors' network exactly: 22.05 kHz, 9 x 2049 patches, 19,489,049 parameters,
+    # trained on their grid of a patch every 8 frames.
     Preset("paper", "paper", StftConfig(22050, 4096, 1024, 256), bins=2049, frames=9,
-           batch_size=107, pretrain_epochs=300, epochs=300, remix=0.0),
+           batch_size=107, pretrain_epochs=300, epochs=300, remix=0.0, patch_hop=8),
     # The same network for 16 kHz data such as MIR-1K: 9 x 513 patches.
     Preset("paper16k", "paper", StftConfig(16000, 1024, 1024, 256), bins=513, frames=9,
            batch_size=107, pretrain_epochs=20, epochs=40, remix=0.5),

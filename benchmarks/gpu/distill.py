@@ -52,8 +52,9 @@ import time
 import types
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+if __name__ == "__main__":  # as a script; an importer (a test) keeps its own backend and env
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np  # noqa: E402
 

@@ -117,7 +117,7 @@ gpu-paper-dryrun: gpu-paper-cache
 	rm -rf runs/gpu-paper-dryrun
 	KERAS_BACKEND=jax $(BIN)/python benchmarks/gpu/paper.py train --data $(GPU_DATA) \
 	  --out runs/gpu-paper-dryrun/out --state runs/gpu-paper-dryrun/state \
-	  --steps 2 --pretrain-epochs 1 --epochs 1 --valid-batches 1
+	  --steps 2 --pretrain-epochs 1 --epochs 1 --valid-batches 1 --precision float32
 
 gpu-paper:
 	KERAS_BACKEND=jax PYTHONUNBUFFERED=1 $(GPU_PYTHON) benchmarks/gpu/paper.py train \

@@ -32,7 +32,7 @@ def jax_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
            # fewer LLVM passes: the worker's compiles dominate its time, its steps are few
-           "XLA_FLAGS": "--xla_llvm_disable_expensive_passes=true",
+           "XLA_FLAGS": "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0",
            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(TESTS / "jax_worker.py"), str(out)], env=env,
                           capture_output=True, text=True, timeout=900)

@@ -512,17 +512,31 @@ def convert(model, shape: list, model_path: str | os.PathLike,
         return store(base, flatbuffer, settings(model).as_dict(), model_sha256, runtime)
 
 
-def store(base: Path, flatbuffer: bytes, stored: dict, model_sha256: str,
+def store(base: Path, flatbuffer: bytes | Path, stored: dict, model_sha256: str,
           runtime: str, sha256: str | None = None) -> tuple[Path, dict]:
     """Write a cache entry: ``base`` + ``.tflite`` (the flatbuffer) and ``.json`` (its
     record, :func:`form_record`), each atomically (staged, then renamed); the caller holds
-    the entry's lock. Returns ``(flatbuffer path, stored)``."""
-    record = form_record(flatbuffer, stored, model_sha256, runtime, sha256)
-    for suffix, data in ((".tflite", flatbuffer), (".json", json.dumps(record).encode())):
-        staged = base.with_name(f".{base.name}.{os.getpid()}{suffix}")
-        staged.write_bytes(data)
-        os.replace(staged, base.with_suffix(suffix))
+    the entry's lock. ``flatbuffer``: its bytes, or a staged file (:func:`_staged`) that
+    holds them, renamed into place (then ``sha256``, its checksum, is needed). Returns
+    ``(flatbuffer path, stored)``."""
+    if isinstance(flatbuffer, Path):
+        record = {**form_record(b"", stored, model_sha256, runtime, sha256),
+                  "size": flatbuffer.stat().st_size}
+        os.replace(flatbuffer, base.with_suffix(".tflite"))
+    else:
+        record = form_record(flatbuffer, stored, model_sha256, runtime, sha256)
+        staged = _staged(base, ".tflite")
+        staged.write_bytes(flatbuffer)
+        os.replace(staged, base.with_suffix(".tflite"))
+    staged = _staged(base, ".json")
+    staged.write_bytes(json.dumps(record).encode())
+    os.replace(staged, base.with_suffix(".json"))
     return base.with_suffix(".tflite"), stored
+
+
+def _staged(base: Path, suffix: str) -> Path:
+    """Where this process writes a file of entry ``base`` before renaming it into place."""
+    return base.with_name(f".{base.name}.{os.getpid()}{suffix}")
 
 
 def _convert(model, shape: list, int8: bool) -> bytes:
@@ -669,6 +683,13 @@ def package_form(model_path: str | os.PathLike, runtime: str = "litert",
     assembles to the converted bytes exactly. Checked here by assembling it once. Needs
     TensorFlow.
 
+    The model file's weights are first stored uncompressed in it
+    (:func:`~keras_svs.settings.store_weights_uncompressed`: the same model, its SHA-256
+    changed) and the record says where each fill's weight lies in them, so that the first
+    use reads them as they lie (:func:`~keras_svs.settings.read_weights_at`), neither
+    inflated nor parsed by h5py: the first separation then takes little longer than later
+    ones (BENCHMARKS.md, the first run's section).
+
     Returns:
         the record's path.
 
@@ -679,13 +700,16 @@ def package_form(model_path: str | os.PathLike, runtime: str = "litert",
 
     from tensorflow.lite.python import schema_py_generated as schema
 
-    from .settings import read_settings, read_weights
+    from .settings import (read_settings, read_weights, store_weights_uncompressed,
+                           weight_locations)
 
     if runtime not in LITERT_RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(LITERT_RUNTIMES)}, not {runtime!r}")
     settings = read_settings(model_path)
     if settings.frames is not None:
         raise ValueError(f"{model_path}: a patch model has no LiteRT form")
+    if store_weights_uncompressed(model_path):
+        note(f"{model_path}: its weights are now stored uncompressed (read at first use)")
     found = cached_form(model_path, "litert")
     if found is None:
         import_tensorflow_quietly()
@@ -739,16 +763,23 @@ def package_form(model_path: str | os.PathLike, runtime: str = "litert",
         kept.append(blob[start:fill["offset"]])
         start = fill["offset"] + _fill_size(fill)
     packed = zlib.compress(b"".join(kept) + blob[start:], 9)
+    locations = weight_locations(model_path)
     record = {**form_record(blob, found[1], file_sha256(model_path), runtime),
-              "skeleton_sha256": hashlib.sha256(packed).hexdigest(), "fills": fills}
+              "skeleton_sha256": hashlib.sha256(packed).hexdigest(), "fills": fills,
+              "weights": {fill["weight"]: locations[fill["weight"]] for fill in fills}}
     record_path, skeleton_path = packaged_paths(model_path, runtime)
     for path, data in ((skeleton_path, packed), (record_path, json.dumps(record).encode())):
         staged = path.with_name(f".{path.name}.{os.getpid()}")
         staged.write_bytes(data)
         os.replace(staged, path)
-    if _assemble(model_path, runtime, file_sha256(model_path)) is None:
-        raise RuntimeError(f"{record_path}: the packaged form does not assemble to its "
-                           "converted form")
+    assembled = skeleton_path.with_name(f".{skeleton_path.name}.{os.getpid()}.tflite")
+    try:
+        if _assemble(model_path, runtime, file_sha256(model_path), assembled) is None:
+            raise RuntimeError(f"{record_path}: the packaged form does not assemble to its "
+                               "converted form")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            assembled.unlink()
     return record_path
 
 
@@ -784,8 +815,9 @@ def _tap_fill(data: np.ndarray, taps: dict) -> dict | None:
 
 
 def _fill_values(fill: dict, weights: dict, out: np.ndarray | None = None) -> np.ndarray:
-    """A fill's float32 filter, made from its weight's taps (:func:`_tap_fill`), in ``out``
-    (zeros of its size, any shape) where given."""
+    """A fill's float32 filter, made from its weight's taps (:func:`_tap_fill`; ``weights``
+    as read, float16 or float32, cast here), in ``out`` (zeros of its size, any shape)
+    where given."""
     values = (np.zeros(fill["shape"], np.float32) if out is None
               else out.reshape(fill["shape"]))
     weight, rows = weights[fill["weight"]], fill["rows"]
@@ -800,15 +832,18 @@ def _fill_size(fill: dict) -> int:
     return int(np.prod(fill["shape"])) * (1 if fill["int8"] else 4)
 
 
-def _assemble(model_path: str | os.PathLike, runtime: str,
-              model_sha256: str) -> tuple[bytearray, dict] | None:
-    """The flatbuffer of a model file's packaged form for ``runtime`` and its record, made
-    without TensorFlow: the skeleton decompressed, each fill made from the model file's
-    weights; None (with one warning line) where the form is for another model file or
-    fails a checksum; None (silently) where the model file has no packaged form."""
+def _assemble(model_path: str | os.PathLike, runtime: str, model_sha256: str,
+              target: Path) -> dict | None:
+    """Write the flatbuffer of a model file's packaged form for ``runtime`` into file
+    ``target``, without TensorFlow: the skeleton decompressed, each fill made from the model
+    file's weights in place (in the file's own pages, mapped: no copy of the flatbuffer
+    is made in memory); returns its record. None (and no ``target``) with one warning line
+    where the form is for another model file or fails a checksum; None (silently) where
+    the model file has no packaged form."""
+    import mmap
     import zlib
 
-    from .settings import read_weights
+    from .settings import read_weights_at
 
     record_path, skeleton_path = packaged_paths(model_path, runtime)
     if not record_path.is_file():
@@ -822,48 +857,56 @@ def _assemble(model_path: str | os.PathLike, runtime: str,
         packed = skeleton_path.read_bytes()
         if hashlib.sha256(packed).hexdigest() != record.get("skeleton_sha256"):
             raise DamagedForm("its skeleton's checksum is not the recorded one")
-        skeleton = zlib.decompress(packed)
-        blob = bytearray(record["size"])
-        weights = read_weights(model_path)
-        start = kept = 0  # the flatbuffer up to `start` is made; `kept` skeleton bytes used
-        for fill in record["fills"]:  # in offset order
-            gap = fill["offset"] - start
-            blob[start:fill["offset"]] = skeleton[kept:kept + gap]
-            if fill["int8"]:
-                values = _fill_values(fill, weights)
-                levels = int8_levels(values.reshape(values.shape[0], -1))[0]
-                blob[fill["offset"]:fill["offset"] + levels.nbytes] = memoryview(levels).cast("B")
-            else:  # made in place: the flatbuffer's bytes there are zeros
-                _fill_values(fill, weights, out=np.frombuffer(
-                    blob, np.float32, int(np.prod(fill["shape"])), fill["offset"]))
-            start, kept = fill["offset"] + _fill_size(fill), kept + gap
-        blob[start:] = skeleton[kept:]
-        del weights, skeleton
-        if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
+        skeleton = memoryview(zlib.decompress(packed))
+        weights = read_weights_at(model_path, record["weights"])
+        with open(target, "w+b") as file:
+            file.truncate(record["size"])
+            with mmap.mmap(file.fileno(), record["size"]) as blob:
+                start = kept = 0  # the flatbuffer up to `start` is made; `kept` skeleton bytes
+                for fill in record["fills"]:  # in offset order
+                    gap = fill["offset"] - start
+                    blob[start:fill["offset"]] = skeleton[kept:kept + gap]
+                    if fill["int8"]:
+                        values = _fill_values(fill, weights)  # float32
+                        levels = int8_levels(values.reshape(values.shape[0], -1))[0]
+                        blob[fill["offset"]:fill["offset"] + levels.nbytes] = levels.tobytes()
+                    else:  # made in place: the file's bytes there are zeros
+                        _fill_values(fill, weights, out=np.frombuffer(
+                            blob, np.float32, int(np.prod(fill["shape"])), fill["offset"]))
+                    start, kept = fill["offset"] + _fill_size(fill), kept + gap
+                blob[start:] = skeleton[kept:]
+                digest = hashlib.sha256(blob).hexdigest()
+        if digest != record.get("sha256"):
             raise DamagedForm("it does not assemble to the recorded checksum")
     except (OSError, ValueError, KeyError, TypeError, IndexError, zlib.error) as error:
+        with contextlib.suppress(OSError):
+            target.unlink()
         warn(f"the packaged {runtime} form of {model_path} is not used "
              f"({first_line(error)}); converting the model instead")
         return None
-    return blob, record
+    return record
 
 
 def packaged_form(model_path: str | os.PathLike, runtime: str = "litert",
                   model_sha256: str | None = None) -> tuple[Path, dict] | None:
     """A model file's packaged form for ``runtime`` (:func:`package_form`), assembled
-    without TensorFlow and stored as its cache entry: ``(flatbuffer path, stored
+    without TensorFlow straight into its cache entry: ``(flatbuffer path, stored
     settings)`` as :func:`cached_form` gives them; None where there is none usable."""
     model_sha256 = model_sha256 or file_sha256(model_path)
-    assembled = _assemble(model_path, runtime, model_sha256)
-    if assembled is None:
+    if not packaged_paths(model_path, runtime)[0].is_file():
         return None
-    blob, record = assembled
     base = _entry(model_path, runtime, model_sha256)
     base.parent.mkdir(parents=True, exist_ok=True)
     with _locked(base.with_suffix(".lock")):
-        return (_checked_entry(base, model_path, model_sha256, runtime)
-                or store(base, blob, record["settings"], model_sha256, runtime,
-                         record["sha256"]))
+        found = _checked_entry(base, model_path, model_sha256, runtime)
+        if found is not None:
+            return found
+        staged = _staged(base, ".tflite")
+        record = _assemble(model_path, runtime, model_sha256, staged)
+        if record is None:
+            return None
+        return store(base, staged, record["settings"], model_sha256, runtime,
+                     record["sha256"])
 
 
 def ready_form(model_path: str | os.PathLike,

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from conftest import synth_pair
 from keras_svs import runtime
 from keras_svs.cli import main
 from keras_svs.separation import Separator
-from keras_svs.settings import ModelSettings
+from keras_svs.settings import WEIGHTS_MEMBER, ModelSettings
 
 RATE = 8000
 needs_litert = pytest.mark.skipif(not runtime.litert_installed(),
@@ -335,6 +337,8 @@ def test_the_shipped_models_packaged_forms_are_of_it(cache, capfd):
     from keras_svs.settings import DEFAULT_MODEL
 
     digest = runtime.file_sha256(DEFAULT_MODEL)
+    with zipfile.ZipFile(DEFAULT_MODEL) as archive:  # its weights are read where they lie
+        assert archive.getinfo(WEIGHTS_MEMBER).compress_type == zipfile.ZIP_STORED
     for flavour in runtime.LITERT_RUNTIMES:
         record_path, skeleton = runtime.packaged_paths(DEFAULT_MODEL, flavour)
         record = json.loads(record_path.read_text())
@@ -363,11 +367,44 @@ def test_the_shipped_models_packaged_form_separates_as_tensorflow(cache):
         np.testing.assert_allclose(got[stem], want[stem], atol=1e-4)
 
 
+def test_weights_are_read_where_they_lie_before_and_after_storing_them_uncompressed(
+        stereo_path, tmp_path):
+    """``read_weights_at`` gives h5py's weights from the member's bytes, deflated or
+    stored; storing the member uncompressed keeps the model (Keras loads the same weights)
+    and is done once; a location outside the member is a ValueError."""
+    import keras
+
+    from keras_svs.settings import (read_settings, read_weights, read_weights_at,
+                                    store_weights_uncompressed, weight_locations)
+
+    model = tmp_path / "model.keras"
+    with zipfile.ZipFile(stereo_path) as source, zipfile.ZipFile(model, "w") as target:
+        for name in source.namelist():  # every member deflated
+            target.writestr(name, source.read(name), compress_type=zipfile.ZIP_DEFLATED)
+    want, locations = read_weights(model), weight_locations(model)
+    assert set(locations) == set(want)  # every weight Keras wrote lies contiguously
+    for stored in (False, True):
+        if stored:
+            assert store_weights_uncompressed(model) is True
+            assert store_weights_uncompressed(model) is False  # already so
+        got = read_weights_at(model, locations)
+        for name, weight in want.items():
+            np.testing.assert_array_equal(got[name].astype(np.float32), weight)
+    with zipfile.ZipFile(model) as archive:
+        assert archive.getinfo(WEIGHTS_MEMBER).compress_type == zipfile.ZIP_STORED
+        assert archive.testzip() is None
+    assert read_settings(model) == read_settings(stereo_path)
+    for saved, loaded in zip(keras.saving.load_model(stereo_path).weights,
+                             keras.saving.load_model(model).weights):
+        np.testing.assert_array_equal(np.asarray(saved), np.asarray(loaded))
+    name, where = next(iter(locations.items()))
+    with pytest.raises(ValueError):
+        read_weights_at(model, {name: {**where, "offset": model.stat().st_size}})
+
+
 @needs_litert
 def test_a_packaged_form_is_used_without_tensorflow_and_only_with_its_model(
         stereo_path, cache, tmp_path, capfd):
-    import shutil
-
     import keras
 
     from keras_svs.models import build_model
@@ -395,6 +432,18 @@ def test_a_packaged_form_is_used_without_tensorflow_and_only_with_its_model(
         np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), want)
     tensorflow = Separator(model, runtime="tensorflow").separate(song, 8000)["vocals"]
     np.testing.assert_allclose(want, tensorflow, atol=1e-4)  # int8: no filter is that large
+
+    record_path = runtime.packaged_paths(model, "litert")[0]  # a weight read from elsewhere
+    record = json.loads(record_path.read_text())
+    where = next(iter(record["weights"].values()))
+    where["offset"] += 2
+    record_path.write_text(json.dumps(record))
+    shutil.rmtree(cache)
+    capfd.readouterr()
+    assert runtime.packaged_form(model, "litert") is None
+    err = capfd.readouterr().err
+    assert err.count("Warning") == 1 and "recorded checksum" in err
+    assert [p.suffix for p in cache.rglob("*") if p.is_file()] == [".lock"]  # nothing half-made
 
     keras.utils.set_random_seed(4)
     build_model("tinystereo").save(model)  # another model in the same file: stale forms

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from ..settings import WEIGHTS_MEMBER
 from ..spectral import StftConfig
 from .layers import ModelSettings, SpectrogramInput
 
@@ -56,15 +57,16 @@ def save_half_precision(model: str | os.PathLike | keras.Model, path: str | os.P
         with zipfile.ZipFile(full) as archive:
             members = {name: archive.read(name) for name in archive.namelist()}
         weights32, weights16 = Path(tmp) / "w32.h5", Path(tmp) / "w16.h5"
-        weights32.write_bytes(members["model.weights.h5"])
+        weights32.write_bytes(members[WEIGHTS_MEMBER])
         with h5py.File(weights32, "r") as source, h5py.File(weights16, "w") as target:
             _copy_h5(source, target)
-        members["model.weights.h5"] = weights16.read_bytes()
+        members[WEIGHTS_MEMBER] = weights16.read_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f".{path.name}.tmp")
     with zipfile.ZipFile(staged, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
+        for name, data in members.items():  # the weights stored: read where they lie
+            archive.writestr(name, data, compress_type=zipfile.ZIP_STORED
+                             if name == WEIGHTS_MEMBER else zipfile.ZIP_DEFLATED)
     os.replace(staged, path)  # atomic: never a half-written model
     return path
 

@@ -490,8 +490,9 @@ def main() -> None:
     p.add_argument("--mir1k")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--limit", type=int, default=0, help="tracks per dataset and split (0: all)")
-    p.add_argument("--level", type=float, default=0.7,
-                   help="Vorbis compression level, 0 (best quality) to 1 (smallest)")
+    p.add_argument("--level", type=float, default=0.8,
+                   help="Vorbis compression level, 0 (best quality) to 1 (smallest); 0.8: "
+                        "19.0 MB for musdb7 and MIR-1K train + valid, within what travels")
     p.set_defaults(run=pack)
     t = commands.add_parser("train", help="distil the students (on the GPU)")
     t.add_argument("--cache", required=True)

@@ -8,7 +8,7 @@ tracks (their Ogg Vorbis stems, 44.1 kHz stereo, exactly the files the CPU path 
 the split file into a folder that travels to the GPU machine (``.carry/``, ignored by git).
 Measured: 93 tracks, 19.7 MB. Decoded there to 22.05 kHz mono by the same code as here
 (:func:`keras_svs.pipeline.decode`), they would take 55.8 MB as int16 and 37.3 MB as FLAC,
-too much beside the 38 MB repository in the 64 MiB that travel (benchmarks/gpu/README.md).
+too much beside the 42 MB repository in the 64 MiB that travel (benchmarks/gpu/README.md).
 
 ``train`` (on the GPU machine; on any machine for a dry run):
 

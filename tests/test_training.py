@@ -512,11 +512,12 @@ def test_both_loaders_give_the_same_training_batches(tmp_path, loss):
                                    rtol=1e-6)
 
 
-@pytest.mark.parametrize("loader, loss", [("tf", "weighted"), ("numpy", "weighted"),
-                                          ("tf", "psa"), ("numpy", "psa")])
+@pytest.mark.parametrize("loader, loss", [("tf", "weighted"), ("numpy", "psa")])
 def test_weighted_loss_run(tmp_path, loader, loss):
+    """Each weighted loss trains (its loss falls) on each loader; the loaders give the same
+    examples for both (test_both_loaders_give_the_same_training_batches above)."""
     data = write_training_pairs(tmp_path / "data", tracks=4, seconds=2.0)
-    config = training_settings(preset="tiny", epochs=4, pretrain_epochs=1, steps_per_epoch=5,
+    config = training_settings(preset="tiny", epochs=4, pretrain_epochs=0, steps_per_epoch=5,
                          learning_rate=3e-3, verbose=0, remix=0.0, loss=loss,
                          loader=loader, gnsdr_clips=0)
     path = train(data, tmp_path / "run", *config)
@@ -640,17 +641,19 @@ def test_with_network_input_checks_the_network():
         training.with_network_input(unet, bins=576)
 
 
-@pytest.mark.parametrize("loader", ["tf", "numpy"])
-def test_frames_sets_the_training_patch_length(tmp_path, monkeypatch, loader):
+def test_frames_sets_the_training_patch_length(tmp_path, monkeypatch):
     """``Recipe.frames`` reaches both loaders, and the run records it."""
     monkeypatch.setitem(presets.PRESETS, "unet", _small_unet_preset())
     data = write_training_pairs(tmp_path / "data", tracks=3, seconds=2.0)
-    config = (resolve(Recipe(preset="unet", frames=128, batch_size=2, epochs=1, pretrain_epochs=0,
-                             steps_per_epoch=1)), RunOptions(loader=loader, gnsdr_clips=0))
+    recipe = resolve(Recipe(preset="unet", frames=128, batch_size=2, epochs=1,
+                            pretrain_epochs=0, steps_per_epoch=1))
     preset = training.with_network_input(presets.PRESETS["unet"], 128)
     train_audio, _ = load_splits(data, None, preset)
-    x, y = next(iter(training._data(train_audio, preset, *config, "finetune", training=True)))
-    assert keras.ops.shape(x) == (2, 128, 128)
+    for loader in ("tf", "numpy"):
+        x, y = next(iter(training._data(train_audio, preset, recipe, RunOptions(loader=loader),
+                                        "finetune", training=True)))
+        assert keras.ops.shape(x) == (2, 128, 128), loader
+    config = (recipe, RunOptions(loader="numpy", gnsdr_clips=0))
     path = train(data, tmp_path / "run", *config)
     record = json.loads((tmp_path / "run" / "training.json").read_text())
     assert record["config"]["frames"] == 128

@@ -239,4 +239,3 @@ def serve_model(tmp_path_factory) -> dict:
            "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1]),
                                                      os.environ.get("PYTHONPATH")) if p)}
     return {"model": model, "cache": cache, "env": env}
-

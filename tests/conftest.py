@@ -149,6 +149,24 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def litert_model_path(tmp_path_factory) -> Path:
+    """An untrained ``tinystereo`` model (fully convolutional, stereo, 8 kHz: the shipped
+    model's kind) whose LiteRT form is converted here, once, into this run's cache: a
+    separation with it then imports no TensorFlow, in this process or in a command's (and a
+    worker process starts in a second, not in TensorFlow's ten)."""
+    import keras
+
+    from keras_svs.models import build_model
+    from keras_svs.separation import Separator
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tinystereo.keras"
+    build_model("tinystereo").save(path)
+    assert Separator(path).predict.runtime.startswith("litert")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_model_path):
     """The untrained tiny model, loaded (share it; do not train it)."""
     from keras_svs.models import load_model

@@ -362,10 +362,10 @@ def named(line: str, case: Case, path: Path, out: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def separator(tiny_model_path):
+def separator(litert_model_path):
     from keras_svs import Separator
 
-    return Separator(tiny_model_path)
+    return Separator(litert_model_path)
 
 
 RUNS = [pytest.param(case, frontend, id=f"{frontend}:{case.id}")
@@ -375,7 +375,7 @@ RUNS = [pytest.param(case, frontend, id=f"{frontend}:{case.id}")
 
 
 @pytest.mark.parametrize("case, frontend", RUNS)
-def test_bad_input(case, frontend, tiny_model_path, separator, tmp_path, monkeypatch):
+def test_bad_input(case, frontend, litert_model_path, separator, tmp_path, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
     path = case.make(folder)
@@ -393,7 +393,7 @@ def test_bad_input(case, frontend, tiny_model_path, separator, tmp_path, monkeyp
                                 lambda *a, **k: streamed.append(a[1]) or real_stream(*a, **k))
         if frontend in ("cli", "stream"):
             blocks = ["--block-seconds", STREAM_BLOCK] if frontend == "stream" else []
-            result = run_cli("separate", path, "--model", tiny_model_path, "-o", out,
+            result = run_cli("separate", path, "--model", litert_model_path, "-o", out,
                              "--bit-depth", "32", *blocks)
             assert "Traceback" not in result.output, result.output
             if case.error is None:
@@ -527,9 +527,9 @@ def batch(tmp_path):
             audio_file("good_b.wav", lambda: mixture(seed=2))(folder)]
 
 
-def test_batch_reports_and_skips_each_bad_file(tiny_model_path, batch, tmp_path):
+def test_batch_reports_and_skips_each_bad_file(litert_model_path, batch, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("separate", *batch, "--model", tiny_model_path, "-o", out,
+    result = run_cli("separate", *batch, "--model", litert_model_path, "-o", out,
                      "--bit-depth", "32")
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = error_lines(result.stderr)
@@ -544,9 +544,9 @@ def test_batch_reports_and_skips_each_bad_file(tiny_model_path, batch, tmp_path)
         assert_separated(good, out, before, N)
 
 
-def test_fail_fast_stops_at_the_first_failure(tiny_model_path, batch, tmp_path):
+def test_fail_fast_stops_at_the_first_failure(litert_model_path, batch, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("separate", *batch, "--model", tiny_model_path, "-o", out,
+    result = run_cli("separate", *batch, "--model", litert_model_path, "-o", out,
                      "--fail-fast", "--bit-depth", "32")
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = error_lines(result.stderr)
@@ -559,9 +559,9 @@ def test_fail_fast_stops_at_the_first_failure(tiny_model_path, batch, tmp_path):
     assert_separated(batch[0], out, {}, N)
 
 
-def test_fail_fast_with_the_first_file_bad_writes_nothing(tiny_model_path, batch, tmp_path):
+def test_fail_fast_with_the_first_file_bad_writes_nothing(litert_model_path, batch, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("separate", batch[2], batch[0], batch[3], "--model", tiny_model_path,
+    result = run_cli("separate", batch[2], batch[0], batch[3], "--model", litert_model_path,
                      "-o", out, "--fail-fast")
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = error_lines(result.stderr)
@@ -570,7 +570,7 @@ def test_fail_fast_with_the_first_file_bad_writes_nothing(tiny_model_path, batch
     assert not out.exists()
 
 
-def test_fail_fast_on_a_full_disk_keeps_only_complete_files(tiny_model_path, batch, tmp_path,
+def test_fail_fast_on_a_full_disk_keeps_only_complete_files(litert_model_path, batch, tmp_path,
                                                              monkeypatch):
     """The disk fills during the second file's second stem: the first file stays complete,
     the second leaves nothing, the third is not tried."""
@@ -578,7 +578,7 @@ def test_fail_fast_on_a_full_disk_keeps_only_complete_files(tiny_model_path, bat
     goods = [batch[0], batch[3],
              audio_file("good_c.wav", lambda: mixture(seed=3))(batch[0].parent)]
     full_disk(4)(out, monkeypatch)  # the 4th stem written: good_b/accompaniment.wav
-    result = run_cli("separate", *goods, "--model", tiny_model_path, "-o", out, "--fail-fast",
+    result = run_cli("separate", *goods, "--model", litert_model_path, "-o", out, "--fail-fast",
                      "--bit-depth", "32")
     monkeypatch.undo()
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -590,9 +590,9 @@ def test_fail_fast_on_a_full_disk_keeps_only_complete_files(tiny_model_path, bat
     assert sorted(tree(out)) == ["good_a"] + [f"good_a/{f}" for f in STEM_FILES]
 
 
-def test_fail_fast_when_every_file_is_good(tiny_model_path, batch, tmp_path):
+def test_fail_fast_when_every_file_is_good(litert_model_path, batch, tmp_path):
     out = tmp_path / "out"
-    result = run_cli("separate", batch[0], batch[3], "--model", tiny_model_path, "-o", out,
+    result = run_cli("separate", batch[0], batch[3], "--model", litert_model_path, "-o", out,
                      "--fail-fast")
     assert result.exit_code == 0, result.output
     assert error_lines(result.stderr) == []
@@ -618,7 +618,7 @@ def limit_file_size() -> None:  # runs in the child: files may not grow past 20 
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file-size limits")
-def test_console_script_batch_and_full_disk(tiny_model_path, tmp_path):
+def test_console_script_batch_and_full_disk(litert_model_path, tmp_path):
     """The real program, as a terminal sees it: (1) a batch of every kind of unreadable
     input and one good file; (2) a real failed write from libsndfile: the output files may
     not grow past 20 kB (RLIMIT_FSIZE, as a nearly full disk), the stems need 32 kB."""
@@ -628,8 +628,8 @@ def test_console_script_batch_and_full_disk(tiny_model_path, tmp_path):
            if case.error is not None and case.setup is None]
     good = audio_file("good.wav", lambda: mixture(seconds=1.0))(folder)
     batch_out, full_out = tmp_path / "batch_out", tmp_path / "full_out"
-    batch_run = console("separate", *bad, good, "--model", tiny_model_path, "-o", batch_out)
-    full_run = console("separate", good, "--model", tiny_model_path, "-o", full_out,
+    batch_run = console("separate", *bad, good, "--model", litert_model_path, "-o", batch_out)
+    full_run = console("separate", good, "--model", litert_model_path, "-o", full_out,
                        "--bit-depth", "32", preexec_fn=limit_file_size)
     stdout, stderr = batch_run.communicate(timeout=300)
     full_stdout, full_stderr = full_run.communicate(timeout=300)
@@ -689,13 +689,13 @@ def _signalled_mid_file(model, tmp_path: Path, out: Path, signum) -> subprocess.
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigterm_mid_file_leaves_nothing(tiny_model_path, tmp_path):
+def test_sigterm_mid_file_leaves_nothing(litert_model_path, tmp_path):
     """A container stop or a scheduler's kill (SIGTERM) mid-file ends the run as Ctrl-C
     does: exit 1, one Error line, no file (temporary or not) in the output folder."""
     import signal
 
     out = tmp_path / "out"
-    process = _signalled_mid_file(tiny_model_path, tmp_path, out, signal.SIGTERM)
+    process = _signalled_mid_file(litert_model_path, tmp_path, out, signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1, stderr
     assert error_lines(stderr) == ["Error: terminated"], stderr
@@ -704,20 +704,20 @@ def test_sigterm_mid_file_leaves_nothing(tiny_model_path, tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_next_run_removes_what_a_killed_run_left(tiny_model_path, tmp_path):
+def test_next_run_removes_what_a_killed_run_left(litert_model_path, tmp_path):
     """After SIGKILL no handler runs and temporary files stay; the next run into that folder
     removes them (their writer's process is gone), and leaves a running writer's alone."""
     import signal
 
     out = tmp_path / "out"
-    process = _signalled_mid_file(tiny_model_path, tmp_path, out, signal.SIGKILL)
+    process = _signalled_mid_file(litert_model_path, tmp_path, out, signal.SIGKILL)
     process.communicate(timeout=60)
     left = [p for p in out.rglob(".*") if p.is_file()]
     assert left and all(p.parent == out / "long" for p in left)
     alive = out / "long" / f".vocals.{os.getppid()}-keep.wav"  # pytest's parent: running
     alive.write_bytes(b"")
     short = _long_input(tmp_path / "again", seconds=1.0)
-    result = run_cli("separate", short, "--model", tiny_model_path, "-o", out, "--overwrite")
+    result = run_cli("separate", short, "--model", litert_model_path, "-o", out, "--overwrite")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "long").iterdir()) == sorted(
         [alive.name, *STEM_FILES])

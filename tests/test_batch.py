@@ -151,11 +151,14 @@ def test_block_seconds_for_streams_long_files(inputs, monkeypatch):
     assert batch.block_seconds_for(path, None) == batch.AUTO_BLOCK_SECONDS
 
 
-def test_a_separator_drives_a_templated_fail_fast_batch_in_two_jobs(separator, inputs,
-                                                                     tmp_path):
+def test_a_separator_drives_a_templated_fail_fast_batch_in_two_jobs(litert_model_path,
+                                                                     inputs, tmp_path):
     """What ``keras-svs separate --filename ... --jobs 2 --fail-fast`` does, from Python:
     the workers load the separator's model from its arguments; after the failure no file
     is started, and every file that was separated is whole."""
+    from keras_svs import Separator
+
+    separator = Separator(litert_model_path)
     missing = tmp_path / "in" / "missing.wav"
     out = tmp_path / "out"
     outcomes = list(batch.separate_files(separator, [missing, *inputs], out, jobs=2,

@@ -549,15 +549,14 @@ def test_train_names_a_bad_clip_and_skip_bad_skips_it(tmp_path):
     assert json.loads((tmp_path / "skipped" / "training.json").read_text())["train_tracks"] == 2
 
 
-def test_jobs_separate_a_batch_in_parallel_like_one_job(litert_model_path, short_inputs,
-                                                        tmp_path):
+def test_jobs_separate_a_batch_in_parallel_like_one_job(tiny_model_path, short_inputs, tmp_path):
     """--jobs 2: two worker processes, the same stems as one job, one line per file."""
     missing = tmp_path / "batch" / "missing.wav"
     outputs = {}
     for jobs in ("1", "2"):
         out = tmp_path / f"jobs{jobs}"
         result = run("separate", short_inputs[0], missing, *short_inputs[1:], "--model",
-                     litert_model_path, "-o", out, "--jobs", jobs, "--bit-depth", "32")
+                     tiny_model_path, "-o", out, "--jobs", jobs, "--bit-depth", "32")
         assert result.exit_code == 1, result.output
         assert files_under(out) == [f"{t}/{s}.wav" for t in "abc"
                                     for s in ("accompaniment", "vocals")]

@@ -308,14 +308,13 @@ def form_key(model_path: str | os.PathLike, runtime: str = "litert",
     return f"{model_sha256 or file_sha256(model_path)}{flavour}-v{FORM_VERSION}"
 
 
-def form_record(flatbuffer: bytes, stored: dict, model_sha256: str, runtime: str,
-                sha256: str | None = None) -> dict:
+def form_record(size: int, sha256: str, stored: dict, model_sha256: str,
+                runtime: str) -> dict:
     """The JSON record of a converted form (a cache entry's ``.json``): what
-    :func:`verified_settings` checks it against (``sha256``: the flatbuffer's, where the
-    caller has it)."""
+    :func:`verified_settings` checks it against (the flatbuffer's ``size`` in bytes and
+    ``sha256``)."""
     return {"form_version": FORM_VERSION, "runtime": runtime, "model_sha256": model_sha256,
-            "sha256": sha256 or hashlib.sha256(flatbuffer).hexdigest(), "size": len(flatbuffer),
-            "settings": stored}
+            "sha256": sha256, "size": size, "settings": stored}
 
 
 class DamagedForm(ValueError):
@@ -499,35 +498,44 @@ def convert(model, shape: list, model_path: str | os.PathLike,
         ``(flatbuffer path, stored settings)``, as :func:`cached_form` gives them.
     """
     model_sha256 = file_sha256(model_path)
+
+    def make(base: Path) -> tuple[Path, dict]:
+        from .models import settings
+
+        note(conversion_cost(model_path, runtime))
+        flatbuffer = _convert(model, shape, int8=runtime == "litert-int8")
+        return store(base, flatbuffer, settings(model).as_dict(), model_sha256, runtime)
+
+    return _entry_or_make(model_path, runtime, model_sha256, make)
+
+
+def _entry_or_make(model_path: str | os.PathLike, runtime: str, model_sha256: str,
+                   make: Callable[[Path], tuple[Path, dict] | None]) -> tuple[Path, dict] | None:
+    """A model file's cache entry for ``runtime``, checked (:func:`_checked_entry`), else
+    what ``make(base)`` stores there (:func:`store`; None: nothing), under the entry's lock,
+    so that processes making one entry at once take turns and those after the first find it."""
     base = _entry(model_path, runtime, model_sha256)
     base.parent.mkdir(parents=True, exist_ok=True)
     with _locked(base.with_suffix(".lock")):
         found = _checked_entry(base, model_path, model_sha256, runtime)
-        if found is not None:
-            return found
-        note(conversion_cost(model_path, runtime))
-        flatbuffer = _convert(model, shape, int8=runtime == "litert-int8")
-        from .models import settings
-
-        return store(base, flatbuffer, settings(model).as_dict(), model_sha256, runtime)
+        return found if found is not None else make(base)
 
 
 def store(base: Path, flatbuffer: bytes | Path, stored: dict, model_sha256: str,
           runtime: str, sha256: str | None = None) -> tuple[Path, dict]:
     """Write a cache entry: ``base`` + ``.tflite`` (the flatbuffer) and ``.json`` (its
     record, :func:`form_record`), each atomically (staged, then renamed); the caller holds
-    the entry's lock. ``flatbuffer``: its bytes, or a staged file (:func:`_staged`) that
-    holds them, renamed into place (then ``sha256``, its checksum, is needed). Returns
-    ``(flatbuffer path, stored)``."""
+    the entry's lock. ``flatbuffer``: its bytes (``sha256``, their checksum, is computed
+    where not given), or a staged file (:func:`_staged`) that holds them, renamed into place
+    (then ``sha256`` is needed). Returns ``(flatbuffer path, stored)``."""
     if isinstance(flatbuffer, Path):
-        record = {**form_record(b"", stored, model_sha256, runtime, sha256),
-                  "size": flatbuffer.stat().st_size}
-        os.replace(flatbuffer, base.with_suffix(".tflite"))
+        size, staged = flatbuffer.stat().st_size, flatbuffer
     else:
-        record = form_record(flatbuffer, stored, model_sha256, runtime, sha256)
-        staged = _staged(base, ".tflite")
+        size, staged = len(flatbuffer), _staged(base, ".tflite")
+        sha256 = sha256 or hashlib.sha256(flatbuffer).hexdigest()
         staged.write_bytes(flatbuffer)
-        os.replace(staged, base.with_suffix(".tflite"))
+    os.replace(staged, base.with_suffix(".tflite"))
+    record = form_record(size, sha256, stored, model_sha256, runtime)
     staged = _staged(base, ".json")
     staged.write_bytes(json.dumps(record).encode())
     os.replace(staged, base.with_suffix(".json"))
@@ -535,7 +543,8 @@ def store(base: Path, flatbuffer: bytes | Path, stored: dict, model_sha256: str,
 
 
 def _staged(base: Path, suffix: str) -> Path:
-    """Where this process writes a file of entry ``base`` before renaming it into place."""
+    """Where this process writes ``base`` + ``suffix`` (a cache entry's file, a packaged
+    form's) before renaming it into place."""
     return base.with_name(f".{base.name}.{os.getpid()}{suffix}")
 
 
@@ -710,7 +719,8 @@ def package_form(model_path: str | os.PathLike, runtime: str = "litert",
         raise ValueError(f"{model_path}: a patch model has no LiteRT form")
     if store_weights_uncompressed(model_path):
         note(f"{model_path}: its weights are now stored uncompressed (read at first use)")
-    found = cached_form(model_path, "litert")
+    model_sha256 = file_sha256(model_path)
+    found = cached_form(model_path, "litert", model_sha256)
     if found is None:
         import_tensorflow_quietly()
         from .models import load_model
@@ -722,11 +732,8 @@ def package_form(model_path: str | os.PathLike, runtime: str = "litert",
     if runtime == "litert":
         blob = exact
     else:
-        base = _entry(model_path, runtime)
-        with _locked(base.with_suffix(".lock")):
-            blob = (_checked_entry(base, model_path, file_sha256(model_path), runtime)
-                    or store(base, quantize_filters(exact), found[1],
-                             file_sha256(model_path), runtime))[0].read_bytes()
+        blob = _entry_or_make(model_path, runtime, model_sha256, lambda base: store(
+            base, quantize_filters(exact), found[1], model_sha256, runtime))[0].read_bytes()
     weights = read_weights(model_path)
     taps = {}  # (shape, bytes) of a tap matrix -> (weight, kt, kf, transposed)
     for name, w in weights.items():
@@ -764,17 +771,18 @@ def package_form(model_path: str | os.PathLike, runtime: str = "litert",
         start = fill["offset"] + _fill_size(fill)
     packed = zlib.compress(b"".join(kept) + blob[start:], 9)
     locations = weight_locations(model_path)
-    record = {**form_record(blob, found[1], file_sha256(model_path), runtime),
+    record = {**form_record(len(blob), hashlib.sha256(blob).hexdigest(), found[1],
+                            model_sha256, runtime),
               "skeleton_sha256": hashlib.sha256(packed).hexdigest(), "fills": fills,
               "weights": {fill["weight"]: locations[fill["weight"]] for fill in fills}}
     record_path, skeleton_path = packaged_paths(model_path, runtime)
     for path, data in ((skeleton_path, packed), (record_path, json.dumps(record).encode())):
-        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged = _staged(path, "")
         staged.write_bytes(data)
         os.replace(staged, path)
-    assembled = skeleton_path.with_name(f".{skeleton_path.name}.{os.getpid()}.tflite")
+    assembled = _staged(skeleton_path, ".tflite")
     try:
-        if _assemble(model_path, runtime, file_sha256(model_path), assembled) is None:
+        if _assemble(model_path, runtime, model_sha256, assembled) is None:
             raise RuntimeError(f"{record_path}: the packaged form does not assemble to its "
                                "converted form")
     finally:
@@ -895,18 +903,14 @@ def packaged_form(model_path: str | os.PathLike, runtime: str = "litert",
     model_sha256 = model_sha256 or file_sha256(model_path)
     if not packaged_paths(model_path, runtime)[0].is_file():
         return None
-    base = _entry(model_path, runtime, model_sha256)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(base.with_suffix(".lock")):
-        found = _checked_entry(base, model_path, model_sha256, runtime)
-        if found is not None:
-            return found
+
+    def make(base: Path) -> tuple[Path, dict] | None:
         staged = _staged(base, ".tflite")
         record = _assemble(model_path, runtime, model_sha256, staged)
-        if record is None:
-            return None
-        return store(base, staged, record["settings"], model_sha256, runtime,
-                     record["sha256"])
+        return None if record is None else store(base, staged, record["settings"],
+                                                 model_sha256, runtime, record["sha256"])
+
+    return _entry_or_make(model_path, runtime, model_sha256, make)
 
 
 def ready_form(model_path: str | os.PathLike,
